@@ -1,0 +1,48 @@
+package rpc
+
+import "time"
+
+// Record is a job as the daemon stores it: the job (whose Spec the store keeps
+// apart, written once at submit) and what the daemon needs to resume it.
+type Record struct {
+	Job
+	Run RunState `json:"run"`
+}
+
+// RunState is the daemon's own bookkeeping of a job, stored with it and never sent
+// to clients.
+type RunState struct {
+	// Procs are the processes started for the running step, stored so that a
+	// daemon that starts after a crash can kill what is left of them.
+	Procs []Proc `json:"procs"`
+	// CancelReason is set once a cancel was stored; it is then the outcome.
+	CancelReason *string `json:"cancel_reason"`
+	// Deadline is the job's timeout deadline, set at its first start.
+	Deadline *time.Time `json:"deadline"`
+}
+
+// Proc identifies a started process: its pid, its process group, and its start
+// time (in clock ticks since boot, from /proc) so that a reused pid is not taken
+// for it.
+type Proc struct {
+	Step  int    `json:"step"`
+	PID   int    `json:"pid"`
+	PGID  int    `json:"pgid"`
+	Start uint64 `json:"start"`
+}
+
+// NewJob is a job to submit: its initial record (ID 0, Spec set) and the submitted
+// event, whose Job the store fills in.
+type NewJob struct {
+	Record Record
+	Event  Event
+	// Field is the path of the spec in the request ("job" or "jobs[3]"), for errors.
+	Field string
+}
+
+// Transition replaces a job's stored record, guarded by the state it moves from.
+type Transition struct {
+	Record Record
+	From   State
+	Events []Event
+}

@@ -1,0 +1,338 @@
+// Package rpc is spool's contract: the protocol types (job spec, job, event, queue,
+// template), the params and results of every method, the error codes, the Service
+// interface that both the daemon and the client implement, and the JSON-RPC server
+// that adapts a Service to connections on a socket.
+package rpc
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// ProtocolVersion is the version of the protocol this package speaks.
+const ProtocolVersion = 1
+
+// Duration is a time.Duration written in JSON as a Go duration string ("90s"), and
+// as null when zero.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// String formats d as a Go duration string.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes d as a duration string, or null when zero.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	if d == 0 {
+		return []byte("null"), nil
+	}
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON reads a duration string or null.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*d = 0
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("must be a duration string such as \"90s\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q", s)
+	}
+	if v < 0 {
+		return fmt.Errorf("duration %q must not be negative", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// State is the state of a job or of a step.
+type State string
+
+// Job and step states.
+const (
+	StateQueued    State = "queued"
+	StateRunning   State = "running"
+	StateSucceeded State = "succeeded"
+	StateFailed    State = "failed"
+	StateCancelled State = "cancelled"
+	// Step-only states.
+	StatePending  State = "pending"
+	StateRetrying State = "retrying"
+	StateSkipped  State = "skipped"
+)
+
+// Final reports whether s is a final job or step state.
+func (s State) Final() bool {
+	switch s {
+	case StateSucceeded, StateFailed, StateCancelled, StateSkipped:
+		return true
+	}
+	return false
+}
+
+// Spec is what a client submits: a job as a list of steps and its policies.
+type Spec struct {
+	Name       string            `json:"name"`
+	Key        string            `json:"key"`
+	Queue      string            `json:"queue"`
+	Priority   int               `json:"priority"`
+	Labels     map[string]string `json:"labels"`
+	After      []int64           `json:"after"`
+	AfterIndex []int             `json:"after_index"`
+	NotBefore  *time.Time        `json:"not_before"`
+	Timeout    Duration          `json:"timeout"`
+	Dir        string            `json:"dir"`
+	Env        map[string]string `json:"env"`
+	Steps      []Step            `json:"steps"`
+}
+
+// Step is one step of a job spec; exactly one of Exec, Shell, Sleep and HTTP is set.
+type Step struct {
+	Name        string     `json:"name"`
+	Exec        *ExecStep  `json:"exec,omitempty"`
+	Shell       *ShellStep `json:"shell,omitempty"`
+	Sleep       *SleepStep `json:"sleep,omitempty"`
+	HTTP        *HTTPStep  `json:"http,omitempty"`
+	Timeout     Duration   `json:"timeout"`
+	Retry       *Retry     `json:"retry"`
+	Result      string     `json:"result"`
+	OnInterrupt string     `json:"on_interrupt"`
+}
+
+// Step kinds.
+const (
+	KindExec  = "exec"
+	KindShell = "shell"
+	KindSleep = "sleep"
+	KindHTTP  = "http"
+)
+
+// Result modes of a step.
+const (
+	ResultText = "text"
+	ResultJSON = "json"
+	ResultNone = "none"
+)
+
+// On-interrupt policies of a step.
+const (
+	OnInterruptRetry = "retry"
+	OnInterruptFail  = "fail"
+)
+
+// Kind names the kind of the step, or "" when none is set.
+func (s Step) Kind() string {
+	switch {
+	case s.Exec != nil:
+		return KindExec
+	case s.Shell != nil:
+		return KindShell
+	case s.Sleep != nil:
+		return KindSleep
+	case s.HTTP != nil:
+		return KindHTTP
+	}
+	return ""
+}
+
+// ExecStep runs a program directly.
+type ExecStep struct {
+	Argv  []string          `json:"argv"`
+	Dir   string            `json:"dir"`
+	Env   map[string]string `json:"env"`
+	Stdin string            `json:"stdin"`
+}
+
+// ShellStep runs a script with /bin/sh -c.
+type ShellStep struct {
+	Script string            `json:"script"`
+	Dir    string            `json:"dir"`
+	Env    map[string]string `json:"env"`
+	Stdin  string            `json:"stdin"`
+}
+
+// SleepStep waits for a duration.
+type SleepStep struct {
+	Duration Duration `json:"duration"`
+}
+
+// HTTPStep makes one HTTP request.
+type HTTPStep struct {
+	Method       string            `json:"method"`
+	URL          string            `json:"url"`
+	Headers      map[string]string `json:"headers"`
+	Body         string            `json:"body"`
+	ExpectStatus []int             `json:"expect_status"`
+	MaxBody      int64             `json:"max_body"`
+}
+
+// Retry is a step's retry policy: Attempts tries in all, waits doubling from
+// Backoff up to MaxBackoff.
+type Retry struct {
+	Attempts   int      `json:"attempts"`
+	Backoff    Duration `json:"backoff"`
+	MaxBackoff Duration `json:"max_backoff"`
+}
+
+// Progress is the latest progress a job reported.
+type Progress struct {
+	Done    *int64    `json:"done"`
+	Total   *int64    `json:"total"`
+	Percent *float64  `json:"percent"`
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+// StepStatus is the state of one step of a job.
+type StepStatus struct {
+	Name       string     `json:"name"`
+	Kind       string     `json:"kind"`
+	State      State      `json:"state"`
+	Attempt    int        `json:"attempt"`
+	RetryAt    *time.Time `json:"retry_at"`
+	StartedAt  *time.Time `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at"`
+	ExitCode   *int       `json:"exit_code"`
+	Signal     *string    `json:"signal"`
+	Error      string     `json:"error"`
+	OutputTail *string    `json:"output_tail,omitempty"`
+	// Result is the step's result value (text as a JSON string, or parsed JSON);
+	// null until the step succeeded or when its result mode is "none".
+	Result json.RawMessage `json:"result"`
+	// Slept is how much of a sleep step has passed, kept so that a restart sleeps
+	// only the remainder.
+	Slept Duration `json:"slept,omitempty"`
+}
+
+// TemplateRef names the template and params a job was made from.
+type TemplateRef struct {
+	Name   string            `json:"name"`
+	Params map[string]string `json:"params"`
+}
+
+// Job is a job as the daemon reports it.
+type Job struct {
+	ID          int64             `json:"id"`
+	Name        string            `json:"name"`
+	Key         *string           `json:"key"`
+	Queue       string            `json:"queue"`
+	Priority    int               `json:"priority"`
+	Labels      map[string]string `json:"labels"`
+	After       []int64           `json:"after"`
+	NotBefore   *time.Time        `json:"not_before"`
+	State       State             `json:"state"`
+	Waiting     *string           `json:"waiting"`
+	SubmittedAt time.Time         `json:"submitted_at"`
+	StartedAt   *time.Time        `json:"started_at"`
+	FinishedAt  *time.Time        `json:"finished_at"`
+	CurrentStep int               `json:"current_step"`
+	Steps       []StepStatus      `json:"steps"`
+	Progress    *Progress         `json:"progress"`
+	// Result is the job's result once it succeeded. Listed jobs leave it out;
+	// a single job carries it, as null while unset (see Null).
+	Result          json.RawMessage `json:"result,omitempty"`
+	ResultTruncated bool            `json:"result_truncated"`
+	Error           string          `json:"error"`
+	RetryOf         *int64          `json:"retry_of"`
+	Template        *TemplateRef    `json:"template"`
+	Spec            *Spec           `json:"spec,omitempty"`
+}
+
+// Final reports whether the job is in a final state.
+func (j *Job) Final() bool { return j.State.Final() }
+
+// Event is one entry of the event log, or a live event (progress, heartbeat, output,
+// done) that is not stored and has no seq.
+type Event struct {
+	Seq      int64           `json:"seq,omitempty"`
+	Time     time.Time       `json:"time"`
+	Job      int64           `json:"job,omitempty"`
+	Type     string          `json:"type"`
+	Step     *int            `json:"step,omitempty"`
+	StepName string          `json:"step_name,omitempty"`
+	State    State           `json:"state,omitempty"`
+	Attempt  int             `json:"attempt,omitempty"`
+	ExitCode *int            `json:"exit_code,omitempty"`
+	Signal   *string         `json:"signal,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	RetryAt  *time.Time      `json:"retry_at,omitempty"`
+	Result   json.RawMessage `json:"result,omitempty"`
+	Progress *Progress       `json:"progress,omitempty"`
+	Elapsed  Duration        `json:"elapsed,omitempty"`
+	LastLine *string         `json:"last_line,omitempty"`
+	Offset   *int64          `json:"offset,omitempty"`
+	Data     *string         `json:"data,omitempty"`
+}
+
+// Event types.
+const (
+	EventSubmitted    = "submitted"
+	EventStarted      = "started"
+	EventStepStarted  = "step_started"
+	EventStepRetrying = "step_retrying"
+	EventStepFinished = "step_finished"
+	EventInterrupted  = "interrupted"
+	EventSucceeded    = "succeeded"
+	EventFailed       = "failed"
+	EventCancelled    = "cancelled"
+	EventRemoved      = "removed"
+	EventProgress     = "progress"
+	EventHeartbeat    = "heartbeat"
+	EventOutput       = "output"
+	EventDone         = "done"
+)
+
+// Stored reports whether events of this type are stored in the log (and have a seq).
+func (e *Event) Stored() bool {
+	switch e.Type {
+	case EventProgress, EventHeartbeat, EventOutput, EventDone:
+		return false
+	}
+	return true
+}
+
+// Queue is a queue's settings and counts.
+type Queue struct {
+	Name     string `json:"name"`
+	Parallel *int   `json:"parallel"`
+	Paused   bool   `json:"paused"`
+	Queued   int    `json:"queued"`
+	Running  int    `json:"running"`
+}
+
+// TemplateParam declares one parameter of a template.
+type TemplateParam struct {
+	Required bool    `json:"required"`
+	Default  *string `json:"default"`
+}
+
+// Template is a named job spec with {{param}} placeholders.
+type Template struct {
+	Name      string                   `json:"name"`
+	Spec      json.RawMessage          `json:"spec"`
+	Params    map[string]TemplateParam `json:"params"`
+	CreatedAt time.Time                `json:"created_at"`
+	UpdatedAt time.Time                `json:"updated_at"`
+}
+
+// Info describes the running daemon.
+type Info struct {
+	Version     string        `json:"version"`
+	Protocol    int           `json:"protocol"`
+	PID         int           `json:"pid"`
+	StartedAt   time.Time     `json:"started_at"`
+	Socket      string        `json:"socket"`
+	StateDir    string        `json:"state_dir"`
+	StoreID     string        `json:"store_id"`
+	MaxParallel int           `json:"max_parallel"`
+	Counts      map[State]int `json:"counts"`
+	LastSeq     int64         `json:"last_seq"`
+	OldestSeq   int64         `json:"oldest_seq"`
+}
