@@ -13,7 +13,7 @@ func DefaultSocketPath(getenv func(string) string) string {
 	if dir := getenv("XDG_RUNTIME_DIR"); dir != "" {
 		return filepath.Join(dir, "spool", "spoold.sock")
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("spool-%d", os.Getuid()), "spoold.sock")
+	return filepath.Join("/tmp", fmt.Sprintf("spool-%d", os.Getuid()), "spoold.sock")
 }
 
 // ClientSocketPath is the socket a client dials: flag (when not empty), then
