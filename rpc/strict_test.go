@@ -1,0 +1,176 @@
+package rpc
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+)
+
+// paramsError decodes raw into a fresh value of v's type and returns the error's code,
+// field and reason.
+func paramsError(t *testing.T, raw string, v any) (code int, field, reason string) {
+	t.Helper()
+	err := DecodeParams(json.RawMessage(raw), v)
+	if err == nil {
+		return 0, "", ""
+	}
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("error %v is not an *rpc.Error", err)
+	}
+	if e.Data == nil {
+		return e.Code, "", ""
+	}
+	return e.Code, e.Data.Field, e.Data.Reason
+}
+
+func TestDecodeParamsUnknownFields(t *testing.T) {
+	cases := []struct {
+		name, raw string
+		v         any
+		field     string
+	}{
+		{"top level", `{"job": {"steps": []}, "jbo": 1}`, &SubmitParams{}, "jbo"},
+		{"in a spec", `{"job": {"stpes": []}}`, &SubmitParams{}, "job.stpes"},
+		{"in a step", `{"job": {"steps": [{"exec": {"argv": ["x"]}, "stpes": 1}]}}`, &SubmitParams{}, "job.steps[0].stpes"},
+		{"in a step kind", `{"jobs": [{}, {}, {"steps": [{"sleep": {"duration": "1s"}}, {"exec": {"argvv": ["x"]}}]}]}`, &SubmitParams{}, "jobs[2].steps[1].exec.argvv"},
+		{"in a retry", `{"job": {"steps": [{"retry": {"attempts": 2, "backof": "1s"}}]}}`, &SubmitParams{}, "job.steps[0].retry.backof"},
+		{"in a map of structs", `{"name": "t", "spec": {"anything": 1}, "params": {"dir": {"requird": true}}}`, &TemplatePutParams{}, "params.dir.requird"},
+		{"case differs", `{"job": {"Steps": []}}`, &SubmitParams{}, "job.Steps"},
+		{"odd key", `{"job": {"a b": 1}}`, &SubmitParams{}, `job["a b"]`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			is := is.New(t)
+			code, field, reason := paramsError(t, c.raw, c.v)
+			is.Equal(code, CodeInvalidParams) // an unknown field is invalid params
+			is.Equal(field, c.field)          // named by its path
+			is.Equal(reason, "unknown field") // and said to be unknown
+		})
+	}
+}
+
+func TestDecodeParamsTypeErrors(t *testing.T) {
+	cases := []struct {
+		name, raw string
+		v         any
+		field     string
+		reason    string
+	}{
+		{"string for integer", `{"job": {"priority": "high"}}`, &SubmitParams{}, "job.priority", "must be integer"},
+		{"fraction for integer", `{"job": {"priority": 1.5}}`, &SubmitParams{}, "job.priority", "must be integer"},
+		{"huge integer", `{"id": 1e400}`, &GetParams{}, "id", "must be integer"},
+		{"out of range", `{"id": 99999999999999999999}`, &GetParams{}, "id", "integer out of range"},
+		{"bad duration", `{"job": {"timeout": "2 hours"}}`, &SubmitParams{}, "job.timeout", `invalid duration "2 hours"`},
+		{"number for duration", `{"id": 1, "timeout": 30}`, &WaitParams{}, "timeout", `must be a duration string such as "90s"`},
+		{"bad time", `{"job": {"not_before": "tomorrow"}}`, &SubmitParams{}, "job.not_before", "must be an RFC 3339 time"},
+		{"object for step", `{"id": 1, "step": {}}`, &LogsParams{}, "step", "must be a step name or index"},
+		{"number for string", `{"job": {"steps": [{"exec": {"argv": ["a", 2]}}]}}`, &SubmitParams{}, "job.steps[0].exec.argv[1]", "must be string"},
+		{"object for array", `{"job": {"steps": {}}}`, &SubmitParams{}, "job.steps", "must be array"},
+		{"array for object", `{"job": []}`, &SubmitParams{}, "job", "must be object"},
+		{"string for bool", `{"output": "yes"}`, &WatchParams{}, "output", "must be boolean"},
+		{"map value", `{"job": {"labels": {"k": 1}}}`, &SubmitParams{}, "job.labels.k", "must be string"},
+		{"negative for ids ok, string not", `{"ids": [1, "2"]}`, &RemoveParams{}, "ids[1]", "must be integer"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			is := is.New(t)
+			code, field, reason := paramsError(t, c.raw, c.v)
+			is.Equal(code, CodeInvalidParams) // a type error is invalid params
+			is.Equal(field, c.field)          // named by its path
+			is.Equal(reason, c.reason)        // with what is wrong
+		})
+	}
+}
+
+func TestDecodeParamsNotAnObject(t *testing.T) {
+	for _, raw := range []string{`[1]`, `"x"`, `3`, `true`} {
+		is := is.New(t)
+		code, _, _ := paramsError(t, raw, &GetParams{})
+		is.Equal(code, CodeInvalidParams) // params must be an object
+	}
+}
+
+func TestDecodeParamsAbsent(t *testing.T) {
+	for _, raw := range []string{``, `null`, ` null `, `{}`} {
+		is := is.New(t)
+		var p ListParams
+		is.NoErr(DecodeParams(json.RawMessage(raw), &p)) // absent params are {}
+		is.Equal(p.Limit, 0)                               // nothing set
+	}
+}
+
+func TestDecodeParamsValid(t *testing.T) {
+	is := is.New(t)
+	raw := `{"job": {"name": "n", "priority": -3, "labels": {"a": "b"}, "after": [1, 2],
+		"not_before": "2026-12-01T02:00:00+01:00", "timeout": "2h", "env": {"X": "y"},
+		"steps": [
+			{"name": "fetch", "http": {"method": "GET", "url": "http://x/", "expect_status": [200], "headers": null},
+			 "retry": {"attempts": 5, "backoff": "1s", "max_backoff": "30s"}},
+			{"exec": {"argv": ["make", "all"]}, "timeout": "30m", "result": "none"},
+			{"sleep": {"duration": "10s"}, "retry": null}
+		]}}`
+	var p SubmitParams
+	is.NoErr(DecodeParams(json.RawMessage(raw), &p)) // a full spec decodes
+	is.Equal(p.Job.Priority, -3)                      // integers
+	is.Equal(p.Job.Timeout.D(), 2*time.Hour)          // durations
+	is.Equal(p.Job.Steps[0].Retry.MaxBackoff.D(), 30*time.Second)
+	is.Equal(p.Job.Steps[1].Exec.Argv, []string{"make", "all"}) // nested slices
+	is.Equal(p.Job.NotBefore.UTC().Hour(), 1)                     // times with any offset
+
+	var tp TemplatePutParams
+	is.NoErr(DecodeParams(json.RawMessage(`{"name": "b", "spec": {"stpes": "{{x}}"}, "params": {"x": {"required": true, "default": null}}}`), &tp)) // a raw spec is not walked
+	is.Equal(string(tp.Spec), `{"stpes": "{{x}}"}`)                                                                                              // and kept as it is
+
+	var lp LogsParams
+	is.NoErr(DecodeParams(json.RawMessage(`{"id": 1, "step": 2}`), &lp)) // a step by index
+	is.Equal(*lp.Step.Index, 2)
+	is.NoErr(DecodeParams(json.RawMessage(`{"id": 1, "step": "build"}`), &lp)) // a step by name
+	is.Equal(lp.Step.Name, "build")
+}
+
+// FuzzDecodeParams checks that DecodeParams never panics, fails only with -32602
+// (or -32700 for invalid JSON), and accepts nothing the stock strict decoder rejects,
+// decoding to the same value when it accepts.
+func FuzzDecodeParams(f *testing.F) {
+	for _, s := range []string{
+		`{}`, `null`, `[]`, `{"job": {"steps": [{"exec": {"argv": ["x"]}}]}}`,
+		`{"jobs": [{"steps": [{"shell": {"script": "echo"}, "retry": {"attempts": 3, "backoff": "1s"}}], "after_index": [0]}]}`,
+		`{"job": {"stpes": []}}`, `{"job": {"priority": 1.5}}`, `{"job": {"timeout": "x"}}`,
+		`{"job": {"labels": {"a": "b"}, "not_before": "2026-12-01T02:00:00Z"}}`,
+		`{"job": {"steps": [{"http": {"url": "http://x", "expect_status": [200, "x"]}}]}}`,
+		`{"job": null, "jobs": null}`, `{"job": {"Steps": []}}`, `{"job": {"steps": [null]}}`,
+		`{"job": {"priority": -0}}`, `{"job": {"priority": 1e2}}`, `{"job": {"steps": [{"exec": {"argv": []}}], "env": {"\u0041": "b"}}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var got SubmitParams
+		err := DecodeParams(raw, &got)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.Code != CodeInvalidParams && e.Code != CodeParseError {
+				t.Fatalf("error %v is not -32602", err)
+			}
+			return
+		}
+		var want SubmitParams
+		trimmed := bytes.TrimSpace(raw)
+		if len(trimmed) == 0 {
+			trimmed = []byte("{}")
+		}
+		dec := json.NewDecoder(bytes.NewReader(trimmed))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&want); err != nil {
+			t.Fatalf("DecodeParams accepted %q, which the stock decoder rejects: %v", raw, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("DecodeParams(%q) = %+v, stock decoder %+v", raw, got, want)
+		}
+	})
+}
