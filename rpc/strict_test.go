@@ -101,7 +101,7 @@ func TestDecodeParamsAbsent(t *testing.T) {
 		is := is.New(t)
 		var p ListParams
 		is.NoErr(DecodeParams(json.RawMessage(raw), &p)) // absent params are {}
-		is.Equal(p.Limit, 0)                               // nothing set
+		is.Equal(p.Limit, 0)                             // nothing set
 	}
 }
 
@@ -117,15 +117,15 @@ func TestDecodeParamsValid(t *testing.T) {
 		]}}`
 	var p SubmitParams
 	is.NoErr(DecodeParams(json.RawMessage(raw), &p)) // a full spec decodes
-	is.Equal(p.Job.Priority, -3)                      // integers
-	is.Equal(p.Job.Timeout.D(), 2*time.Hour)          // durations
+	is.Equal(p.Job.Priority, -3)                     // integers
+	is.Equal(p.Job.Timeout.D(), 2*time.Hour)         // durations
 	is.Equal(p.Job.Steps[0].Retry.MaxBackoff.D(), 30*time.Second)
 	is.Equal(p.Job.Steps[1].Exec.Argv, []string{"make", "all"}) // nested slices
-	is.Equal(p.Job.NotBefore.UTC().Hour(), 1)                     // times with any offset
+	is.Equal(p.Job.NotBefore.UTC().Hour(), 1)                   // times with any offset
 
 	var tp TemplatePutParams
 	is.NoErr(DecodeParams(json.RawMessage(`{"name": "b", "spec": {"stpes": "{{x}}"}, "params": {"x": {"required": true, "default": null}}}`), &tp)) // a raw spec is not walked
-	is.Equal(string(tp.Spec), `{"stpes": "{{x}}"}`)                                                                                              // and kept as it is
+	is.Equal(string(tp.Spec), `{"stpes": "{{x}}"}`)                                                                                                 // and kept as it is
 
 	var lp LogsParams
 	is.NoErr(DecodeParams(json.RawMessage(`{"id": 1, "step": 2}`), &lp)) // a step by index
