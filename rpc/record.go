@@ -19,6 +19,9 @@ type RunState struct {
 	CancelReason *string `json:"cancel_reason"`
 	// Deadline is the job's timeout deadline, set at its first start.
 	Deadline *time.Time `json:"deadline"`
+	// Interrupted is set when the daemon stopped while the job ran: the next start
+	// of its step resumes the same attempt instead of counting a new one.
+	Interrupted bool `json:"interrupted"`
 }
 
 // Proc identifies a started process: its pid, its process group, and its start

@@ -206,9 +206,6 @@ type StepStatus struct {
 	// Result is the step's result value (text as a JSON string, or parsed JSON);
 	// null until the step succeeded or when its result mode is "none".
 	Result json.RawMessage `json:"result"`
-	// Slept is how much of a sleep step has passed, kept so that a restart sleeps
-	// only the remainder.
-	Slept Duration `json:"slept,omitempty"`
 }
 
 // TemplateRef names the template and params a job was made from.

@@ -1,0 +1,324 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"spool/rpc"
+)
+
+// Retry submits a final job's stored spec again as a new job.
+func (d *Daemon) Retry(ctx context.Context, p rpc.RetryParams) (*rpc.Job, error) {
+	rec, err := d.store.Get(ctx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	if !rec.State.Final() {
+		return nil, rpc.BadState(p.ID, rec.State, "only a final job can be retried")
+	}
+	spec := *rec.Spec
+	spec.Key = ""
+	spec.After = slices.Clone(rec.After)
+	spec.AfterIndex = nil
+	if err := rpc.NormalizeSpec("job", &spec); err != nil {
+		return nil, err
+	}
+	now := d.clock.Now()
+	nr := newRecord(&spec, now)
+	id := p.ID
+	nr.RetryOf = &id
+	nr.Template = rec.Template
+	recs, err := d.submit(ctx, []rpc.NewJob{{Record: nr, Event: rpc.Event{Time: now, Type: rpc.EventSubmitted, State: rpc.StateQueued}, Field: "job"}})
+	if err != nil {
+		return nil, err
+	}
+	return &recs[0].Job, nil
+}
+
+// Remove removes final jobs, all or none.
+func (d *Daemon) Remove(ctx context.Context, p rpc.RemoveParams) (*rpc.RemoveResult, error) {
+	if len(p.IDs) == 0 {
+		return nil, rpc.InvalidParams("ids", "must not be empty")
+	}
+	ids, evs, err := d.store.Remove(ctx, p.IDs, d.clock.Now())
+	if err != nil {
+		return nil, err
+	}
+	d.hub.publish(evs)
+	d.removeFiles(ids)
+	return &rpc.RemoveResult{Removed: len(ids)}, nil
+}
+
+// Prune removes final jobs by state and age.
+func (d *Daemon) Prune(ctx context.Context, p rpc.PruneParams) (*rpc.RemoveResult, error) {
+	if len(p.States) == 0 && p.OlderThan == 0 {
+		return nil, rpc.InvalidParams("states", "give states, older_than or both")
+	}
+	for i, s := range p.States {
+		if s != rpc.StateSucceeded && s != rpc.StateFailed && s != rpc.StateCancelled {
+			return nil, rpc.InvalidParams(fmt.Sprintf("states[%d]", i), "must be a final state: succeeded, failed or cancelled")
+		}
+	}
+	now := d.clock.Now()
+	var cutoff time.Time
+	if p.OlderThan > 0 {
+		cutoff = now.Add(-p.OlderThan.D())
+	}
+	ids, evs, err := d.store.Prune(ctx, p.States, cutoff, now)
+	if err != nil {
+		return nil, err
+	}
+	d.hub.publish(evs)
+	d.removeFiles(ids)
+	return &rpc.RemoveResult{Removed: len(ids)}, nil
+}
+
+// QueueList lists the queues with their counts.
+func (d *Daemon) QueueList(ctx context.Context) (*rpc.QueueListResult, error) {
+	if err := d.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]rpc.Queue, 0, len(d.queues))
+	for _, q := range d.queues {
+		out = append(out, queueOf(q))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return &rpc.QueueListResult{Queues: out}, nil
+}
+
+func queueOf(q *queueState) rpc.Queue {
+	return rpc.Queue{Name: q.name, Parallel: q.parallel, Paused: q.paused, Queued: q.queued, Running: q.running}
+}
+
+// QueueSet changes a queue's settings, making the queue when it is new.
+func (d *Daemon) QueueSet(ctx context.Context, p rpc.QueueSetParams) (*rpc.Queue, error) {
+	if err := d.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	if !rpc.ValidQueueName(p.Name) {
+		return nil, rpc.InvalidParams("name", "must match [a-z0-9._-]{1,64}")
+	}
+	if p.Parallel != nil && *p.Parallel < 0 {
+		return nil, rpc.InvalidParams("parallel", "must not be negative (0 removes the limit)")
+	}
+	d.mu.Lock()
+	q := d.queue(p.Name)
+	next := queueOf(q)
+	d.mu.Unlock()
+	if p.Parallel != nil {
+		if *p.Parallel == 0 {
+			next.Parallel = nil
+		} else {
+			n := *p.Parallel
+			next.Parallel = &n
+		}
+	}
+	if p.Paused != nil {
+		next.Paused = *p.Paused
+	}
+	if err := d.store.PutQueue(ctx, rpc.Queue{Name: next.Name, Parallel: next.Parallel, Paused: next.Paused}); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	q.parallel, q.paused = next.Parallel, next.Paused
+	out := queueOf(q)
+	d.mu.Unlock()
+	d.kick()
+	return &out, nil
+}
+
+// paramNameOK reports whether s may name a template param.
+func paramNameOK(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// expandTemplate replaces each {{name}} of a declared param in the raw spec with
+// its value, escaped for a JSON string.
+func expandTemplate(raw []byte, values map[string]string) []byte {
+	out := raw
+	for _, name := range slices.Sorted(maps.Keys(values)) {
+		q, _ := json.Marshal(values[name])
+		esc := q[1 : len(q)-1]
+		out = bytes.ReplaceAll(out, []byte("{{"+name+"}}"), esc)
+	}
+	return out
+}
+
+// decodeSpec decodes a spec strictly: unknown fields are errors.
+func decodeSpec(raw []byte, field string) (*rpc.Spec, error) {
+	var s rpc.Spec
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return nil, rpc.InvalidParams(field, err.Error())
+	}
+	return &s, nil
+}
+
+// TemplatePut validates and stores a template.
+func (d *Daemon) TemplatePut(ctx context.Context, p rpc.TemplatePutParams) (*rpc.Template, error) {
+	if !paramNameOK(strings.ReplaceAll(strings.ReplaceAll(p.Name, "-", "_"), ".", "_")) {
+		return nil, rpc.InvalidParams("name", "must be 1 to 64 letters, digits, '.', '-' or '_'")
+	}
+	if len(bytes.TrimSpace(p.Spec)) == 0 || bytes.Equal(bytes.TrimSpace(p.Spec), []byte("null")) {
+		return nil, rpc.InvalidParams("spec", "is required")
+	}
+	if p.Params == nil {
+		p.Params = map[string]rpc.TemplateParam{}
+	}
+	for name, prm := range p.Params {
+		if !paramNameOK(name) {
+			return nil, rpc.InvalidParams("params."+name, "a param name is letters, digits and '_'")
+		}
+		if prm.Required && prm.Default != nil {
+			return nil, rpc.InvalidParams("params."+name, "a required param has no default")
+		}
+	}
+	plain, err := decodeSpec(p.Spec, "spec")
+	if err != nil {
+		return nil, err
+	}
+	for i, st := range plain.Steps {
+		if st.Shell == nil {
+			continue
+		}
+		for name := range p.Params {
+			if strings.Contains(st.Shell.Script, "{{"+name+"}}") {
+				return nil, rpc.InvalidParams(fmt.Sprintf("spec.steps[%d].shell.script", i),
+					fmt.Sprintf("placeholder {{%s}} in a script: use $SPOOL_PARAM_%s", name, strings.ToUpper(name)))
+			}
+		}
+	}
+	// Validate with the defaults filled in; a required param gets sample values.
+	var lastErr error
+	for _, sample := range []string{"1", "/1", "http://localhost/1"} {
+		values := map[string]string{}
+		for name, prm := range p.Params {
+			if prm.Default != nil {
+				values[name] = *prm.Default
+			} else {
+				values[name] = sample
+			}
+		}
+		s, err := decodeSpec(expandTemplate(p.Spec, values), "spec")
+		if err == nil {
+			err = rpc.NormalizeSpec("spec", s)
+		}
+		if lastErr = err; err == nil {
+			break
+		}
+	}
+	if lastErr != nil {
+		return nil, lastErr
+	}
+	now := d.clock.Now()
+	t := rpc.Template{Name: p.Name, Spec: bytes.Clone(p.Spec), Params: p.Params, CreatedAt: now, UpdatedAt: now}
+	if old, err := d.store.Template(ctx, p.Name); err == nil {
+		t.CreatedAt = old.CreatedAt
+	}
+	if err := d.store.PutTemplate(ctx, t); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// TemplateGet reads a template.
+func (d *Daemon) TemplateGet(ctx context.Context, p rpc.TemplateNameParams) (*rpc.Template, error) {
+	return d.store.Template(ctx, p.Name)
+}
+
+// TemplateList lists the templates.
+func (d *Daemon) TemplateList(ctx context.Context) (*rpc.TemplateListResult, error) {
+	ts, err := d.store.Templates(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if ts == nil {
+		ts = []rpc.Template{}
+	}
+	return &rpc.TemplateListResult{Templates: ts}, nil
+}
+
+// TemplateRemove removes a template.
+func (d *Daemon) TemplateRemove(ctx context.Context, p rpc.TemplateNameParams) error {
+	return d.store.RemoveTemplate(ctx, p.Name)
+}
+
+// TemplateRun makes a job from a template and submits it.
+func (d *Daemon) TemplateRun(ctx context.Context, p rpc.TemplateRunParams) (*rpc.Job, error) {
+	t, err := d.store.Template(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	values := map[string]string{}
+	for _, name := range slices.Sorted(maps.Keys(p.Params)) {
+		if _, ok := t.Params[name]; !ok {
+			return nil, rpc.InvalidParams("params."+name, fmt.Sprintf("template %q has no param %q", p.Name, name))
+		}
+		values[name] = p.Params[name]
+	}
+	for _, name := range slices.Sorted(maps.Keys(t.Params)) {
+		prm := t.Params[name]
+		if _, ok := values[name]; ok {
+			continue
+		}
+		if prm.Default != nil {
+			values[name] = *prm.Default
+			continue
+		}
+		if prm.Required {
+			return nil, rpc.InvalidParams("params."+name, "is required")
+		}
+		values[name] = ""
+	}
+	spec, err := decodeSpec(expandTemplate(t.Spec, values), "spec")
+	if err != nil {
+		return nil, err
+	}
+	if p.Queue != nil {
+		spec.Queue = *p.Queue
+	}
+	if p.Priority != nil {
+		spec.Priority = *p.Priority
+	}
+	if p.Labels != nil {
+		if spec.Labels == nil {
+			spec.Labels = map[string]string{}
+		}
+		maps.Copy(spec.Labels, p.Labels)
+	}
+	if p.After != nil {
+		spec.After = append(spec.After, p.After...)
+	}
+	if p.Key != nil {
+		spec.Key = *p.Key
+	}
+	if err := rpc.NormalizeSpec("job", spec); err != nil {
+		return nil, err
+	}
+	now := d.clock.Now()
+	nr := newRecord(spec, now)
+	nr.Template = &rpc.TemplateRef{Name: t.Name, Params: values}
+	recs, err := d.submit(ctx, []rpc.NewJob{{Record: nr, Event: rpc.Event{Time: now, Type: rpc.EventSubmitted, State: rpc.StateQueued}, Field: "job"}})
+	if err != nil {
+		return nil, err
+	}
+	return &recs[0].Job, nil
+}

@@ -1,0 +1,274 @@
+// Package daemon is spool's engine: it implements rpc.Service on top of a Store,
+// schedules queued jobs under the queue and global limits, runs their steps, feeds
+// watchers, and recovers what a previous run left behind.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// Clock tells the time; tests pass a fake one.
+type Clock interface {
+	Now() time.Time
+}
+
+// SystemClock is the real clock.
+type SystemClock struct{}
+
+// Now returns the current time in UTC.
+func (SystemClock) Now() time.Time { return time.Now().UTC() }
+
+// Config holds what a Daemon needs; zero fields take the defaults named.
+type Config struct {
+	Store    Store
+	StateDir string // logs and results live under it
+	Socket   string // reported by daemon.info
+	Version  string
+	// MaxParallel bounds the running jobs of all queues (default: number of CPUs).
+	MaxParallel int
+	// KillGrace is the time between SIGTERM and SIGKILL (default 10s).
+	KillGrace time.Duration
+	// MaxLog caps one step's log (default 64 MiB).
+	MaxLog int64
+	// EventRetention trims stored events older than this (default 30 days; <0: never).
+	EventRetention time.Duration
+	// Retain removes final jobs this long after they finished (0: never).
+	Retain time.Duration
+	// Env is the environment jobs start from (default os.Environ()).
+	Env   []string
+	Clock Clock
+	Log   *slog.Logger
+	// Home is the default working directory of steps (default the user's home).
+	Home string
+}
+
+// Daemon is the engine. It implements rpc.Service.
+type Daemon struct {
+	cfg    Config
+	store  Store
+	clock  Clock
+	log    *slog.Logger
+	hub    *hub
+	spawn  *spawner
+	start  time.Time
+	logDir string
+	resDir string
+
+	mu      sync.Mutex
+	jobs    map[int64]*jobState // unfinished jobs
+	queues  map[string]*queueState
+	running int
+	timers  notBeforeHeap
+	waiters map[int64][]chan struct{}
+	// dependents lists, for an unfinished job, the queued jobs waiting for it.
+	dependents map[int64][]int64
+	closing    bool // no new starts
+	stopping   bool // daemon.shutdown or signal: submits refused unless draining
+	draining   bool
+	wake       chan struct{}
+	ready      chan struct{} // closed once recovery is over
+	stop       chan struct{} // closed by Shutdown
+	stopOnce   sync.Once
+	runners    sync.WaitGroup
+	bg         sync.WaitGroup
+	runCtx     context.Context
+}
+
+// New builds a daemon over an open store. Call Run to start it.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("daemon: no store")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("daemon: no state folder")
+	}
+	if cfg.MaxParallel <= 0 {
+		cfg.MaxParallel = runtime.NumCPU()
+	}
+	if cfg.KillGrace <= 0 {
+		cfg.KillGrace = 10 * time.Second
+	}
+	if cfg.MaxLog <= 0 {
+		cfg.MaxLog = 64 << 20
+	}
+	if cfg.EventRetention == 0 {
+		cfg.EventRetention = 30 * 24 * time.Hour
+	}
+	if cfg.Env == nil {
+		cfg.Env = os.Environ()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock{}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Home == "" {
+		if h, err := os.UserHomeDir(); err == nil {
+			cfg.Home = h
+		} else {
+			cfg.Home = "/"
+		}
+	}
+	d := &Daemon{
+		cfg:        cfg,
+		store:      cfg.Store,
+		clock:      cfg.Clock,
+		log:        cfg.Log,
+		logDir:     filepath.Join(cfg.StateDir, "logs"),
+		resDir:     filepath.Join(cfg.StateDir, "results"),
+		jobs:       map[int64]*jobState{},
+		queues:     map[string]*queueState{},
+		waiters:    map[int64][]chan struct{}{},
+		dependents: map[int64][]int64{},
+		ready:      make(chan struct{}),
+		wake:       make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+	}
+	for _, dir := range []string{cfg.StateDir, d.logDir, d.resDir} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("daemon: create %s: %w", dir, err)
+		}
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("daemon: chmod %s: %w", dir, err)
+		}
+	}
+	d.hub = newHub(d)
+	return d, nil
+}
+
+// Stopped is closed once daemon.shutdown was asked for.
+func (d *Daemon) Stopped() <-chan struct{} { return d.stop }
+
+// Run recovers what the last run left, then schedules jobs until ctx is done or
+// daemon.shutdown is called. On return running processes were stopped and their
+// jobs are left running in the store, to be resumed at the next start.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.start = d.clock.Now()
+	sp, err := newSpawner()
+	if err != nil {
+		return fmt.Errorf("daemon: start the process spawner: %w", err)
+	}
+	d.spawn = sp
+	defer sp.close()
+	runCtx, cancelRuns := context.WithCancel(context.Background())
+	defer cancelRuns()
+	d.mu.Lock()
+	d.runCtx = runCtx
+	d.mu.Unlock()
+	if err := d.recover(ctx); err != nil {
+		return fmt.Errorf("daemon: recover: %w", err)
+	}
+	close(d.ready)
+	d.log.Info("daemon ready", "unfinished", len(d.jobs), "max_parallel", d.cfg.MaxParallel)
+	d.bg.Add(1)
+	go func() { defer d.bg.Done(); d.maintain(runCtx) }()
+
+	d.kick()
+	for {
+		select {
+		case <-ctx.Done():
+			d.shutdown(false)
+		case <-d.stop:
+		case <-d.wake:
+			d.schedule(runCtx)
+			continue
+		case <-d.nextTimer():
+			d.schedule(runCtx)
+			continue
+		}
+		break
+	}
+	d.mu.Lock()
+	drain := d.draining
+	d.closing = true
+	d.mu.Unlock()
+	if drain {
+		d.log.Info("draining: waiting for running jobs")
+		d.runners.Wait()
+	}
+	cancelRuns()
+	d.runners.Wait()
+	d.hub.closeAll()
+	d.bg.Wait()
+	d.log.Info("daemon stopped")
+	return nil
+}
+
+// shutdown asks Run to stop; drain lets running jobs finish first.
+func (d *Daemon) shutdown(drain bool) {
+	d.mu.Lock()
+	d.stopping = true
+	if drain {
+		d.draining = true
+		d.closing = true
+	}
+	d.mu.Unlock()
+	d.stopOnce.Do(func() { close(d.stop) })
+}
+
+// kick wakes the scheduler.
+func (d *Daemon) kick() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// maintain trims the event log and removes expired jobs, hourly.
+func (d *Daemon) maintain(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		d.housekeep(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (d *Daemon) housekeep(ctx context.Context) {
+	now := d.clock.Now()
+	if d.cfg.EventRetention > 0 {
+		if n, err := d.store.TrimEvents(ctx, now.Add(-d.cfg.EventRetention)); err != nil {
+			d.log.Error("trim events", "err", err)
+		} else if n > 0 {
+			d.log.Info("trimmed events", "count", n)
+		}
+	}
+	if d.cfg.Retain > 0 {
+		ids, evs, err := d.store.Prune(ctx, nil, now.Add(-d.cfg.Retain), now)
+		if err != nil {
+			d.log.Error("retention", "err", err)
+			return
+		}
+		d.hub.publish(evs)
+		d.removeFiles(ids)
+		if len(ids) > 0 {
+			d.log.Info("retention removed jobs", "count", len(ids))
+		}
+	}
+}
+
+func (d *Daemon) removeFiles(ids []int64) {
+	for _, id := range ids {
+		_ = os.RemoveAll(d.jobLogDir(id))
+		_ = os.RemoveAll(d.jobResultDir(id))
+	}
+}
+
+func (d *Daemon) jobLogDir(id int64) string    { return filepath.Join(d.logDir, fmt.Sprint(id)) }
+func (d *Daemon) jobResultDir(id int64) string { return filepath.Join(d.resDir, fmt.Sprint(id)) }
+func (d *Daemon) logPath(id int64, step int) string {
+	return filepath.Join(d.jobLogDir(id), fmt.Sprintf("%d.log", step))
+}

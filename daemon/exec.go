@@ -1,0 +1,514 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"spool/rpc"
+)
+
+// execute runs one attempt of step i and reports how it ended.
+func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i int) outcome {
+	spec := rec.Spec.Steps[i]
+	live := &liveState{d: d, job: rec.ID, step: i}
+	d.mu.Lock()
+	js.live = live
+	d.mu.Unlock()
+	defer func() {
+		live.flush()
+		d.mu.Lock()
+		js.live = nil
+		d.mu.Unlock()
+	}()
+	switch {
+	case spec.Exec != nil:
+		e := spec.Exec
+		return d.runProcess(ctx, js, rec, i, e.Argv, e.Dir, e.Env, e.Stdin, live)
+	case spec.Shell != nil:
+		sh := spec.Shell
+		return d.runProcess(ctx, js, rec, i, []string{"/bin/sh", "-c", sh.Script}, sh.Dir, sh.Env, sh.Stdin, live)
+	case spec.Sleep != nil:
+		return d.runSleep(ctx, rec, i, live)
+	case spec.HTTP != nil:
+		return d.runHTTP(ctx, rec, i, live)
+	}
+	return outcome{err: "step has no kind"}
+}
+
+// logWriter appends a step's output to its log file, up to a cap, and passes each
+// chunk to the watchers.
+type logWriter struct {
+	mu      sync.Mutex
+	f       *os.File
+	size    int64
+	max     int64
+	dropped int64
+	live    *liveState
+}
+
+func (d *Daemon) openLog(id int64, step int, live *liveState) (*logWriter, error) {
+	if err := os.MkdirAll(d.jobLogDir(id), 0o700); err != nil {
+		return nil, fmt.Errorf("create log folder: %w", err)
+	}
+	f, err := os.OpenFile(d.logPath(id, step), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open step log: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat step log: %w", err)
+	}
+	return &logWriter{f: f, size: fi.Size(), max: d.cfg.MaxLog, live: live}, nil
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := len(p)
+	if w.size >= w.max {
+		w.dropped += int64(n)
+		return n, nil
+	}
+	if room := w.max - w.size; int64(len(p)) > room {
+		w.dropped += int64(len(p)) - room
+		p = p[:room]
+	}
+	off := w.size
+	m, err := w.f.Write(p)
+	w.size += int64(m)
+	if m > 0 && w.live != nil {
+		w.live.output(off, p[:m])
+	}
+	if err != nil {
+		return n, fmt.Errorf("write step log: %w", err)
+	}
+	return n, nil
+}
+
+// Close writes the marker of dropped output, if any, and closes the file.
+func (w *logWriter) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.dropped > 0 {
+		marker := fmt.Sprintf("\n[spool: log limit of %d bytes reached, %d bytes dropped]\n", w.max, w.dropped)
+		_, _ = w.f.Write([]byte(marker))
+	}
+	return w.f.Close()
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu        sync.Mutex
+	buf       []byte
+	max       int
+	truncated bool
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.truncated = true
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf), t.truncated
+}
+
+// stepEnv is the environment of a process of step i.
+func (d *Daemon) stepEnv(rec *rpc.Record, i int, stepEnv map[string]string) []string {
+	vars := map[string]string{}
+	var order []string
+	set := func(k, v string) {
+		if _, ok := vars[k]; !ok {
+			order = append(order, k)
+		}
+		vars[k] = v
+	}
+	for _, kv := range d.cfg.Env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "LISTEN_PID" || k == "LISTEN_FDS" || k == "LISTEN_FDNAMES" || k == "NOTIFY_SOCKET" || k == "WATCHDOG_USEC" || k == "WATCHDOG_PID" {
+			continue
+		}
+		set(k, v)
+	}
+	for k, v := range rec.Spec.Env {
+		set(k, v)
+	}
+	for k, v := range stepEnv {
+		set(k, v)
+	}
+	if rec.Template != nil {
+		for k, v := range rec.Template.Params {
+			set("SPOOL_PARAM_"+strings.ToUpper(k), v)
+		}
+	}
+	set("SPOOL_JOB_ID", strconv.FormatInt(rec.ID, 10))
+	set("SPOOL_STEP", rec.Spec.Steps[i].Name)
+	set("SPOOL_PROGRESS_FD", "3")
+	set("SPOOL_RESULTS_DIR", d.jobResultDir(rec.ID))
+	env := make([]string, 0, len(order))
+	for _, k := range order {
+		env = append(env, k+"="+vars[k])
+	}
+	return env
+}
+
+// lookPath finds argv0 in the PATH of env, as a shell would.
+func lookPath(argv0 string, env []string, dir string) (string, error) {
+	if strings.Contains(argv0, "/") {
+		p := argv0
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		return p, nil
+	}
+	path := ""
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	if path == "" {
+		path = "/usr/local/bin:/usr/bin:/bin"
+	}
+	for _, p := range filepath.SplitList(path) {
+		if p == "" {
+			p = "."
+		}
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		f := filepath.Join(p, argv0)
+		if fi, err := os.Stat(f); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return f, nil
+		}
+	}
+	return "", fmt.Errorf("%s: executable file not found in PATH", argv0)
+}
+
+// runProcess runs argv in a process group of its own, output to the step's log,
+// progress lines from fd 3, until it exits or ctx ends (then the group gets
+// SIGTERM, and SIGKILL after the kill grace).
+func (d *Daemon) runProcess(ctx context.Context, js *jobState, rec *rpc.Record, i int, argv []string, dir string, env map[string]string, stdin string, live *liveState) outcome {
+	if dir == "" {
+		dir = rec.Spec.Dir
+	}
+	if dir == "" {
+		dir = d.cfg.Home
+	}
+	penv := d.stepEnv(rec, i, env)
+	path, err := lookPath(argv[0], penv, dir)
+	if err != nil {
+		return outcome{err: err.Error()}
+	}
+	if err := os.MkdirAll(d.jobResultDir(rec.ID), 0o700); err != nil {
+		return outcome{err: fmt.Sprintf("create results folder: %v", err)}
+	}
+	logw, err := d.openLog(rec.ID, i, live)
+	if err != nil {
+		return outcome{err: err.Error()}
+	}
+	defer logw.Close()
+	if rec.Steps[i].Attempt > 1 {
+		fmt.Fprintf(logw, "[spool: attempt %d]\n", rec.Steps[i].Attempt)
+	}
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return outcome{err: fmt.Sprintf("make stdout pipe: %v", err)}
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return outcome{err: fmt.Sprintf("make stderr pipe: %v", err)}
+	}
+	progR, progW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		errR.Close()
+		errW.Close()
+		return outcome{err: fmt.Sprintf("make progress pipe: %v", err)}
+	}
+	cmd := &exec.Cmd{
+		Path:       path,
+		Args:       argv,
+		Dir:        dir,
+		Env:        penv,
+		Stdout:     outW,
+		Stderr:     errW,
+		ExtraFiles: []*os.File{progW},
+		WaitDelay:  d.cfg.KillGrace,
+	}
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	proc, err := d.spawn.start(cmd)
+	outW.Close()
+	errW.Close()
+	progW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		progR.Close()
+		return outcome{err: fmt.Sprintf("start %s: %v", argv[0], err)}
+	}
+	proc.Step = i
+
+	var readers sync.WaitGroup
+	result := &tailBuffer{max: maxResult}
+	readers.Add(3)
+	go func() { defer readers.Done(); _, _ = io.Copy(io.MultiWriter(logw, result), outR) }()
+	go func() { defer readers.Done(); _, _ = io.Copy(logw, errR) }()
+	go func() { defer readers.Done(); readProgress(progR, live) }()
+
+	// The process runs: store its identity so that a daemon that starts after a
+	// crash can find and kill what is left of it.
+	recErr := d.update(context.WithoutCancel(ctx), js, func(r *rpc.Record, now time.Time) []rpc.Event {
+		r.Run.Procs = []rpc.Proc{proc}
+		return nil
+	})
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	var werr error
+	if recErr != nil {
+		d.log.Error("store process", "id", rec.ID, "err", recErr)
+		killGroup(proc.PGID, syscall.SIGKILL)
+		werr = <-waited
+	} else {
+		select {
+		case werr = <-waited:
+		case <-ctx.Done():
+			werr = d.stopGroup(proc.PGID, waited)
+		}
+	}
+	// The main process is gone: the rest of its group gets SIGTERM, then SIGKILL.
+	d.reapGroup(proc.PGID)
+	drained := make(chan struct{})
+	go func() { readers.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(200 * time.Millisecond):
+		// A process left in the group still holds the pipes: stop reading.
+		outR.Close()
+		errR.Close()
+		progR.Close()
+		<-drained
+	}
+	outR.Close()
+	errR.Close()
+	progR.Close()
+
+	out := outcome{}
+	if recErr != nil {
+		out.err = "could not store the process: " + recErr.Error()
+		return out
+	}
+	ps := cmd.ProcessState
+	if ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			name := signalName(ws.Signal())
+			out.signal = &name
+			out.err = "killed by " + name
+		} else if ps.Exited() {
+			code := ps.ExitCode()
+			out.exitCode = &code
+			if code != 0 {
+				out.err = fmt.Sprintf("exit status %d", code)
+			}
+		}
+	} else if werr != nil {
+		out.err = werr.Error()
+	}
+	if out.exitCode != nil && *out.exitCode == 0 && out.signal == nil {
+		text, trunc := result.String()
+		res, t, err := makeResult(rec.Spec.Steps[i].Result, text, trunc)
+		if err != nil {
+			out.err = err.Error()
+			return out
+		}
+		out.ok, out.result, out.resultText, out.truncated = true, res, t, trunc
+	}
+	return out
+}
+
+// stopGroup sends SIGTERM to a process group, then SIGKILL after the kill grace,
+// and returns the main process's wait result.
+func (d *Daemon) stopGroup(pgid int, waited <-chan error) error {
+	killGroup(pgid, syscall.SIGTERM)
+	t := time.NewTimer(d.cfg.KillGrace)
+	defer t.Stop()
+	select {
+	case err := <-waited:
+		return err
+	case <-t.C:
+		killGroup(pgid, syscall.SIGKILL)
+		return <-waited
+	}
+}
+
+// reapGroup stops what is left of a process group after its main process exited:
+// SIGTERM now, SIGKILL after the kill grace, in the background.
+func (d *Daemon) reapGroup(pgid int) {
+	if !groupAlive(pgid) {
+		return
+	}
+	killGroup(pgid, syscall.SIGTERM)
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		deadline := time.Now().Add(d.cfg.KillGrace)
+		for groupAlive(pgid) {
+			if time.Now().After(deadline) {
+				killGroup(pgid, syscall.SIGKILL)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+}
+
+func killGroup(pgid int, sig syscall.Signal) {
+	if pgid > 1 {
+		_ = syscall.Kill(-pgid, sig)
+	}
+}
+
+func groupAlive(pgid int) bool {
+	if pgid <= 1 {
+		return false
+	}
+	err := syscall.Kill(-pgid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+func signalName(s syscall.Signal) string {
+	switch s {
+	case syscall.SIGKILL:
+		return "SIGKILL"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	case syscall.SIGQUIT:
+		return "SIGQUIT"
+	case syscall.SIGSEGV:
+		return "SIGSEGV"
+	case syscall.SIGABRT:
+		return "SIGABRT"
+	case syscall.SIGPIPE:
+		return "SIGPIPE"
+	case syscall.SIGBUS:
+		return "SIGBUS"
+	case syscall.SIGFPE:
+		return "SIGFPE"
+	case syscall.SIGILL:
+		return "SIGILL"
+	case syscall.SIGUSR1:
+		return "SIGUSR1"
+	case syscall.SIGUSR2:
+		return "SIGUSR2"
+	case syscall.SIGALRM:
+		return "SIGALRM"
+	}
+	return fmt.Sprintf("signal %d", int(s))
+}
+
+// readProgress reads progress lines until EOF. Lines longer than 4 KiB and lines
+// that do not parse are ignored.
+func readProgress(r io.Reader, live *liveState) {
+	br := bufio.NewReaderSize(r, 4096)
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// Too long: skip to the end of this line.
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+			if err != nil {
+				return
+			}
+			continue
+		}
+		if len(line) > 0 && (err == nil || errors.Is(err, io.EOF)) {
+			if p, ok := ParseProgress(string(line)); ok {
+				live.setProgress(p)
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// ParseProgress parses one progress line: "<done>/<total> [message]",
+// "<percent>% [message]" or "- message".
+func ParseProgress(line string) (rpc.Progress, bool) {
+	line = strings.TrimRight(line, "\r\n")
+	if !utf8Valid(line) {
+		return rpc.Progress{}, false
+	}
+	head, msg, _ := strings.Cut(line, " ")
+	msg = strings.TrimSpace(msg)
+	var p rpc.Progress
+	switch {
+	case head == "-":
+		if msg == "" {
+			return p, false
+		}
+		p.Message = msg
+	case strings.HasSuffix(head, "%"):
+		v, err := strconv.ParseFloat(strings.TrimSuffix(head, "%"), 64)
+		if err != nil || v < 0 || v > 100 || v != v {
+			return p, false
+		}
+		p.Percent = &v
+		p.Message = msg
+	case strings.Contains(head, "/"):
+		a, b, _ := strings.Cut(head, "/")
+		done, err1 := strconv.ParseInt(a, 10, 64)
+		total, err2 := strconv.ParseInt(b, 10, 64)
+		if err1 != nil || err2 != nil || done < 0 || total <= 0 {
+			return p, false
+		}
+		p.Done, p.Total = &done, &total
+		pct := float64(done) / float64(total) * 100
+		if pct > 100 {
+			pct = 100
+		}
+		p.Percent = &pct
+		p.Message = msg
+	default:
+		return p, false
+	}
+	if len(p.Message) > 1024 {
+		p.Message = p.Message[:1024]
+	}
+	return p, true
+}
+
+func utf8Valid(s string) bool {
+	return strings.ToValidUTF8(s, "\uFFFD") == s
+}

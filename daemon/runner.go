@@ -1,0 +1,354 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"spool/rpc"
+)
+
+// Causes for which a step's context ends.
+var (
+	errCancelRequested = errors.New("cancel requested")
+)
+
+type stepTimeout struct{ d time.Duration }
+
+func (e stepTimeout) Error() string { return "timeout after " + e.d.String() }
+
+type jobTimeout struct{ d time.Duration }
+
+func (e jobTimeout) Error() string { return "timeout after " + e.d.String() }
+
+// outcome is how one attempt of a step ended.
+type outcome struct {
+	ok        bool
+	exitCode  *int
+	signal    *string
+	err       string
+	result    json.RawMessage
+	truncated bool
+	// resultText is what goes to SPOOL_RESULTS_DIR.
+	resultText string
+}
+
+// runJob drives a running job through its steps until it is final, or until the
+// daemon stops (then it stays running in the store and resumes at the next start).
+func (d *Daemon) runJob(js *jobState) {
+	defer d.runners.Done()
+	d.mu.Lock()
+	parent := d.runCtx
+	js.cancelled = make(chan struct{})
+	if js.rec.Run.CancelReason != nil {
+		close(js.cancelled)
+	}
+	d.mu.Unlock()
+	for {
+		done, err := d.runStep(parent, js)
+		if err != nil {
+			if parent.Err() == nil {
+				d.log.Error("run job", "id", js.rec.ID, "err", err)
+				// A storage failure: try again shortly, the job stays running.
+				select {
+				case <-time.After(time.Second):
+					continue
+				case <-parent.Done():
+				}
+			}
+			return
+		}
+		if done {
+			return
+		}
+	}
+}
+
+// runStep runs (or waits to retry) the job's current step and stores what came of
+// it. It reports whether the job is final.
+func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
+	d.mu.Lock()
+	rec := cloneRecord(js.rec)
+	d.mu.Unlock()
+	now := d.clock.Now()
+	if reason := rec.Run.CancelReason; reason != nil {
+		return true, d.finishCancelled(parent, js, *reason)
+	}
+	if dl := rec.Run.Deadline; dl != nil && !now.Before(*dl) {
+		return true, d.finishFailedJob(parent, js, jobTimeout{rec.Spec.Timeout.D()}.Error())
+	}
+	i := rec.CurrentStep
+	switch rec.Steps[i].State {
+	case rpc.StateRetrying:
+		if err := d.waitRetry(parent, js, rec); err != nil {
+			return false, err
+		}
+		return false, nil
+	case rpc.StatePending:
+		return false, d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+			return []rpc.Event{startStep(r, i, now)}
+		})
+	}
+
+	// The step's context: the daemon's, the job deadline, the step timeout, cancel.
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	if dl := rec.Run.Deadline; dl != nil {
+		var c2 context.CancelFunc
+		ctx, c2 = context.WithDeadlineCause(ctx, *dl, jobTimeout{rec.Spec.Timeout.D()})
+		defer c2()
+	}
+	spec := rec.Spec.Steps[i]
+	if spec.Timeout > 0 {
+		var c3 context.CancelFunc
+		ctx, c3 = context.WithTimeoutCause(ctx, spec.Timeout.D(), stepTimeout{spec.Timeout.D()})
+		defer c3()
+	}
+	stopWatch := make(chan struct{})
+	defer close(stopWatch)
+	go func() {
+		select {
+		case <-js.cancelled:
+			cancel(errCancelRequested)
+		case <-stopWatch:
+		}
+	}()
+
+	out := d.execute(ctx, js, &rec, i)
+
+	if parent.Err() != nil {
+		return true, nil // interrupted: resumes at the next start
+	}
+	d.mu.Lock()
+	reason := js.rec.Run.CancelReason
+	d.mu.Unlock()
+	if reason != nil {
+		return true, d.finishStep(parent, js, i, out, rpc.StateCancelled, *reason)
+	}
+	cause := context.Cause(ctx)
+	var jt jobTimeout
+	if errors.As(cause, &jt) && !out.ok {
+		return true, d.finishStep(parent, js, i, out, rpc.StateFailed, jt.Error())
+	}
+	var st stepTimeout
+	if errors.As(cause, &st) && !out.ok {
+		out.err = st.Error()
+	}
+	if out.ok {
+		return d.stepSucceeded(parent, js, i, out)
+	}
+	attempts := 1
+	if spec.Retry != nil {
+		attempts = spec.Retry.Attempts
+	}
+	d.mu.Lock()
+	attempt := js.rec.Steps[i].Attempt
+	d.mu.Unlock()
+	if attempt < attempts {
+		wait := backoff(spec.Retry, attempt)
+		return false, d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+			s := &r.Steps[i]
+			at := now.Add(wait)
+			s.State = rpc.StateRetrying
+			s.RetryAt = &at
+			s.ExitCode, s.Signal, s.Error = out.exitCode, out.signal, out.err
+			r.Run.Procs = nil
+			return []rpc.Event{stepEvent(r, i, rpc.EventStepRetrying, now)}
+		})
+	}
+	return true, d.finishStep(parent, js, i, out, rpc.StateFailed, stepError(spec.Name, out.err))
+}
+
+func stepError(name, err string) string {
+	return fmt.Sprintf("step %s: %s", name, err)
+}
+
+// backoff is the wait before the attempt after attempt n (1-based): doubling from
+// the policy's backoff up to its maximum, with up to 20% jitter either way.
+func backoff(r *rpc.Retry, n int) time.Duration {
+	if r == nil {
+		return 0
+	}
+	w := r.Backoff.D()
+	for k := 1; k < n && w < r.MaxBackoff.D(); k++ {
+		w *= 2
+	}
+	if w > r.MaxBackoff.D() {
+		w = r.MaxBackoff.D()
+	}
+	jitter := (rand.Float64()*0.4 - 0.2) * float64(w)
+	return w + time.Duration(jitter)
+}
+
+// waitRetry waits until the step's retry_at, then starts its next attempt.
+func (d *Daemon) waitRetry(parent context.Context, js *jobState, rec rpc.Record) error {
+	i := rec.CurrentStep
+	if at := rec.Steps[i].RetryAt; at != nil {
+		wait := at.Sub(d.clock.Now())
+		var deadline <-chan time.Time
+		if dl := rec.Run.Deadline; dl != nil {
+			deadline = time.After(dl.Sub(d.clock.Now()))
+		}
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-js.cancelled:
+				return nil
+			case <-deadline:
+				return nil
+			case <-parent.Done():
+				return parent.Err()
+			}
+		}
+	}
+	return d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+		return []rpc.Event{startStep(r, i, now)}
+	})
+}
+
+// stepSucceeded stores a step's success: the next step starts in the same
+// transaction, or the job succeeds.
+func (d *Daemon) stepSucceeded(ctx context.Context, js *jobState, i int, out outcome) (bool, error) {
+	d.mu.Lock()
+	spec := js.rec.Spec
+	id := js.rec.ID
+	d.mu.Unlock()
+	if spec.Steps[i].Result != rpc.ResultNone {
+		if err := d.writeResult(id, spec.Steps[i].Name, out.resultText); err != nil {
+			d.log.Error("write step result", "id", id, "err", err)
+		}
+	}
+	mark := func(r *rpc.Record, now time.Time) []rpc.Event {
+		s := &r.Steps[i]
+		s.State = rpc.StateSucceeded
+		s.FinishedAt = &now
+		s.ExitCode, s.Signal, s.Error = out.exitCode, out.signal, ""
+		s.RetryAt = nil
+		if spec.Steps[i].Result != rpc.ResultNone {
+			s.Result = out.result
+			r.ResultTruncated = out.truncated
+		}
+		r.Run.Procs = nil
+		return []rpc.Event{stepEvent(r, i, rpc.EventStepFinished, now)}
+	}
+	if i+1 < len(spec.Steps) {
+		return false, d.update(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+			evs := mark(r, now)
+			return append(evs, startStep(r, i+1, now))
+		})
+	}
+	if err := js.mu.lock(ctx); err != nil {
+		return false, err
+	}
+	defer js.mu.unlock()
+	return true, d.finish(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+		evs := mark(r, now)
+		return append(evs, finalize(r, rpc.StateSucceeded, "", now))
+	})
+}
+
+// finishStep stores the end of step i in state (failed or cancelled) and the job's
+// final state with errText.
+func (d *Daemon) finishStep(ctx context.Context, js *jobState, i int, out outcome, state rpc.State, errText string) error {
+	if err := js.mu.lock(ctx); err != nil {
+		return err
+	}
+	defer js.mu.unlock()
+	return d.finish(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+		s := &r.Steps[i]
+		s.State = state
+		s.FinishedAt = &now
+		s.ExitCode, s.Signal = out.exitCode, out.signal
+		s.Error = out.err
+		if state == rpc.StateCancelled {
+			s.Error = errText
+		} else if s.Error == "" {
+			s.Error = errText
+		}
+		s.RetryAt = nil
+		evs := []rpc.Event{stepEvent(r, i, rpc.EventStepFinished, now)}
+		for k := i + 1; k < len(r.Steps); k++ {
+			r.Steps[k].State = rpc.StateSkipped
+		}
+		return append(evs, finalize(r, state, errText, now))
+	})
+}
+
+func (d *Daemon) finishCancelled(ctx context.Context, js *jobState, reason string) error {
+	if err := js.mu.lock(ctx); err != nil {
+		return err
+	}
+	defer js.mu.unlock()
+	return d.finish(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+		return failQueued(r, reason, rpc.StateCancelled, now)
+	})
+}
+
+func (d *Daemon) finishFailedJob(ctx context.Context, js *jobState, reason string) error {
+	if err := js.mu.lock(ctx); err != nil {
+		return err
+	}
+	defer js.mu.unlock()
+	return d.finish(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+		i := r.CurrentStep
+		var evs []rpc.Event
+		if s := &r.Steps[i]; !s.State.Final() {
+			s.State = rpc.StateFailed
+			s.Error = reason
+			s.RetryAt = nil
+			s.FinishedAt = &now
+			evs = append(evs, stepEvent(r, i, rpc.EventStepFinished, now))
+		}
+		for k := i + 1; k < len(r.Steps); k++ {
+			r.Steps[k].State = rpc.StateSkipped
+		}
+		return append(evs, finalize(r, rpc.StateFailed, reason, now))
+	})
+}
+
+// writeResult stores a finished step's result text for the later steps of its job.
+func (d *Daemon) writeResult(id int64, step, text string) error {
+	dir := d.jobResultDir(id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create results folder: %w", err)
+	}
+	return os.WriteFile(filepath.Join(dir, step), []byte(text), 0o600)
+}
+
+// makeResult turns a step's result text into its result value.
+func makeResult(mode string, text string, truncated bool) (json.RawMessage, string, error) {
+	switch mode {
+	case rpc.ResultNone:
+		return nil, "", nil
+	case rpc.ResultJSON:
+		if truncated {
+			return nil, "", fmt.Errorf("result is over %d bytes, too large for a json result", maxResult)
+		}
+		t := strings.TrimSpace(text)
+		if !json.Valid([]byte(t)) {
+			var v any
+			err := json.Unmarshal([]byte(t), &v)
+			return nil, "", fmt.Errorf("result is not valid JSON: %v", err)
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, []byte(t)); err != nil {
+			return nil, "", fmt.Errorf("result is not valid JSON: %v", err)
+		}
+		return json.RawMessage(buf.String()), t, nil
+	default:
+		t := strings.TrimSpace(text)
+		b, _ := json.Marshal(t)
+		return b, t, nil
+	}
+}
+
+const maxResult = 64 << 10

@@ -1,0 +1,360 @@
+package daemon
+
+import (
+	"container/heap"
+	"context"
+	"sort"
+	"time"
+
+	"spool/rpc"
+)
+
+// jobState is an unfinished job in memory. mu serialises its transitions: it is held
+// from reading rec to storing the next record, never while a step runs.
+type jobState struct {
+	mu  chanMutex
+	rec rpc.Record // the latest stored record, with its spec; guarded by d.mu to read
+
+	pending  map[int64]bool // dependencies that have not succeeded yet
+	heapIdx  int            // index in its queue's ready heap, -1 when not in it
+	timerIdx int            // index in the not-before heap, -1 when not in it
+	claimed  bool           // picked by the scheduler, runner started
+
+	cancelled chan struct{} // closed when a cancel of the running job was stored
+	live      *liveState    // progress and last output line of the running step
+}
+
+// chanMutex is a mutex that can be taken with a context.
+type chanMutex chan struct{}
+
+func newChanMutex() chanMutex { return make(chanMutex, 1) }
+
+func (m chanMutex) lock(ctx context.Context) error {
+	select {
+	case m <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m chanMutex) unlock() { <-m }
+
+// queueState is a queue's settings, counts and ready heap.
+type queueState struct {
+	name     string
+	parallel *int
+	paused   bool
+	queued   int
+	running  int
+	ready    readyHeap
+}
+
+func (q *queueState) hasRoom() bool {
+	return !q.paused && (q.parallel == nil || q.running < *q.parallel) && len(q.ready) > 0
+}
+
+// readyHeap orders runnable jobs: higher priority first, then lower id.
+type readyHeap []*jobState
+
+func before(a, b *jobState) bool {
+	if a.rec.Priority != b.rec.Priority {
+		return a.rec.Priority > b.rec.Priority
+	}
+	return a.rec.ID < b.rec.ID
+}
+
+func (h readyHeap) Len() int           { return len(h) }
+func (h readyHeap) Less(i, j int) bool { return before(h[i], h[j]) }
+func (h readyHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *readyHeap) Push(x any) {
+	js := x.(*jobState)
+	js.heapIdx = len(*h)
+	*h = append(*h, js)
+}
+func (h *readyHeap) Pop() any {
+	old := *h
+	js := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	js.heapIdx = -1
+	return js
+}
+
+// notBeforeHeap orders jobs waiting for their not_before time.
+type notBeforeHeap []*jobState
+
+func (h notBeforeHeap) Len() int { return len(h) }
+func (h notBeforeHeap) Less(i, j int) bool {
+	return h[i].rec.NotBefore.Before(*h[j].rec.NotBefore)
+}
+func (h notBeforeHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].timerIdx, h[j].timerIdx = i, j
+}
+func (h *notBeforeHeap) Push(x any) {
+	js := x.(*jobState)
+	js.timerIdx = len(*h)
+	*h = append(*h, js)
+}
+func (h *notBeforeHeap) Pop() any {
+	old := *h
+	js := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	js.timerIdx = -1
+	return js
+}
+
+// queue returns the queue's state, making it with default settings; d.mu held.
+func (d *Daemon) queue(name string) *queueState {
+	q := d.queues[name]
+	if q == nil {
+		q = &queueState{name: name}
+		d.queues[name] = q
+	}
+	return q
+}
+
+// admit adds a queued or running job to memory; d.mu held. depFinal holds the
+// states of dependencies that are no longer in memory. It reports a dependency
+// that failed or was cancelled, or 0.
+func (d *Daemon) admit(rec rpc.Record, depFinal map[int64]rpc.State) (failedDep int64) {
+	js := &jobState{mu: newChanMutex(), rec: rec, pending: map[int64]bool{}, heapIdx: -1, timerIdx: -1}
+	d.jobs[rec.ID] = js
+	q := d.queue(rec.Queue)
+	if rec.State == rpc.StateRunning {
+		q.running++
+		d.running++
+		js.claimed = true
+		return 0
+	}
+	q.queued++
+	for _, dep := range rec.After {
+		if _, ok := d.jobs[dep]; ok {
+			js.pending[dep] = true
+			continue
+		}
+		if st := depFinal[dep]; st != rpc.StateSucceeded && failedDep == 0 {
+			failedDep = dep
+		}
+	}
+	for dep := range js.pending {
+		d.dependents[dep] = append(d.dependents[dep], rec.ID)
+	}
+	if failedDep == 0 {
+		d.makeReady(js)
+	}
+	return failedDep
+}
+
+// makeReady puts a queued job whose dependencies succeeded into its queue's heap,
+// or into the timer heap when its not_before is still ahead; d.mu held.
+func (d *Daemon) makeReady(js *jobState) {
+	if len(js.pending) > 0 || js.claimed || js.heapIdx >= 0 || js.timerIdx >= 0 {
+		return
+	}
+	if nb := js.rec.NotBefore; nb != nil && nb.After(d.clock.Now()) {
+		heap.Push(&d.timers, js)
+		return
+	}
+	heap.Push(&d.queue(js.rec.Queue).ready, js)
+}
+
+// forget removes a job from memory once it is final; d.mu held.
+func (d *Daemon) forget(js *jobState) {
+	delete(d.jobs, js.rec.ID)
+	q := d.queue(js.rec.Queue)
+	if js.claimed {
+		q.running--
+		d.running--
+	} else {
+		q.queued--
+	}
+	if js.heapIdx >= 0 {
+		heap.Remove(&q.ready, js.heapIdx)
+	}
+	if js.timerIdx >= 0 {
+		heap.Remove(&d.timers, js.timerIdx)
+	}
+	for _, ch := range d.waiters[js.rec.ID] {
+		close(ch)
+	}
+	delete(d.waiters, js.rec.ID)
+}
+
+// nextTimer returns a channel that fires when the earliest not_before is due.
+func (d *Daemon) nextTimer() <-chan time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.timers) == 0 {
+		return nil
+	}
+	wait := d.timers[0].rec.NotBefore.Sub(d.clock.Now())
+	if wait < 0 {
+		wait = 0
+	}
+	return time.After(wait)
+}
+
+// schedule starts as many runnable jobs as the limits allow: the one with the
+// highest priority, then the lowest id, among the heads of the queues with room.
+func (d *Daemon) schedule(ctx context.Context) {
+	d.mu.Lock()
+	if d.closing {
+		d.mu.Unlock()
+		return
+	}
+	now := d.clock.Now()
+	for len(d.timers) > 0 && !d.timers[0].rec.NotBefore.After(now) {
+		js := heap.Pop(&d.timers).(*jobState)
+		d.makeReady(js)
+	}
+	var picks []*jobState
+	for d.running < d.cfg.MaxParallel {
+		var best *queueState
+		for _, q := range d.queues {
+			if q.hasRoom() && (best == nil || before(q.ready[0], best.ready[0])) {
+				best = q
+			}
+		}
+		if best == nil {
+			break
+		}
+		js := heap.Pop(&best.ready).(*jobState)
+		js.claimed = true
+		best.queued--
+		best.running++
+		d.running++
+		picks = append(picks, js)
+	}
+	d.mu.Unlock()
+	if len(picks) == 0 {
+		return
+	}
+	sort.Slice(picks, func(i, j int) bool { return picks[i].rec.ID < picks[j].rec.ID })
+	d.startJobs(ctx, picks)
+}
+
+// startJobs stores the start of the picked jobs in one transaction, then hands
+// each to a runner.
+func (d *Daemon) startJobs(ctx context.Context, picks []*jobState) {
+	var ts []rpc.Transition
+	var locked []*jobState
+	for _, js := range picks {
+		if err := js.mu.lock(ctx); err != nil {
+			break
+		}
+		locked = append(locked, js)
+		d.mu.Lock()
+		rec := cloneRecord(js.rec)
+		d.mu.Unlock()
+		ts = append(ts, d.startTransition(rec))
+	}
+	var err error
+	if len(locked) == len(picks) {
+		_, err = d.apply(ctx, ts)
+	} else {
+		err = context.Canceled
+	}
+	d.mu.Lock()
+	for i, js := range locked {
+		if err == nil {
+			js.rec = ts[i].Record
+		}
+	}
+	if err != nil {
+		d.log.Error("start jobs", "err", err)
+		for _, js := range picks {
+			js.claimed = false
+			q := d.queue(js.rec.Queue)
+			q.running--
+			q.queued++
+			d.running--
+			d.makeReady(js)
+		}
+		d.mu.Unlock()
+		for _, js := range locked {
+			js.mu.unlock()
+		}
+		return
+	}
+	d.runners.Add(len(picks))
+	d.mu.Unlock()
+	for _, js := range locked {
+		js.mu.unlock()
+		go d.runJob(js)
+	}
+}
+
+// startTransition moves a claimed job from queued to running and, unless its
+// current step waits for a retry, starts that step.
+func (d *Daemon) startTransition(rec rpc.Record) rpc.Transition {
+	now := d.clock.Now()
+	rec.State = rpc.StateRunning
+	rec.Waiting = nil
+	if rec.StartedAt == nil {
+		rec.StartedAt = &now
+	}
+	if rec.Spec.Timeout > 0 && rec.Run.Deadline == nil {
+		dl := rec.StartedAt.Add(rec.Spec.Timeout.D())
+		rec.Run.Deadline = &dl
+	}
+	evs := []rpc.Event{{Time: now, Job: rec.ID, Type: rpc.EventStarted, State: rpc.StateRunning}}
+	if rec.Steps[rec.CurrentStep].State == rpc.StatePending {
+		evs = append(evs, startStep(&rec, rec.CurrentStep, now))
+	}
+	return rpc.Transition{Record: rec, From: rpc.StateQueued, Events: evs}
+}
+
+// startStep marks an attempt of step i as running and returns its event. An
+// attempt that resumes after an interruption keeps its number and start time.
+func startStep(rec *rpc.Record, i int, now time.Time) rpc.Event {
+	st := &rec.Steps[i]
+	if rec.Run.Interrupted {
+		rec.Run.Interrupted = false
+		if st.Attempt == 0 {
+			st.Attempt = 1
+		}
+		if st.StartedAt == nil {
+			st.StartedAt = &now
+		}
+	} else {
+		st.Attempt++
+		st.StartedAt = &now
+	}
+	st.State = rpc.StateRunning
+	st.RetryAt = nil
+	st.FinishedAt = nil
+	st.ExitCode, st.Signal, st.Error = nil, nil, ""
+	rec.CurrentStep = i
+	return stepEvent(rec, i, rpc.EventStepStarted, now)
+}
+
+func stepEvent(rec *rpc.Record, i int, typ string, now time.Time) rpc.Event {
+	st := rec.Steps[i]
+	idx := i
+	return rpc.Event{Time: now, Job: rec.ID, Type: typ, Step: &idx, StepName: st.Name,
+		State: st.State, Attempt: st.Attempt, ExitCode: st.ExitCode, Signal: st.Signal, Error: st.Error, RetryAt: st.RetryAt}
+}
+
+// waitingReason says why a queued job is not running; d.mu held.
+func (d *Daemon) waitingReason(js *jobState) *string {
+	if js.rec.State != rpc.StateQueued {
+		return nil
+	}
+	r := "capacity"
+	q := d.queue(js.rec.Queue)
+	switch {
+	case len(js.pending) > 0:
+		r = "after"
+	case js.rec.NotBefore != nil && js.rec.NotBefore.After(d.clock.Now()):
+		r = "not_before"
+	case q.paused:
+		r = "paused"
+	}
+	return &r
+}

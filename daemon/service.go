@@ -1,0 +1,532 @@
+package daemon
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"time"
+	"unicode/utf8"
+
+	"spool/rpc"
+)
+
+var _ rpc.Service = (*Daemon)(nil)
+
+// Submit stores new jobs, all or none, and answers once they are committed.
+func (d *Daemon) Submit(ctx context.Context, p rpc.SubmitParams) (*rpc.SubmitResult, error) {
+	var specs []rpc.Spec
+	var fields []string
+	switch {
+	case p.Job != nil && p.Jobs != nil:
+		return nil, rpc.InvalidParams("jobs", "give either job or jobs, not both")
+	case p.Job != nil:
+		specs, fields = []rpc.Spec{*p.Job}, []string{"job"}
+	case p.Jobs != nil:
+		if len(p.Jobs) == 0 {
+			return nil, rpc.InvalidParams("jobs", "must not be empty")
+		}
+		if len(p.Jobs) > rpc.MaxBatch {
+			return nil, rpc.InvalidParams("jobs", fmt.Sprintf("at most %d jobs in one call", rpc.MaxBatch))
+		}
+		specs = p.Jobs
+		for i := range specs {
+			fields = append(fields, fmt.Sprintf("jobs[%d]", i))
+		}
+	default:
+		return nil, rpc.InvalidParams("job", "a job or jobs is required")
+	}
+	news := make([]rpc.NewJob, len(specs))
+	now := d.clock.Now()
+	for i := range specs {
+		s := specs[i]
+		if err := rpc.NormalizeSpec(fields[i], &s); err != nil {
+			return nil, err
+		}
+		for k, idx := range s.AfterIndex {
+			if idx >= i {
+				return nil, rpc.InvalidParams(fmt.Sprintf("%s.after_index[%d]", fields[i], k), "must name an earlier entry of the batch")
+			}
+		}
+		news[i] = rpc.NewJob{Record: newRecord(&s, now), Event: rpc.Event{Time: now, Type: rpc.EventSubmitted, State: rpc.StateQueued}, Field: fields[i]}
+	}
+	recs, err := d.submit(ctx, news)
+	if err != nil {
+		return nil, err
+	}
+	if p.Job != nil {
+		return &rpc.SubmitResult{Job: &recs[0].Job}, nil
+	}
+	jobs := make([]rpc.Job, len(recs))
+	for i := range recs {
+		jobs[i] = recs[i].Job
+	}
+	return &rpc.SubmitResult{Jobs: jobs}, nil
+}
+
+// submit stores new records and admits them to the scheduler.
+func (d *Daemon) submit(ctx context.Context, news []rpc.NewJob) ([]rpc.Record, error) {
+	if err := d.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	refuse := d.stopping && !d.draining
+	d.mu.Unlock()
+	if refuse {
+		return nil, rpc.ShuttingDown()
+	}
+	recs, evs, err := d.store.Submit(ctx, news)
+	if err != nil {
+		return nil, err
+	}
+	fresh := map[int64]bool{}
+	for _, ev := range evs {
+		fresh[ev.Job] = true
+	}
+	// Dependencies that are not unfinished in memory: read their state.
+	depFinal := map[int64]rpc.State{}
+	for _, rec := range recs {
+		if !fresh[rec.ID] {
+			continue
+		}
+		for _, dep := range rec.After {
+			d.mu.Lock()
+			_, inMem := d.jobs[dep]
+			d.mu.Unlock()
+			if inMem || fresh[dep] {
+				continue
+			}
+			if st, err := d.depState(ctx, dep); err == nil {
+				depFinal[dep] = st
+			}
+		}
+	}
+	var late []int64
+	d.mu.Lock()
+	for _, rec := range recs {
+		if !fresh[rec.ID] {
+			continue
+		}
+		for _, dep := range rec.After {
+			if _, ok := d.jobs[dep]; !ok && !fresh[dep] {
+				if _, known := depFinal[dep]; !known {
+					// It finished between the read above and now.
+					if st, err := d.depState(ctx, dep); err == nil {
+						depFinal[dep] = st
+					}
+				}
+			}
+		}
+		if dep := d.admit(rec, depFinal); dep != 0 {
+			late = append(late, rec.ID)
+		}
+	}
+	d.mu.Unlock()
+	d.hub.publish(evs)
+	if len(late) > 0 {
+		d.failLate(context.WithoutCancel(ctx), late)
+	}
+	d.kick()
+	out := make([]rpc.Record, len(recs))
+	for i, r := range recs {
+		out[i] = r
+		out[i].Job.Spec = nil
+		d.present(&out[i].Job, false)
+	}
+	return out, nil
+}
+
+// newRecord builds the record of a job about to be submitted.
+func newRecord(s *rpc.Spec, now time.Time) rpc.Record {
+	j := rpc.Job{
+		Name: s.Name, Queue: s.Queue, Priority: s.Priority, Labels: s.Labels,
+		NotBefore: s.NotBefore, State: rpc.StateQueued, SubmittedAt: now, Spec: s,
+		After: []int64{},
+	}
+	if s.Key != "" {
+		k := s.Key
+		j.Key = &k
+	}
+	if s.NotBefore != nil {
+		nb := s.NotBefore.UTC()
+		j.NotBefore = &nb
+	}
+	j.Steps = make([]rpc.StepStatus, len(s.Steps))
+	for i, st := range s.Steps {
+		j.Steps[i] = rpc.StepStatus{Name: st.Name, Kind: st.Kind(), State: rpc.StatePending}
+	}
+	return rpc.Record{Job: j}
+}
+
+// waitReady waits until recovery at start-up is over.
+func (d *Daemon) waitReady(ctx context.Context) error {
+	select {
+	case <-d.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// present fills what a client sees of a job but the store does not keep: why a
+// queued job waits, the live progress; full adds output tails and a null result.
+func (d *Daemon) present(j *rpc.Job, full bool) {
+	d.mu.Lock()
+	if js := d.jobs[j.ID]; js != nil {
+		j.Waiting = d.waitingReason(js)
+		if js.live != nil {
+			if p, _ := js.live.snapshot(); p != nil {
+				j.Progress = p
+			}
+		} else if js.rec.Progress != nil {
+			p := *js.rec.Progress
+			j.Progress = &p
+		}
+	}
+	d.mu.Unlock()
+	if j.After == nil {
+		j.After = []int64{}
+	}
+	if j.Labels == nil {
+		j.Labels = map[string]string{}
+	}
+	if !full {
+		return
+	}
+	if j.Result == nil {
+		j.Result = []byte("null")
+	}
+	for i := range j.Steps {
+		tail := d.outputTail(j.ID, i)
+		j.Steps[i].OutputTail = &tail
+	}
+}
+
+// outputTail is the last 4 KiB at most of a step's log, as text.
+func (d *Daemon) outputTail(id int64, step int) string {
+	f, err := os.Open(d.logPath(id, step))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	const n = 4096
+	off := max(fi.Size()-n, 0)
+	buf := make([]byte, fi.Size()-off)
+	k, _ := f.ReadAt(buf, off)
+	buf = buf[:k]
+	// Start on a character boundary.
+	for len(buf) > 0 && off > 0 && !utf8.RuneStart(buf[0]) {
+		buf = buf[1:]
+	}
+	return toText(buf)
+}
+
+func toText(b []byte) string {
+	return string([]rune(string(b))) // invalid bytes become U+FFFD
+}
+
+// Get reads a job with its spec, its output tails and its result.
+func (d *Daemon) Get(ctx context.Context, p rpc.GetParams) (*rpc.Job, error) {
+	rec, err := d.store.Get(ctx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	j := rec.Job
+	d.present(&j, true)
+	return &j, nil
+}
+
+// List reads a page of jobs.
+func (d *Daemon) List(ctx context.Context, p rpc.ListParams) (*rpc.ListResult, error) {
+	switch {
+	case p.Limit == 0:
+		p.Limit = 100
+	case p.Limit < 1 || p.Limit > 1000:
+		return nil, rpc.InvalidParams("limit", "must be 1 to 1000")
+	}
+	switch p.Order {
+	case "":
+		p.Order = "desc"
+	case "asc", "desc":
+	default:
+		return nil, rpc.InvalidParams("order", `must be "asc" or "desc"`)
+	}
+	for i, s := range p.State {
+		switch s {
+		case rpc.StateQueued, rpc.StateRunning, rpc.StateSucceeded, rpc.StateFailed, rpc.StateCancelled:
+		default:
+			return nil, rpc.InvalidParams(fmt.Sprintf("state[%d]", i), fmt.Sprintf("unknown job state %q", s))
+		}
+	}
+	res, err := d.store.List(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	for i := range res.Jobs {
+		res.Jobs[i].Spec = nil
+		res.Jobs[i].Result = nil
+		d.present(&res.Jobs[i], false)
+	}
+	if res.Jobs == nil {
+		res.Jobs = []rpc.Job{}
+	}
+	return res, nil
+}
+
+// Cancel cancels a job and answers once it is final.
+func (d *Daemon) Cancel(ctx context.Context, p rpc.CancelParams) (*rpc.Job, error) {
+	if err := d.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	reason := p.Reason
+	if reason == "" {
+		reason = "cancelled"
+	}
+	d.mu.Lock()
+	js := d.jobs[p.ID]
+	d.mu.Unlock()
+	if js == nil {
+		rec, err := d.store.Get(ctx, p.ID)
+		if err != nil {
+			return nil, err
+		}
+		return nil, rpc.BadState(p.ID, rec.State, "already final")
+	}
+	final := d.waitChan(p.ID)
+	if err := js.mu.lock(ctx); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	gone := d.jobs[p.ID] != js
+	state := js.rec.State
+	claimed := js.claimed
+	already := js.rec.Run.CancelReason != nil
+	d.mu.Unlock()
+	var err error
+	switch {
+	case gone:
+	case state == rpc.StateQueued && !claimed:
+		err = d.finish(ctx, js, func(rec *rpc.Record, now time.Time) []rpc.Event {
+			return failQueued(rec, reason, rpc.StateCancelled, now)
+		})
+	case already:
+	default:
+		// Running: store the cancel first; it is then the outcome. The runner stops
+		// the step and makes the job final.
+		err = d.cancelRunning(ctx, js, reason, state)
+	}
+	js.mu.unlock()
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-final:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return d.Get(ctx, rpc.GetParams{ID: p.ID})
+}
+
+// cancelRunning stores a cancel request of a running job (js.mu held) and tells
+// its runner.
+func (d *Daemon) cancelRunning(ctx context.Context, js *jobState, reason string, state rpc.State) error {
+	d.mu.Lock()
+	rec := cloneRecord(js.rec)
+	d.mu.Unlock()
+	rec.Run.CancelReason = &reason
+	if _, err := d.apply(ctx, []rpc.Transition{{Record: rec, From: state}}); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	js.rec = rec
+	ch := js.cancelled
+	d.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+	return nil
+}
+
+// waitChan returns a channel closed when the job is final (at once if it is).
+func (d *Daemon) waitChan(id int64) <-chan struct{} {
+	ch := make(chan struct{})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.jobs[id]; !ok {
+		close(ch)
+		return ch
+	}
+	d.waiters[id] = append(d.waiters[id], ch)
+	return ch
+}
+
+// Wait answers with the job once it is final, or as it is when the timeout passes.
+func (d *Daemon) Wait(ctx context.Context, p rpc.WaitParams) (*rpc.Job, error) {
+	if err := d.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := d.store.Get(ctx, p.ID); err != nil {
+		return nil, err
+	}
+	final := d.waitChan(p.ID)
+	var timeout <-chan time.Time
+	if p.Timeout > 0 {
+		t := time.NewTimer(p.Timeout.D())
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-final:
+	case <-timeout:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return d.Get(ctx, rpc.GetParams{ID: p.ID})
+}
+
+// Logs reads part of a step's log.
+func (d *Daemon) Logs(ctx context.Context, p rpc.LogsParams) (*rpc.LogsResult, error) {
+	rec, err := d.store.Get(ctx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	step := rec.CurrentStep
+	switch {
+	case p.Step.Index != nil:
+		step = *p.Step.Index
+		if step < 0 || step >= len(rec.Steps) {
+			return nil, rpc.InvalidParams("step", fmt.Sprintf("job %d has steps 0 to %d", p.ID, len(rec.Steps)-1))
+		}
+	case p.Step.Name != "":
+		step = slices.IndexFunc(rec.Steps, func(s rpc.StepStatus) bool { return s.Name == p.Step.Name })
+		if step < 0 {
+			return nil, rpc.InvalidParams("step", fmt.Sprintf("job %d has no step %q", p.ID, p.Step.Name))
+		}
+	}
+	if p.Offset < 0 {
+		return nil, rpc.InvalidParams("offset", "must not be negative")
+	}
+	switch {
+	case p.Limit == 0:
+		p.Limit = 65536
+	case p.Limit < 0 || p.Limit > 1<<20:
+		return nil, rpc.InvalidParams("limit", "must be 1 to 1048576")
+	}
+	switch p.Encoding {
+	case "":
+		p.Encoding = "text"
+	case "text", "base64":
+	default:
+		return nil, rpc.InvalidParams("encoding", `must be "text" or "base64"`)
+	}
+	over := rec.Steps[step].State.Final() || rec.State.Final() || (rec.State == rpc.StateQueued && rec.Steps[step].State == rpc.StatePending)
+	res := &rpc.LogsResult{Offset: p.Offset, Step: step}
+	f, err := os.Open(d.logPath(p.ID, step))
+	if err != nil {
+		if os.IsNotExist(err) {
+			res.EOF = over
+			return res, nil
+		}
+		return nil, fmt.Errorf("open step log: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, p.Limit)
+	n, err := f.ReadAt(buf, p.Offset)
+	if err != nil && err != io.EOF {
+		return nil, fmt.Errorf("read step log: %w", err)
+	}
+	buf = buf[:n]
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat step log: %w", err)
+	}
+	if p.Encoding == "base64" {
+		res.Data = base64.StdEncoding.EncodeToString(buf)
+	} else {
+		// Cut on a character boundary: an incomplete last character is left for the next read.
+		if p.Offset+int64(n) < fi.Size() || !over {
+			for cut := 1; cut <= 3 && cut <= len(buf); cut++ {
+				if utf8.RuneStart(buf[len(buf)-cut]) {
+					if !utf8.FullRune(buf[len(buf)-cut:]) {
+						buf = buf[:len(buf)-cut]
+					}
+					break
+				}
+			}
+		}
+		res.Data = toText(buf)
+	}
+	res.Offset = p.Offset + int64(len(buf))
+	res.EOF = over && res.Offset >= fi.Size()
+	return res, nil
+}
+
+// Watch opens a watch.
+func (d *Daemon) Watch(ctx context.Context, p rpc.WatchParams) (rpc.Watcher, error) {
+	if err := d.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	if p.Heartbeat != 0 && p.Heartbeat.D() < 100*time.Millisecond {
+		return nil, rpc.InvalidParams("heartbeat", "must be at least 100ms")
+	}
+	oldest, last, err := d.store.Bounds(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p.Since != nil && (*p.Since < oldest-1 || *p.Since > last) {
+		return nil, rpc.SinceOutside(oldest, last)
+	}
+	w := d.hub.newWatcher(p, d.store.StoreID())
+	for _, id := range p.Jobs {
+		d.mu.Lock()
+		_, unfinished := d.jobs[id]
+		d.mu.Unlock()
+		if unfinished {
+			continue
+		}
+		rec, err := d.store.Get(ctx, id)
+		if err != nil {
+			_ = w.Close()
+			return nil, err
+		}
+		if rec.State.Final() {
+			w.finals[id] = true
+		}
+	}
+	return w, nil
+}
+
+// Info describes the daemon.
+func (d *Daemon) Info(ctx context.Context) (*rpc.Info, error) {
+	counts, err := d.store.Counts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	oldest, last, err := d.store.Bounds(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range []rpc.State{rpc.StateQueued, rpc.StateRunning, rpc.StateSucceeded, rpc.StateFailed, rpc.StateCancelled} {
+		if _, ok := counts[s]; !ok {
+			counts[s] = 0
+		}
+	}
+	return &rpc.Info{
+		Version: d.cfg.Version, Protocol: rpc.ProtocolVersion, PID: os.Getpid(), StartedAt: d.start,
+		Socket: d.cfg.Socket, StateDir: d.cfg.StateDir, StoreID: d.store.StoreID(),
+		MaxParallel: d.cfg.MaxParallel, Counts: counts, LastSeq: last, OldestSeq: oldest,
+	}, nil
+}
+
+// Shutdown stops the daemon; with drain, running jobs finish first.
+func (d *Daemon) Shutdown(ctx context.Context, p rpc.ShutdownParams) error {
+	d.log.Info("shutdown requested", "drain", p.Drain)
+	d.shutdown(p.Drain)
+	return nil
+}
