@@ -1,0 +1,235 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"go.etcd.io/bbolt"
+
+	"spool/rpc"
+)
+
+// maxProblems bounds how many problems Check reports.
+const maxProblems = 50
+
+// Check verifies the database without changing it: bbolt's own consistency check,
+// then spool's invariants: every record has its spec and exactly its index
+// entries (by state, unfinished set, queue index, dependents, key), the stored
+// counts match the records, and the events run without a gap from the oldest to
+// the last seq given. It returns every problem found (up to a bound), joined.
+func (s *Store) Check(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.closed() {
+		return rpc.ShuttingDown()
+	}
+	var problems []error
+	report := func(format string, args ...any) {
+		if len(problems) < maxProblems {
+			problems = append(problems, fmt.Errorf(format, args...))
+		}
+	}
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		for err := range tx.Check() {
+			report("bbolt: %w", err)
+		}
+		b, err := buckets(tx)
+		if err != nil {
+			return err
+		}
+		checkMeta(b, report)
+		if err := checkJobs(ctx, b, report); err != nil {
+			return err
+		}
+		checkEvents(b, report)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("check store: %w", err)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("check store: %w", errors.Join(problems...))
+	}
+	return nil
+}
+
+// checkMeta checks the schema version and the store id.
+func checkMeta(b *txb, report func(string, ...any)) {
+	if v := string(b.meta.Get([]byte(metaVersion))); v != strconv.Itoa(schemaVersion) {
+		report("meta: schema version %q, want %d", v, schemaVersion)
+	}
+	if len(b.meta.Get([]byte(metaStoreID))) != 32 {
+		report("meta: store id %q is not 16 bytes in hex", b.meta.Get([]byte(metaStoreID)))
+	}
+}
+
+// checkJobs checks every record against its spec, indexes and counts, then every
+// index entry against the records.
+func checkJobs(ctx context.Context, b *txb, report func(string, ...any)) error {
+	count := make(map[rpc.State]int64)
+	unfinished := 0
+	keyed := 0
+	deps := 0
+	var maxID int64
+	c := b.jobs.Cursor()
+	n := 0
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if n++; n%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if len(k) != 8 {
+			report("jobs: key %x is not 8 bytes", k)
+			continue
+		}
+		id := btoi(k)
+		maxID = max(maxID, id)
+		var rec rpc.Record
+		if err := json.Unmarshal(v, &rec); err != nil {
+			report("job %d: decode: %v", id, err)
+			continue
+		}
+		if rec.ID != id {
+			report("job %d: record says id %d", id, rec.ID)
+		}
+		if rec.Spec != nil {
+			report("job %d: record carries its spec", id)
+		}
+		if raw := b.specs.Get(k); raw == nil {
+			report("job %d: no spec", id)
+		} else if err := json.Unmarshal(raw, &rpc.Spec{}); err != nil {
+			report("job %d: decode spec: %v", id, err)
+		}
+		count[rec.State]++
+		if b.byState.Get(stateKey(rec.State, id)) == nil {
+			report("job %d: not in the by-state index as %s", id, rec.State)
+		}
+		if rec.State.Final() {
+			if b.unfinished.Get(k) != nil {
+				report("job %d: %s but in the unfinished set", id, rec.State)
+			}
+		} else {
+			unfinished++
+			if v := b.unfinished.Get(k); string(v) != string(rec.State) {
+				report("job %d: unfinished set says %q, record %s", id, v, rec.State)
+			}
+			qk, err := queueKey(rec.Queue, rec.Priority, id)
+			if err != nil {
+				report("job %d: %v", id, err)
+			} else if v := b.queueIndex.Get(qk); string(v) != string(rec.State) {
+				report("job %d: queue index says %q, record %s", id, v, rec.State)
+			}
+			for _, dep := range rec.After {
+				deps++
+				if b.dependents.Get(depKey(dep, id)) == nil {
+					report("job %d: dependency on %d not in the dependents index", id, dep)
+				}
+				if b.jobs.Get(itob(dep)) == nil {
+					report("job %d: unfinished, depends on %d, which is not stored", id, dep)
+				}
+			}
+		}
+		if rec.Key != nil && *rec.Key != "" {
+			keyed++
+			if v := b.keys.Get([]byte(*rec.Key)); v == nil || btoi(v) != id {
+				report("job %d: key %q not indexed to it", id, *rec.Key)
+			}
+		}
+	}
+	if seq := int64(b.jobs.Sequence()); seq < maxID {
+		report("jobs: sequence %d below the highest id %d", seq, maxID)
+	}
+
+	for _, st := range jobStates() {
+		var stored int64
+		if v := b.meta.Get(countKey(st)); v != nil {
+			stored = btoi(v)
+		}
+		if stored != count[st] {
+			report("counts: %s is %d, records say %d", st, stored, count[st])
+		}
+	}
+	for st, n := range count {
+		if !isJobState(st) {
+			report("counts: %d jobs in unknown state %q", n, st)
+		}
+	}
+
+	if n := b.specs.Stats().KeyN; n != b.jobs.Stats().KeyN {
+		report("specs: %d specs for %d jobs", n, b.jobs.Stats().KeyN)
+	}
+	byState := 0
+	b.byState.ForEach(func(k, _ []byte) error {
+		byState++
+		i := bytes.IndexByte(k, 0)
+		if i < 0 || len(k) != i+9 {
+			report("by-state: bad key %x", k)
+			return nil
+		}
+		id := btoi(k[i+1:])
+		var rec struct {
+			State rpc.State `json:"state"`
+		}
+		if raw := b.jobs.Get(k[i+1:]); raw == nil {
+			report("by-state: job %d is not stored", id)
+		} else if json.Unmarshal(raw, &rec) == nil && string(rec.State) != string(k[:i]) {
+			report("by-state: job %d listed as %s, is %s", id, k[:i], rec.State)
+		}
+		return nil
+	})
+	if byState != b.jobs.Stats().KeyN {
+		report("by-state: %d entries for %d jobs", byState, b.jobs.Stats().KeyN)
+	}
+	if n := b.unfinished.Stats().KeyN; n != unfinished {
+		report("unfinished: %d entries for %d unfinished jobs", n, unfinished)
+	}
+	if n := b.queueIndex.Stats().KeyN; n != unfinished {
+		report("queue index: %d entries for %d unfinished jobs", n, unfinished)
+	}
+	if n := b.dependents.Stats().KeyN; n != deps {
+		report("dependents: %d entries for %d dependencies of unfinished jobs", n, deps)
+	}
+	if n := b.keys.Stats().KeyN; n != keyed {
+		report("keys: %d entries for %d jobs with a key", n, keyed)
+	}
+	return nil
+}
+
+// isJobState reports whether st is a state a job can be in.
+func isJobState(st rpc.State) bool {
+	for _, s := range jobStates() {
+		if s == st {
+			return true
+		}
+	}
+	return false
+}
+
+// checkEvents checks that the events run without a gap up to the last seq given.
+func checkEvents(b *txb, report func(string, ...any)) {
+	last := int64(b.events.Sequence())
+	var prev int64
+	c := b.events.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		seq := btoi(k)
+		if prev != 0 && seq != prev+1 {
+			report("events: gap between %d and %d", prev, seq)
+		}
+		prev = seq
+		var ev rpc.Event
+		if err := json.Unmarshal(v, &ev); err != nil {
+			report("event %d: decode: %v", seq, err)
+		} else if ev.Seq != seq {
+			report("event %d: says seq %d", seq, ev.Seq)
+		}
+	}
+	if prev != 0 && prev != last {
+		report("events: last stored %d, last given %d", prev, last)
+	}
+}

@@ -1,0 +1,167 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"go.etcd.io/bbolt"
+
+	"spool/rpc"
+)
+
+// Bucket names. The layout is version schemaVersion of the database.
+const (
+	// bMeta holds the schema version, the store id and the per-state counts.
+	bMeta = "meta"
+	// bJobs maps id (8 bytes big endian) to the record JSON, without its spec.
+	bJobs = "jobs"
+	// bSpecs maps id to the spec JSON, written once at submit.
+	bSpecs = "specs"
+	// bQueueIndex holds unfinished jobs keyed by queue, then priority descending,
+	// then id ascending (see queueKey); the value is the job's state.
+	bQueueIndex = "queue_index"
+	// bUnfinished maps the id of every queued or running job to its state.
+	bUnfinished = "unfinished"
+	// bByState holds state|0|id for every job, for listing by state.
+	bByState = "by_state"
+	// bKeys maps an idempotency key to the id of its job.
+	bKeys = "keys"
+	// bDependents holds dep id|dependent id for every unfinished dependent.
+	bDependents = "dependents"
+	// bEvents maps seq (8 bytes big endian) to the event JSON; its bucket
+	// sequence is the last seq ever given.
+	bEvents = "events"
+	// bQueues maps a queue name to its settings JSON.
+	bQueues = "queues"
+	// bTemplates maps a template name to its JSON.
+	bTemplates = "templates"
+)
+
+// bucketNames lists every bucket of the layout.
+func bucketNames() []string {
+	return []string{bMeta, bJobs, bSpecs, bQueueIndex, bUnfinished, bByState, bKeys, bDependents, bEvents, bQueues, bTemplates}
+}
+
+// Keys of the meta bucket.
+const (
+	metaVersion = "version"
+	metaStoreID = "store_id"
+	// metaCount is the prefix of the per-state job counts (8 bytes big endian).
+	metaCount = "count:"
+)
+
+// jobStates are the states a job can be in, in the order Counts reports them.
+func jobStates() []rpc.State {
+	return []rpc.State{rpc.StateQueued, rpc.StateRunning, rpc.StateSucceeded, rpc.StateFailed, rpc.StateCancelled}
+}
+
+// finalStates are the final job states, the ones Prune considers by default.
+func finalStates() []rpc.State {
+	return []rpc.State{rpc.StateSucceeded, rpc.StateFailed, rpc.StateCancelled}
+}
+
+// txb is a transaction's handles on every bucket.
+type txb struct {
+	tx         *bbolt.Tx
+	meta       *bbolt.Bucket
+	jobs       *bbolt.Bucket
+	specs      *bbolt.Bucket
+	queueIndex *bbolt.Bucket
+	unfinished *bbolt.Bucket
+	byState    *bbolt.Bucket
+	keys       *bbolt.Bucket
+	dependents *bbolt.Bucket
+	events     *bbolt.Bucket
+	queues     *bbolt.Bucket
+	templates  *bbolt.Bucket
+}
+
+// buckets opens every bucket of tx; Open made sure that they exist.
+func buckets(tx *bbolt.Tx) (*txb, error) {
+	b := &txb{tx: tx}
+	for _, p := range []struct {
+		name string
+		dst  **bbolt.Bucket
+	}{
+		{bMeta, &b.meta}, {bJobs, &b.jobs}, {bSpecs, &b.specs}, {bQueueIndex, &b.queueIndex},
+		{bUnfinished, &b.unfinished}, {bByState, &b.byState}, {bKeys, &b.keys},
+		{bDependents, &b.dependents}, {bEvents, &b.events}, {bQueues, &b.queues}, {bTemplates, &b.templates},
+	} {
+		*p.dst = tx.Bucket([]byte(p.name))
+		if *p.dst == nil {
+			return nil, fmt.Errorf("bucket %q is missing", p.name)
+		}
+	}
+	return b, nil
+}
+
+// itob encodes an id or seq as 8 bytes big endian, so that keys sort by number.
+func itob(v int64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, uint64(v))
+	return b
+}
+
+// btoi decodes 8 bytes big endian.
+func btoi(b []byte) int64 { return int64(binary.BigEndian.Uint64(b)) }
+
+// statePrefix is the prefix of a state's entries in bByState.
+func statePrefix(st rpc.State) []byte {
+	p := make([]byte, 0, len(st)+9)
+	p = append(p, st...)
+	return append(p, 0)
+}
+
+// stateKey is the bByState key of job id in state st.
+func stateKey(st rpc.State, id int64) []byte { return append(statePrefix(st), itob(id)...) }
+
+// queuePrefix is the prefix of a queue's entries in bQueueIndex: the name's length
+// (2 bytes) and the name, so that no queue's prefix is another's.
+func queuePrefix(queue string) ([]byte, error) {
+	if len(queue) > math.MaxUint16 {
+		return nil, fmt.Errorf("queue name of %d bytes is too long", len(queue))
+	}
+	p := make([]byte, 2, 2+len(queue)+16)
+	binary.BigEndian.PutUint16(p, uint16(len(queue)))
+	return append(p, queue...), nil
+}
+
+// queueKey is the bQueueIndex key of a job: queue, then priority descending, then
+// id ascending.
+func queueKey(queue string, priority int, id int64) ([]byte, error) {
+	k, err := queuePrefix(queue)
+	if err != nil {
+		return nil, err
+	}
+	// Flipping the sign bit orders signed numbers as unsigned; inverting all the
+	// bits then makes the order descending.
+	k = binary.BigEndian.AppendUint64(k, ^(uint64(int64(priority)) ^ (1 << 63)))
+	return append(k, itob(id)...), nil
+}
+
+// depKey is the bDependents key saying that job id waits for job dep.
+func depKey(dep, id int64) []byte { return append(itob(dep), itob(id)...) }
+
+// countKey is the meta key of the number of jobs in state st.
+func countKey(st rpc.State) []byte { return []byte(metaCount + string(st)) }
+
+// hasPrefix reports whether bucket b holds a key starting with prefix.
+func hasPrefix(b *bbolt.Bucket, prefix []byte) bool {
+	k, _ := b.Cursor().Seek(prefix)
+	return k != nil && bytes.HasPrefix(k, prefix)
+}
+
+// idsWithPrefix returns the ids that end the keys of b starting with prefix
+// (prefix followed by 8 bytes).
+func idsWithPrefix(b *bbolt.Bucket, prefix []byte) []int64 {
+	var ids []int64
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if len(k) == len(prefix)+8 {
+			ids = append(ids, btoi(k[len(prefix):]))
+		}
+	}
+	return ids
+}

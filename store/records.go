@@ -1,0 +1,199 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"spool/rpc"
+)
+
+// getRecord reads job id without its spec; nil when there is no such job.
+func (b *txb) getRecord(id int64) (*rpc.Record, error) {
+	raw := b.jobs.Get(itob(id))
+	if raw == nil {
+		return nil, nil
+	}
+	var rec rpc.Record
+	// json.Unmarshal copies what it keeps, so rec outlives the transaction.
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return nil, fmt.Errorf("decode job %d: %w", id, err)
+	}
+	return &rec, nil
+}
+
+// getSpec reads the spec of job id.
+func (b *txb) getSpec(id int64) (*rpc.Spec, error) {
+	raw := b.specs.Get(itob(id))
+	if raw == nil {
+		return nil, fmt.Errorf("job %d has no spec", id)
+	}
+	var spec rpc.Spec
+	if err := json.Unmarshal(raw, &spec); err != nil {
+		return nil, fmt.Errorf("decode spec of job %d: %w", id, err)
+	}
+	return &spec, nil
+}
+
+// getFull reads job id with its spec; nil when there is no such job.
+func (b *txb) getFull(id int64) (*rpc.Record, error) {
+	rec, err := b.getRecord(id)
+	if err != nil || rec == nil {
+		return rec, err
+	}
+	if rec.Spec, err = b.getSpec(id); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// putRecord writes rec, without its spec.
+func (b *txb) putRecord(rec *rpc.Record) error {
+	r := *rec
+	r.Spec = nil
+	raw, err := json.Marshal(&r)
+	if err != nil {
+		return fmt.Errorf("encode job %d: %w", rec.ID, err)
+	}
+	if err := b.jobs.Put(itob(rec.ID), raw); err != nil {
+		return fmt.Errorf("put job %d: %w", rec.ID, err)
+	}
+	return nil
+}
+
+// index adds the index entries of rec: by state, and for an unfinished job the
+// unfinished set, the queue index and its dependencies; its key if it has one.
+func (b *txb) index(rec *rpc.Record) error {
+	if err := b.byState.Put(stateKey(rec.State, rec.ID), nil); err != nil {
+		return fmt.Errorf("index job %d: %w", rec.ID, err)
+	}
+	if !rec.State.Final() {
+		if err := b.unfinished.Put(itob(rec.ID), []byte(rec.State)); err != nil {
+			return fmt.Errorf("index job %d: %w", rec.ID, err)
+		}
+		qk, err := queueKey(rec.Queue, rec.Priority, rec.ID)
+		if err != nil {
+			return fmt.Errorf("index job %d: %w", rec.ID, err)
+		}
+		if err := b.queueIndex.Put(qk, []byte(rec.State)); err != nil {
+			return fmt.Errorf("index job %d: %w", rec.ID, err)
+		}
+		for _, dep := range rec.After {
+			if err := b.dependents.Put(depKey(dep, rec.ID), nil); err != nil {
+				return fmt.Errorf("index job %d: %w", rec.ID, err)
+			}
+		}
+	}
+	if rec.Key != nil && *rec.Key != "" {
+		if err := b.keys.Put([]byte(*rec.Key), itob(rec.ID)); err != nil {
+			return fmt.Errorf("index key of job %d: %w", rec.ID, err)
+		}
+	}
+	return nil
+}
+
+// unindex removes the index entries that index added for rec.
+func (b *txb) unindex(rec *rpc.Record) error {
+	if err := b.byState.Delete(stateKey(rec.State, rec.ID)); err != nil {
+		return fmt.Errorf("unindex job %d: %w", rec.ID, err)
+	}
+	if !rec.State.Final() {
+		if err := b.unfinished.Delete(itob(rec.ID)); err != nil {
+			return fmt.Errorf("unindex job %d: %w", rec.ID, err)
+		}
+		qk, err := queueKey(rec.Queue, rec.Priority, rec.ID)
+		if err != nil {
+			return fmt.Errorf("unindex job %d: %w", rec.ID, err)
+		}
+		if err := b.queueIndex.Delete(qk); err != nil {
+			return fmt.Errorf("unindex job %d: %w", rec.ID, err)
+		}
+		for _, dep := range rec.After {
+			if err := b.dependents.Delete(depKey(dep, rec.ID)); err != nil {
+				return fmt.Errorf("unindex job %d: %w", rec.ID, err)
+			}
+		}
+	}
+	if rec.Key != nil && *rec.Key != "" {
+		if v := b.keys.Get([]byte(*rec.Key)); v != nil && btoi(v) == rec.ID {
+			if err := b.keys.Delete([]byte(*rec.Key)); err != nil {
+				return fmt.Errorf("unindex key of job %d: %w", rec.ID, err)
+			}
+		}
+	}
+	return nil
+}
+
+// appendEvent stores ev with the next seq, which it sets.
+func (b *txb) appendEvent(ev *rpc.Event) error {
+	seq, err := b.events.NextSequence()
+	if err != nil {
+		return fmt.Errorf("next seq: %w", err)
+	}
+	ev.Seq = int64(seq)
+	raw, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encode event %d: %w", seq, err)
+	}
+	if err := b.events.Put(itob(ev.Seq), raw); err != nil {
+		return fmt.Errorf("put event %d: %w", seq, err)
+	}
+	return nil
+}
+
+// counts accumulates changes of the per-state counts within one call.
+type counts map[rpc.State]int64
+
+// write adds the changes to the stored counts.
+func (c counts) write(b *txb) error {
+	for st, d := range c {
+		if d == 0 {
+			continue
+		}
+		k := countKey(st)
+		var n int64
+		if v := b.meta.Get(k); v != nil {
+			n = btoi(v)
+		}
+		if err := b.meta.Put(k, itob(n+d)); err != nil {
+			return fmt.Errorf("update count of %s: %w", st, err)
+		}
+	}
+	return nil
+}
+
+// removeJob deletes a final job with its spec and index entries and stores its
+// removed event, which it returns.
+func (b *txb) removeJob(rec *rpc.Record, now time.Time, c counts) (rpc.Event, error) {
+	if err := b.unindex(rec); err != nil {
+		return rpc.Event{}, err
+	}
+	if err := b.jobs.Delete(itob(rec.ID)); err != nil {
+		return rpc.Event{}, fmt.Errorf("delete job %d: %w", rec.ID, err)
+	}
+	if err := b.specs.Delete(itob(rec.ID)); err != nil {
+		return rpc.Event{}, fmt.Errorf("delete spec of job %d: %w", rec.ID, err)
+	}
+	c[rec.State]--
+	ev := rpc.Event{Type: rpc.EventRemoved, Job: rec.ID, Time: now}
+	if err := b.appendEvent(&ev); err != nil {
+		return rpc.Event{}, err
+	}
+	return ev, nil
+}
+
+// listed is rec as job.list shows it: without spec, result and output tails.
+func listed(rec *rpc.Record) rpc.Job {
+	j := rec.Job
+	j.Spec = nil
+	j.Result = nil
+	if len(j.Steps) > 0 {
+		steps := make([]rpc.StepStatus, len(j.Steps))
+		copy(steps, j.Steps)
+		for i := range steps {
+			steps[i].OutputTail = nil
+		}
+		j.Steps = steps
+	}
+	return j
+}

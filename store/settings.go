@@ -1,0 +1,116 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"spool/rpc"
+)
+
+// Queues reads the stored queue settings in name order. Queued and Running are
+// left at zero: the daemon knows them.
+func (s *Store) Queues(ctx context.Context) ([]rpc.Queue, error) {
+	qs := []rpc.Queue{}
+	err := s.view(ctx, func(b *txb) error {
+		return b.queues.ForEach(func(k, v []byte) error {
+			var q rpc.Queue
+			if err := json.Unmarshal(v, &q); err != nil {
+				return fmt.Errorf("decode queue %q: %w", k, err)
+			}
+			qs = append(qs, q)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return qs, nil
+}
+
+// PutQueue stores a queue's settings (name, parallel, paused), replacing the
+// previous ones.
+func (s *Store) PutQueue(ctx context.Context, q rpc.Queue) error {
+	if q.Name == "" {
+		return rpc.InvalidParams("name", "must not be empty")
+	}
+	raw, err := json.Marshal(rpc.Queue{Name: q.Name, Parallel: q.Parallel, Paused: q.Paused})
+	if err != nil {
+		return rpc.Storage(fmt.Errorf("encode queue %q: %w", q.Name, err))
+	}
+	return s.do(ctx, &op{weight: len(raw), apply: func(b *txb) error {
+		if err := b.queues.Put([]byte(q.Name), raw); err != nil {
+			return fmt.Errorf("put queue %q: %w", q.Name, err)
+		}
+		return nil
+	}})
+}
+
+// PutTemplate stores a template, replacing one of the same name.
+func (s *Store) PutTemplate(ctx context.Context, t rpc.Template) error {
+	if t.Name == "" {
+		return rpc.InvalidParams("name", "must not be empty")
+	}
+	raw, err := json.Marshal(t)
+	if err != nil {
+		return rpc.InvalidParams("spec", "the template cannot be encoded: "+err.Error())
+	}
+	return s.do(ctx, &op{weight: len(raw), apply: func(b *txb) error {
+		if err := b.templates.Put([]byte(t.Name), raw); err != nil {
+			return fmt.Errorf("put template %q: %w", t.Name, err)
+		}
+		return nil
+	}})
+}
+
+// Template reads a template; 1003 when unknown.
+func (s *Store) Template(ctx context.Context, name string) (*rpc.Template, error) {
+	var t *rpc.Template
+	err := s.view(ctx, func(b *txb) error {
+		raw := b.templates.Get([]byte(name))
+		if raw == nil {
+			return rpc.NoTemplate(name)
+		}
+		t = &rpc.Template{}
+		if err := json.Unmarshal(raw, t); err != nil {
+			return fmt.Errorf("decode template %q: %w", name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Templates reads every template in name order.
+func (s *Store) Templates(ctx context.Context) ([]rpc.Template, error) {
+	ts := []rpc.Template{}
+	err := s.view(ctx, func(b *txb) error {
+		return b.templates.ForEach(func(k, v []byte) error {
+			var t rpc.Template
+			if err := json.Unmarshal(v, &t); err != nil {
+				return fmt.Errorf("decode template %q: %w", k, err)
+			}
+			ts = append(ts, t)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ts, nil
+}
+
+// RemoveTemplate removes a template; 1003 when unknown.
+func (s *Store) RemoveTemplate(ctx context.Context, name string) error {
+	return s.do(ctx, &op{weight: 64, apply: func(b *txb) error {
+		if b.templates.Get([]byte(name)) == nil {
+			return rpc.NoTemplate(name)
+		}
+		if err := b.templates.Delete([]byte(name)); err != nil {
+			return fmt.Errorf("delete template %q: %w", name, err)
+		}
+		return nil
+	}})
+}

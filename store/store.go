@@ -1,0 +1,373 @@
+// Package store keeps spool's jobs, their indexes, the event log, queues and
+// templates in a bbolt database. *Store implements daemon.Store: every mutating call
+// is one durable transaction, and calls that arrive together share one commit.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"spool/rpc"
+)
+
+// schemaVersion is the version of the database layout this package writes.
+const schemaVersion = 1
+
+// Bounds of one group commit: the requests drained into one transaction.
+const (
+	maxBatchOps    = 256
+	maxBatchWeight = 8 << 20 // an estimate of the bytes written
+)
+
+// ErrLocked means that another process holds the database: Open gave up waiting
+// for its file lock.
+var ErrLocked = errors.New("database is locked by another process")
+
+// Options tune Open.
+type Options struct {
+	// Timeout is how long Open waits for the file lock before it fails with an
+	// error wrapping ErrLocked; 0 means one second.
+	Timeout time.Duration
+	// NoSync skips fsync at commit: for tests and benchmarks only.
+	NoSync bool
+}
+
+// Store is spool's bbolt store. Its mutating methods send their work to one writer
+// goroutine, which applies whatever is pending in one transaction (group commit).
+type Store struct {
+	db      *bbolt.DB
+	storeID string
+
+	ops     chan *op
+	quit    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+	commits atomic.Uint64
+}
+
+// op is one mutating call waiting for the writer.
+type op struct {
+	ctx context.Context
+	// apply does the call's work in tx. It does every check before its first
+	// write, and returns an *rpc.Error only from the checks (having written
+	// nothing); any other error fails the transaction. It may run more than once
+	// (when another call of its transaction fails), so it must set its results
+	// afresh each time.
+	apply  func(b *txb) error
+	weight int
+	err    error
+	done   chan struct{}
+}
+
+// Open opens (or creates) the database at path. A new file is made with mode 0600
+// and a missing folder with mode 0700, whatever the umask. It fails with an error
+// wrapping ErrLocked when another process holds the database for opts.Timeout,
+// and refuses a database of a newer schema or one that is not spool's.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = time.Second
+	}
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("open store: create folder: %w", err)
+		}
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("open store: chmod folder: %w", err)
+		}
+	}
+	_, statErr := os.Stat(path)
+	created := errors.Is(statErr, fs.ErrNotExist)
+
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return nil, fmt.Errorf("open store %s: %w", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if created {
+		if err := os.Chmod(path, 0o600); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open store: chmod %s: %w", path, err)
+		}
+	}
+	s := &Store{db: db, ops: make(chan *op), quit: make(chan struct{})}
+	if err := s.setup(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	s.wg.Add(1)
+	go s.writer()
+	return s, nil
+}
+
+// setup checks the schema of an existing database, or lays out a new one.
+func (s *Store) setup() error {
+	fresh := false
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket([]byte(bMeta))
+		if meta == nil {
+			var others []string
+			if err := tx.ForEach(func(name []byte, _ *bbolt.Bucket) error {
+				others = append(others, string(name))
+				return nil
+			}); err != nil {
+				return err
+			}
+			if len(others) > 0 {
+				return fmt.Errorf("not a spool database: no %q bucket but %q", bMeta, others)
+			}
+			fresh = true
+			return nil
+		}
+		raw := meta.Get([]byte(metaVersion))
+		v, err := strconv.Atoi(string(raw))
+		if err != nil || v < 1 {
+			return fmt.Errorf("not a spool database: bad schema version %q", raw)
+		}
+		if v > schemaVersion {
+			return fmt.Errorf("database schema version %d is newer than this program supports (%d): use a newer spoold", v, schemaVersion)
+		}
+		for _, name := range bucketNames() {
+			if tx.Bucket([]byte(name)) == nil {
+				return fmt.Errorf("damaged database: bucket %q is missing", name)
+			}
+		}
+		id := meta.Get([]byte(metaStoreID))
+		if len(id) == 0 {
+			return fmt.Errorf("damaged database: no store id")
+		}
+		s.storeID = string(id)
+		return nil
+	})
+	if err != nil || !fresh {
+		return err
+	}
+	var raw [16]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return fmt.Errorf("make store id: %w", err)
+	}
+	id := hex.EncodeToString(raw[:])
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range bucketNames() {
+			if _, err := tx.CreateBucket([]byte(name)); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		meta := tx.Bucket([]byte(bMeta))
+		if err := meta.Put([]byte(metaVersion), []byte(strconv.Itoa(schemaVersion))); err != nil {
+			return err
+		}
+		if err := meta.Put([]byte(metaStoreID), []byte(id)); err != nil {
+			return err
+		}
+		for _, st := range jobStates() {
+			if err := meta.Put(countKey(st), itob(0)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("create database: %w", err)
+	}
+	s.storeID = id
+	return nil
+}
+
+// Close stops the writer, once the transaction under way is committed, and closes
+// the database. Calls made after Close fail with 1006.
+func (s *Store) Close() error {
+	var err error
+	s.once.Do(func() {
+		close(s.quit)
+		s.wg.Wait()
+		if e := s.db.Close(); e != nil {
+			err = fmt.Errorf("close store: %w", e)
+		}
+	})
+	return err
+}
+
+// StoreID is the random id made with the database.
+func (s *Store) StoreID() string { return s.storeID }
+
+// Commits is the number of write transactions committed since Open: with group
+// commit, fewer than the mutating calls made at the same time.
+func (s *Store) Commits() uint64 { return s.commits.Load() }
+
+// closed reports whether Close was called.
+func (s *Store) closed() bool {
+	select {
+	case <-s.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+// do hands o to the writer and waits for its answer. A call whose ctx ends before
+// the writer took it is not applied; once taken, it is answered after its commit.
+func (s *Store) do(ctx context.Context, o *op) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.closed() {
+		return rpc.ShuttingDown()
+	}
+	o.ctx = ctx
+	o.done = make(chan struct{})
+	select {
+	case s.ops <- o:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.quit:
+		return rpc.ShuttingDown()
+	}
+	<-o.done
+	return o.err
+}
+
+// writer applies pending calls, as many as are waiting (up to a bound) in one
+// transaction, until Close. A lone call is applied at once: there is no delay.
+func (s *Store) writer() {
+	defer s.wg.Done()
+	for {
+		var first *op
+		select {
+		case first = <-s.ops:
+		case <-s.quit:
+			return
+		}
+		batch := []*op{first}
+		weight := first.weight
+	drain:
+		for len(batch) < maxBatchOps && weight < maxBatchWeight {
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+				weight += o.weight
+			default:
+				break drain
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// errRollback ends a transaction in which no call wrote anything.
+var errRollback = errors.New("nothing to commit")
+
+// commit applies batch in one transaction and answers each call. A call that
+// fails its own checks gets its error and wrote nothing. A call that fails while
+// writing is answered 1004 and the others are applied again without it. If the
+// commit fails, every call gets 1004 and nothing was applied.
+func (s *Store) commit(batch []*op) {
+	pending := batch[:0]
+	for _, o := range batch {
+		if err := o.ctx.Err(); err != nil {
+			o.err = err
+			close(o.done)
+			continue
+		}
+		pending = append(pending, o)
+	}
+	for len(pending) > 0 {
+		failed := -1
+		err := s.db.Update(func(tx *bbolt.Tx) error {
+			b, err := buckets(tx)
+			if err != nil {
+				return err
+			}
+			wrote := false
+			for i, o := range pending {
+				o.err = safeApply(o, b)
+				if o.err == nil {
+					wrote = true
+					continue
+				}
+				var re *rpc.Error
+				if !errors.As(o.err, &re) {
+					failed = i
+					return o.err
+				}
+			}
+			if !wrote {
+				return errRollback
+			}
+			return nil
+		})
+		switch {
+		case err == nil:
+			s.commits.Add(1)
+		case errors.Is(err, errRollback):
+		case failed >= 0:
+			o := pending[failed]
+			o.err = rpc.Storage(err)
+			close(o.done)
+			pending = append(pending[:failed:failed], pending[failed+1:]...)
+			continue
+		default:
+			for _, o := range pending {
+				o.err = rpc.Storage(err)
+			}
+		}
+		for _, o := range pending {
+			close(o.done)
+		}
+		return
+	}
+}
+
+// safeApply runs o.apply, turning a panic into an error that fails the
+// transaction.
+func safeApply(o *op, b *txb) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic in store: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return o.apply(b)
+}
+
+// view runs fn in a read transaction, converting failures to 1004.
+func (s *Store) view(ctx context.Context, fn func(b *txb) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.closed() {
+		return rpc.ShuttingDown()
+	}
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		b, err := buckets(tx)
+		if err != nil {
+			return err
+		}
+		return fn(b)
+	})
+	return storageErr(err)
+}
+
+// storageErr returns err when it is nil, an *rpc.Error or a context's end, and
+// 1004 otherwise.
+func storageErr(err error) error {
+	var re *rpc.Error
+	if err == nil || errors.As(err, &re) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return rpc.Storage(err)
+}
