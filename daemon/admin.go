@@ -161,13 +161,11 @@ func expandTemplate(raw []byte, values map[string]string) []byte {
 	return out
 }
 
-// decodeSpec decodes a spec strictly: unknown fields are errors.
+// decodeSpec decodes a spec strictly: unknown fields are errors naming their path.
 func decodeSpec(raw []byte, field string) (*rpc.Spec, error) {
 	var s rpc.Spec
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&s); err != nil {
-		return nil, rpc.InvalidParams(field, err.Error())
+	if err := rpc.DecodeStrict(raw, &s, field); err != nil {
+		return nil, err
 	}
 	return &s, nil
 }

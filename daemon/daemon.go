@@ -75,6 +75,7 @@ type Daemon struct {
 	draining   bool
 	wake       chan struct{}
 	ready      chan struct{} // closed once recovery is over
+	done       chan struct{} // closed when Run returns
 	stop       chan struct{} // closed by Shutdown
 	stopOnce   sync.Once
 	runners    sync.WaitGroup
@@ -130,6 +131,7 @@ func New(cfg Config) (*Daemon, error) {
 		waiters:    map[int64][]chan struct{}{},
 		dependents: map[int64][]int64{},
 		ready:      make(chan struct{}),
+		done:       make(chan struct{}),
 		wake:       make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 	}
@@ -145,6 +147,9 @@ func New(cfg Config) (*Daemon, error) {
 	return d, nil
 }
 
+// Done is closed when Run has returned.
+func (d *Daemon) Done() <-chan struct{} { return d.done }
+
 // Stopped is closed once daemon.shutdown was asked for.
 func (d *Daemon) Stopped() <-chan struct{} { return d.stop }
 
@@ -152,6 +157,7 @@ func (d *Daemon) Stopped() <-chan struct{} { return d.stop }
 // daemon.shutdown is called. On return running processes were stopped and their
 // jobs are left running in the store, to be resumed at the next start.
 func (d *Daemon) Run(ctx context.Context) error {
+	defer close(d.done)
 	d.start = d.clock.Now()
 	sp, err := newSpawner()
 	if err != nil {
