@@ -1,0 +1,543 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"spool/client"
+	"spool/rpc"
+)
+
+// commandList is every command, in the order the help lists them.
+func commandList() []command {
+	return []command{
+		{name: "submit", args: "[flags] -- CMD [ARG...]  |  submit -f FILE|-", summary: "submit a command (or a job spec) as a job; prints its id", strict: true, define: defineSubmit},
+		{name: "status", args: "[ID...] [--state S]... [--queue Q] [--label k=v]... [--limit N] [--all]", summary: "list jobs", ids: true, define: defineStatus},
+		{name: "show", args: "ID", summary: "show a job with its steps and result", ids: true, define: defineShow},
+		{name: "watch", args: "[ID...]", summary: "follow the events of jobs (or of all jobs) as they happen", ids: true, define: defineWatch},
+		{name: "wait", args: "ID... [--timeout D]", summary: "wait until jobs are final; exit 0 when all succeeded", ids: true, define: defineWait},
+		{name: "cancel", args: "ID... [--reason R]", summary: "cancel jobs", ids: true, define: defineCancel},
+		{name: "logs", args: "[-f] ID [STEP]", summary: "print the log of a job's step (-f: follow it)", ids: true, define: defineLogs},
+		{name: "retry", args: "ID", summary: "submit a final job again as a new job", ids: true, define: defineRetry},
+		{name: "rm", args: "ID...", summary: "remove final jobs", ids: true, define: defineRemove},
+		{name: "prune", args: "[--state S]... [--older-than D]", summary: "remove final jobs by state and age", define: definePrune},
+		{name: "queue", args: "[NAME] [--parallel N] [--pause|--resume]", summary: "list queues, or change one", define: defineQueue},
+		{name: "template", args: "put NAME FILE | get NAME | list | rm NAME", summary: "store, show, list and remove job templates", define: defineTemplate},
+		{name: "run", args: "TEMPLATE [k=v...] [--queue Q] [--priority N]", summary: "submit a job made from a template", define: defineRun},
+		{name: "info", args: "", summary: "describe the running daemon", define: defineInfo},
+		{name: "rpc", args: "", summary: "relay standard input and output to the daemon's socket (for editors)", define: defineRPC},
+		{name: "completion", args: "bash|zsh|fish", summary: "print a shell completion script", define: defineCompletion},
+		{name: "version", args: "", summary: "print the versions of spool and of the daemon", define: defineVersion},
+	}
+}
+
+// printJobs prints one job, or {"jobs": [...]} for several.
+func (a *app) printJobs(jobs []*rpc.Job, many bool) error {
+	if !many && len(jobs) == 1 {
+		return a.printJSON(jobs[0])
+	}
+	list := make([]rpc.Job, 0, len(jobs))
+	for _, j := range jobs {
+		list = append(list, *j)
+	}
+	return a.printJSON(struct {
+		Jobs []rpc.Job `json:"jobs"`
+	}{list})
+}
+
+func defineStatus(a *app, fs *flag.FlagSet) runner {
+	var states statesFlag
+	var labels pairsFlag
+	queue := fs.String("queue", "", "only jobs of `QUEUE`")
+	fs.Var(&states, "state", "only jobs in `STATE` (repeatable, or comma separated)")
+	fs.Var(&labels, "label", "only jobs with the label `k=v` (repeatable)")
+	limit := fs.Int("limit", 50, "show the newest `N` jobs at most (1 to 1000)")
+	all := fs.Bool("all", false, "show every job")
+	idsOnly := fs.Bool("ids-only", false, hiddenFlag+"print only the ids (for completion)")
+	return func(ctx context.Context, args []string) error {
+		ids, err := parseIDs(args)
+		if err != nil {
+			return err
+		}
+		if !*all && (*limit < 1 || *limit > 1000) {
+			return usagef("--limit must be 1 to 1000")
+		}
+		c, err := a.client(ctx)
+		if err != nil {
+			return err
+		}
+		jobs := []rpc.Job{}
+		var next *string
+		if len(ids) > 0 {
+			for _, id := range ids {
+				j, err := c.Get(ctx, rpc.GetParams{ID: id})
+				if err != nil {
+					return err
+				}
+				jobs = append(jobs, *j)
+			}
+		} else {
+			p := rpc.ListParams{State: states, Queue: *queue, Labels: labels.m, Limit: *limit, Order: "desc"}
+			if *all {
+				p.Limit = 1000
+			}
+			for {
+				r, err := c.List(ctx, p)
+				if err != nil {
+					return err
+				}
+				jobs = append(jobs, r.Jobs...)
+				next = r.NextCursor
+				if !*all || next == nil {
+					break
+				}
+				p.Cursor = next
+			}
+		}
+		switch {
+		case *idsOnly:
+			for _, j := range jobs {
+				a.printf("%d\n", j.ID)
+			}
+			return nil
+		case a.json:
+			return a.printJSON(rpc.ListResult{Jobs: jobs, NextCursor: next})
+		}
+		if len(jobs) == 0 {
+			a.printf("no jobs\n")
+			return nil
+		}
+		if len(ids) == 0 {
+			slices.Reverse(jobs) // oldest first, the newest next to the prompt
+		}
+		a.fillSpecs(ctx, c, jobs)
+		jobsTable(jobs, a.now()).render(a.stdout, a.term)
+		if next != nil {
+			fmt.Fprintf(a.stderr, "(the newest %d jobs; --all or --limit N for more)\n", len(jobs))
+		}
+		return nil
+	}
+}
+
+// fillSpecs reads the specs of listed jobs without a name, so that the table can
+// show their command. Jobs that cannot be read keep their step names.
+func (a *app) fillSpecs(ctx context.Context, c *client.Client, jobs []rpc.Job) {
+	var todo []int
+	for i := range jobs {
+		if jobs[i].Name == "" && jobs[i].Spec == nil {
+			todo = append(todo, i)
+		}
+	}
+	const workers = 8
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(workers, len(todo)) {
+		wg.Go(func() {
+			for i := range next {
+				if j, err := c.Get(ctx, rpc.GetParams{ID: jobs[i].ID}); err == nil {
+					jobs[i].Spec = j.Spec
+				}
+			}
+		})
+	}
+	for _, i := range todo {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+func defineShow(a *app, fs *flag.FlagSet) runner {
+	return func(ctx context.Context, args []string) error {
+		if len(args) != 1 {
+			return usagef("show takes one job id")
+		}
+		ids, err := parseIDs(args)
+		if err != nil {
+			return err
+		}
+		c, err := a.client(ctx)
+		if err != nil {
+			return err
+		}
+		j, err := c.Get(ctx, rpc.GetParams{ID: ids[0]})
+		if err != nil {
+			return err
+		}
+		if a.json {
+			return a.printJSON(j)
+		}
+		a.printJob(j)
+		return nil
+	}
+}
+
+// localTime formats t for people, in local time, with its age.
+func (a *app) localTime(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05") + " (" + humanAge(*t, a.now()) + ")"
+}
+
+// printJob writes a job's details and its steps.
+func (a *app) printJob(j *rpc.Job) {
+	t := a.term
+	var b strings.Builder
+	field := func(name, value string) {
+		if value != "" {
+			fmt.Fprintf(&b, "%-11s%s\n", name, value)
+		}
+	}
+	fmt.Fprintf(&b, "%s", t.paint(styleBold, fmt.Sprintf("job %d", j.ID)))
+	if j.Name != "" {
+		fmt.Fprintf(&b, "  %s", oneLine(j.Name))
+	}
+	b.WriteString("\n")
+	state := t.paint(stateStyle(j.State), string(j.State))
+	if j.Waiting != nil && *j.Waiting != "" {
+		state += " (waiting: " + *j.Waiting + ")"
+	}
+	if j.State == rpc.StateRunning && j.CurrentStep >= 0 && j.CurrentStep < len(j.Steps) {
+		state += fmt.Sprintf(" (step %d/%d: %s)", j.CurrentStep+1, len(j.Steps), j.Steps[j.CurrentStep].Name)
+	}
+	field("state", state)
+	field("queue", fmt.Sprintf("%s, priority %d", j.Queue, j.Priority))
+	if len(j.Labels) > 0 {
+		keys := make([]string, 0, len(j.Labels))
+		for k := range j.Labels {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for i, k := range keys {
+			keys[i] = k + "=" + j.Labels[k]
+		}
+		field("labels", strings.Join(keys, " "))
+	}
+	if len(j.After) > 0 {
+		parts := make([]string, len(j.After))
+		for i, id := range j.After {
+			parts[i] = strconv.FormatInt(id, 10)
+		}
+		field("after", strings.Join(parts, ", "))
+	}
+	if j.Key != nil {
+		field("key", *j.Key)
+	}
+	if j.NotBefore != nil {
+		field("not before", j.NotBefore.Local().Format("2006-01-02 15:04:05"))
+	}
+	field("submitted", a.localTime(&j.SubmittedAt))
+	field("started", a.localTime(j.StartedAt))
+	if j.FinishedAt != nil {
+		field("finished", a.localTime(j.FinishedAt))
+	}
+	field("duration", span(j.StartedAt, j.FinishedAt, a.now()))
+	if j.Progress != nil && !j.Final() {
+		field("progress", progressText(j.Progress))
+	}
+	if j.RetryOf != nil {
+		field("retry of", strconv.FormatInt(*j.RetryOf, 10))
+	}
+	if j.Template != nil {
+		params := make([]string, 0, len(j.Template.Params))
+		for k, v := range j.Template.Params {
+			params = append(params, k+"="+quoteArg(v))
+		}
+		sort.Strings(params)
+		field("template", strings.TrimSpace(j.Template.Name+" "+strings.Join(params, " ")))
+	}
+	if j.Spec != nil {
+		field("dir", j.Spec.Dir)
+		if j.Spec.Timeout > 0 {
+			field("timeout", j.Spec.Timeout.String())
+		}
+	}
+	if j.Error != "" {
+		field("error", t.paint(styleRed, oneLine(j.Error)))
+	}
+	io.WriteString(a.stdout, b.String())
+
+	if len(j.Steps) > 0 {
+		a.printf("\n")
+		a.stepsTable(j).render(a.stdout, t)
+	}
+	if len(j.Result) > 0 && !bytes.Equal(j.Result, []byte("null")) {
+		a.printf("\n%s\n", t.paint(styleBold, "result"))
+		a.printf("%s\n", resultText(j.Result))
+		if j.ResultTruncated {
+			a.printf("%s\n", t.paint(styleDim, "(truncated: only the last 64 KiB are kept)"))
+		}
+	}
+}
+
+// stepsTable is the steps of show: name, kind, state, attempt, exit code, duration,
+// error; the running step is marked.
+func (a *app) stepsTable(j *rpc.Job) *table {
+	tb := &table{headers: []string{"STEP", "KIND", "STATE", "ATTEMPT", "EXIT", "DURATION", "ERROR"}, flex: 6}
+	now := a.now()
+	for i, s := range j.Steps {
+		state := string(s.State)
+		if s.State == rpc.StateRetrying && s.RetryAt != nil {
+			state += " at " + s.RetryAt.Local().Format("15:04:05")
+		}
+		exit := "-"
+		switch {
+		case s.ExitCode != nil:
+			exit = strconv.Itoa(*s.ExitCode)
+		case s.Signal != nil:
+			exit = *s.Signal
+		}
+		attempt := "-"
+		if s.Attempt > 0 {
+			attempt = strconv.Itoa(s.Attempt)
+		}
+		errText := oneLine(s.Error)
+		name := s.Name
+		if i == j.CurrentStep && j.State == rpc.StateRunning {
+			name = "> " + name
+		}
+		tb.rows = append(tb.rows, []cell{
+			{text: name},
+			{text: s.Kind},
+			{text: state, style: stateStyle(s.State)},
+			{text: attempt},
+			{text: exit},
+			{text: span(s.StartedAt, s.FinishedAt, now)},
+			{text: errText, style: styleRed},
+		})
+	}
+	return tb
+}
+
+// resultText is a job's result for people: a JSON string as its text, any other
+// value as indented JSON.
+func resultText(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var out bytes.Buffer
+	if json.Indent(&out, raw, "", "  ") == nil {
+		return out.String()
+	}
+	return string(raw)
+}
+
+func defineWait(a *app, fs *flag.FlagSet) runner {
+	timeout := fs.Duration("timeout", 0, "give up after `D` (the jobs then count as not succeeded)")
+	return func(ctx context.Context, args []string) error {
+		if len(args) == 0 {
+			return usagef("wait takes at least one job id")
+		}
+		ids, err := parseIDs(args)
+		if err != nil {
+			return err
+		}
+		c, err := a.client(ctx)
+		if err != nil {
+			return err
+		}
+		var deadline time.Time
+		if *timeout > 0 {
+			deadline = a.now().Add(*timeout)
+		}
+		jobs := make([]*rpc.Job, 0, len(ids))
+		ok := true
+		for _, id := range ids {
+			j, err := a.waitOne(ctx, c, id, deadline)
+			if err != nil {
+				return err
+			}
+			jobs = append(jobs, j)
+			if j.State != rpc.StateSucceeded {
+				ok = false
+			}
+			if !a.json {
+				a.printOutcome(j)
+			}
+		}
+		if a.json {
+			if err := a.printJobs(jobs, len(ids) > 1); err != nil {
+				return err
+			}
+		}
+		if !ok {
+			return &exitError{code: exitFailure}
+		}
+		return nil
+	}
+}
+
+// waitOne waits with job.wait until the job is final or the deadline (if any) passed.
+func (a *app) waitOne(ctx context.Context, c *client.Client, id int64, deadline time.Time) (*rpc.Job, error) {
+	for {
+		p := rpc.WaitParams{ID: id}
+		if !deadline.IsZero() {
+			p.Timeout = rpc.Duration(max(deadline.Sub(a.now()), time.Millisecond))
+		}
+		j, err := c.Wait(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		if j.Final() || (!deadline.IsZero() && !a.now().Before(deadline)) {
+			return j, nil
+		}
+	}
+}
+
+// printOutcome writes one line saying how a job ended (or where it is).
+func (a *app) printOutcome(j *rpc.Job) {
+	line := fmt.Sprintf("%d %s", j.ID, a.term.paint(stateStyle(j.State), string(j.State)))
+	if j.Error != "" {
+		line += ": " + oneLine(j.Error)
+	}
+	a.printf("%s\n", line)
+}
+
+func defineCancel(a *app, fs *flag.FlagSet) runner {
+	reason := fs.String("reason", "", "why (`TEXT`), stored as the job's error")
+	return func(ctx context.Context, args []string) error {
+		if len(args) == 0 {
+			return usagef("cancel takes at least one job id")
+		}
+		ids, err := parseIDs(args)
+		if err != nil {
+			return err
+		}
+		c, err := a.client(ctx)
+		if err != nil {
+			return err
+		}
+		jobs := make([]*rpc.Job, len(ids))
+		errs := make([]error, len(ids))
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 8)
+		for i, id := range ids {
+			wg.Go(func() {
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				jobs[i], errs[i] = c.Cancel(ctx, rpc.CancelParams{ID: id, Reason: *reason})
+			})
+		}
+		wg.Wait()
+		var done []*rpc.Job
+		failed := false
+		for i := range ids {
+			if errs[i] != nil {
+				if errors.Is(errs[i], context.Canceled) && ctx.Err() != nil {
+					return errs[i]
+				}
+				a.fail(fmt.Errorf("cancel %d: %w", ids[i], errs[i]))
+				failed = true
+				continue
+			}
+			done = append(done, jobs[i])
+			if !a.json {
+				a.printOutcome(jobs[i])
+			}
+		}
+		if a.json && len(done) > 0 {
+			if err := a.printJobs(done, len(ids) > 1); err != nil {
+				return err
+			}
+		}
+		if failed {
+			return &exitError{code: exitFailure}
+		}
+		return nil
+	}
+}
+
+func defineRetry(a *app, fs *flag.FlagSet) runner {
+	return func(ctx context.Context, args []string) error {
+		if len(args) != 1 {
+			return usagef("retry takes one job id")
+		}
+		ids, err := parseIDs(args)
+		if err != nil {
+			return err
+		}
+		c, err := a.client(ctx)
+		if err != nil {
+			return err
+		}
+		j, err := c.Retry(ctx, rpc.RetryParams{ID: ids[0]})
+		if err != nil {
+			return err
+		}
+		if a.json {
+			return a.printJSON(j)
+		}
+		a.printf("%d\n", j.ID)
+		return nil
+	}
+}
+
+func defineRemove(a *app, fs *flag.FlagSet) runner {
+	return func(ctx context.Context, args []string) error {
+		if len(args) == 0 {
+			return usagef("rm takes at least one job id")
+		}
+		ids, err := parseIDs(args)
+		if err != nil {
+			return err
+		}
+		c, err := a.client(ctx)
+		if err != nil {
+			return err
+		}
+		r, err := c.Remove(ctx, rpc.RemoveParams{IDs: ids})
+		if err != nil {
+			return err
+		}
+		if a.json {
+			return a.printJSON(r)
+		}
+		a.printf("removed %d\n", r.Removed)
+		return nil
+	}
+}
+
+func definePrune(a *app, fs *flag.FlagSet) runner {
+	var states statesFlag
+	fs.Var(&states, "state", "remove jobs in `STATE` (repeatable; default: every final state)")
+	olderThan := fs.Duration("older-than", 0, "remove jobs that finished more than `D` ago")
+	return func(ctx context.Context, args []string) error {
+		if len(args) > 0 {
+			return usagef("prune takes no arguments (use rm to remove jobs by id)")
+		}
+		for _, s := range states {
+			if !s.Final() {
+				return usagef("prune removes final jobs only, not %s ones", s)
+			}
+		}
+		if len(states) == 0 {
+			states = statesFlag{rpc.StateSucceeded, rpc.StateFailed, rpc.StateCancelled}
+		}
+		c, err := a.client(ctx)
+		if err != nil {
+			return err
+		}
+		r, err := c.Prune(ctx, rpc.PruneParams{States: states, OlderThan: rpc.Duration(*olderThan)})
+		if err != nil {
+			return err
+		}
+		if a.json {
+			return a.printJSON(r)
+		}
+		a.printf("removed %d\n", r.Removed)
+		return nil
+	}
+}

@@ -1,0 +1,453 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"spool/client"
+	"spool/rpc"
+)
+
+// logChunk is how much of a log one job.logs call asks for.
+const logChunk = 64 << 10
+
+func defineWatch(a *app, fs *flag.FlagSet) runner {
+	return func(ctx context.Context, args []string) error {
+		ids, err := parseIDs(args)
+		if err != nil {
+			return err
+		}
+		c, err := a.client(ctx)
+		if err != nil {
+			return err
+		}
+		w, err := c.Watch(ctx, rpc.WatchParams{Jobs: ids})
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		bar := &progressLine{a: a}
+		final := map[int64]rpc.State{}
+		for {
+			ev, err := w.Next(ctx)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				bar.clear()
+				if ctx.Err() != nil { // interrupted
+					if len(ids) == 0 {
+						return nil
+					}
+					return &exitError{code: exitFailure}
+				}
+				return err
+			}
+			switch ev.Type {
+			case rpc.EventSucceeded, rpc.EventFailed, rpc.EventCancelled:
+				final[ev.Job] = rpc.State(ev.Type)
+			case rpc.EventRemoved:
+				final[ev.Job] = rpc.State(rpc.EventRemoved)
+			}
+			if a.json {
+				if err := a.printJSONLine(ev); err != nil {
+					return err
+				}
+				continue
+			}
+			a.showEvent(bar, ev)
+		}
+		bar.clear()
+		ok := true
+		for _, id := range ids {
+			st, seen := final[id]
+			if !seen { // final before the watch began
+				j, err := c.Get(ctx, rpc.GetParams{ID: id})
+				if err != nil {
+					a.fail(err)
+					ok = false
+					continue
+				}
+				st = j.State
+				if !a.json {
+					a.printOutcome(j)
+				}
+			}
+			if st != rpc.StateSucceeded {
+				ok = false
+			}
+		}
+		if !ok {
+			return &exitError{code: exitFailure}
+		}
+		return nil
+	}
+}
+
+// showEvent prints an event for people: one line per stored event; progress and
+// heartbeats only on a terminal, as a line that the next one replaces.
+func (a *app) showEvent(bar *progressLine, ev *rpc.Event) {
+	switch ev.Type {
+	case rpc.EventProgress, rpc.EventHeartbeat:
+		if a.term.tty {
+			bar.show(ev)
+		}
+		return
+	case rpc.EventOutput, rpc.EventDone:
+		return
+	}
+	bar.clear()
+	a.printf("%s\n", a.eventLine(ev))
+}
+
+// eventLine is one event as a line: time, job, type, step, state and what else it
+// says.
+func (a *app) eventLine(ev *rpc.Event) string {
+	t := a.term
+	step := ev.StepName
+	if step == "" && ev.Step != nil {
+		step = "step " + strconv.Itoa(*ev.Step)
+	}
+	state := ev.State
+	switch ev.Type {
+	case rpc.EventSucceeded, rpc.EventFailed, rpc.EventCancelled:
+		if state == "" {
+			state = rpc.State(ev.Type)
+		}
+	}
+	var extra []string
+	switch ev.Type {
+	case rpc.EventStepStarted:
+		if ev.Attempt > 1 {
+			extra = append(extra, "attempt "+strconv.Itoa(ev.Attempt))
+		}
+	case rpc.EventStepRetrying:
+		msg := fmt.Sprintf("attempt %d failed", ev.Attempt)
+		if ev.Error != "" {
+			msg += ": " + oneLine(ev.Error)
+		}
+		extra = append(extra, msg)
+		if ev.RetryAt != nil {
+			extra = append(extra, "retry at "+ev.RetryAt.Local().Format("15:04:05"))
+		}
+	default:
+		if ev.ExitCode != nil {
+			extra = append(extra, "exit "+strconv.Itoa(*ev.ExitCode))
+		} else if ev.Signal != nil {
+			extra = append(extra, *ev.Signal)
+		}
+		if ev.Error != "" {
+			extra = append(extra, t.paint(styleRed, oneLine(ev.Error)))
+		}
+	}
+	line := fmt.Sprintf("%s  %-5d  %-13s  %-12s  %s",
+		t.paint(styleDim, ev.Time.Local().Format("15:04:05")), ev.Job, ev.Type, step,
+		t.paint(stateStyle(state), fmt.Sprintf("%-9s", state)))
+	if len(extra) > 0 {
+		line += "  " + strings.Join(extra, "  ")
+	}
+	return strings.TrimRight(line, " ")
+}
+
+// progressLine is the line at the bottom of a terminal that shows the latest
+// progress or heartbeat, replaced by the next one and cleared before other output.
+type progressLine struct {
+	a     *app
+	shown bool
+}
+
+func (p *progressLine) show(ev *rpc.Event) {
+	text := fmt.Sprintf("%-5d  ", ev.Job)
+	prog := ev.Progress
+	if prog != nil {
+		if pc := progressPercent(prog); pc >= 0 {
+			text += progressBar(pc, 20) + " "
+		}
+		text += progressText(prog)
+	} else if ev.Type == rpc.EventHeartbeat {
+		step := ev.StepName
+		if step == "" && ev.Step != nil {
+			step = "step " + strconv.Itoa(*ev.Step)
+		}
+		text += strings.TrimSpace(fmt.Sprintf("%s %s %s", ev.State, step, humanDuration(ev.Elapsed.D())))
+		if ev.LastLine != nil && *ev.LastLine != "" {
+			text += ": " + *ev.LastLine
+		}
+	} else {
+		return
+	}
+	width := p.a.term.width
+	if width <= 0 {
+		width = 80
+	}
+	fmt.Fprintf(p.a.stdout, "\r\x1b[K%s", cut(oneLine(text), width-1))
+	p.shown = true
+}
+
+func (p *progressLine) clear() {
+	if p.shown {
+		io.WriteString(p.a.stdout, "\r\x1b[K")
+		p.shown = false
+	}
+}
+
+func defineLogs(a *app, fs *flag.FlagSet) runner {
+	follow := fs.Bool("f", false, "follow the log as it grows, until the step ends")
+	fs.BoolVar(follow, "follow", false, "same as -f")
+	return func(ctx context.Context, args []string) error {
+		if len(args) < 1 || len(args) > 2 {
+			return usagef("usage: spool logs [-f] ID [STEP]")
+		}
+		ids, err := parseIDs(args[:1])
+		if err != nil {
+			return err
+		}
+		var ref rpc.StepRef
+		if len(args) == 2 {
+			// Step names are never all digits: digits are an index.
+			if n, err := strconv.Atoi(args[1]); err == nil && n >= 0 {
+				ref.Index = &n
+			} else {
+				ref.Name = args[1]
+			}
+		}
+		c, err := a.client(ctx)
+		if err != nil {
+			return err
+		}
+		l := &logFollower{a: a, c: c, id: ids[0], step: -1}
+		if !*follow {
+			return l.print(ctx, ref)
+		}
+		err = l.follow(ctx, ref)
+		if err != nil && ctx.Err() != nil {
+			return nil // interrupted: a normal way to stop following
+		}
+		return err
+	}
+}
+
+// logFollower reads one job's logs with job.logs, and follows them through a watch.
+type logFollower struct {
+	a      *app
+	c      *client.Client
+	id     int64
+	step   int   // the step being read; -1 until the daemon said which
+	offset int64 // how much of its log was printed
+	all    strings.Builder
+}
+
+// print writes the step's log from its start to what there is now.
+func (l *logFollower) print(ctx context.Context, ref rpc.StepRef) error {
+	eof, err := l.drain(ctx, ref, -1, false)
+	if err != nil {
+		return err
+	}
+	if l.a.json {
+		return l.a.printJSON(rpc.LogsResult{Data: l.all.String(), Offset: l.offset, EOF: eof, Step: max(l.step, 0)})
+	}
+	return nil
+}
+
+// drain reads the log from l.offset until there is no more for now (or until the
+// offset until, when not negative), and prints it. stream: in JSON, one document
+// per chunk (otherwise the chunks are kept for one document at the end).
+func (l *logFollower) drain(ctx context.Context, ref rpc.StepRef, until int64, stream bool) (eof bool, err error) {
+	for {
+		p := rpc.LogsParams{ID: l.id, Step: ref, Offset: l.offset, Limit: logChunk, Encoding: "text"}
+		if l.step >= 0 {
+			idx := l.step
+			p.Step = rpc.StepRef{Index: &idx}
+		}
+		if until >= 0 {
+			if until <= l.offset {
+				return false, nil
+			}
+			p.Limit = int(min(until-l.offset, logChunk))
+		}
+		r, err := l.c.Logs(ctx, p)
+		if err != nil {
+			return false, err
+		}
+		if l.step < 0 {
+			l.step = r.Step
+		}
+		if err := l.emit(r.Data, r.Offset, stream); err != nil {
+			return false, err
+		}
+		progressed := r.Offset > l.offset
+		if progressed {
+			l.offset = r.Offset
+		}
+		if r.EOF {
+			return true, nil
+		}
+		if !progressed {
+			return false, nil
+		}
+	}
+}
+
+// emit prints a chunk of the log that ends at offset next.
+func (l *logFollower) emit(data string, next int64, stream bool) error {
+	if data == "" {
+		return nil
+	}
+	switch {
+	case !l.a.json:
+		_, err := io.WriteString(l.a.stdout, data)
+		return err
+	case stream:
+		return l.a.printJSONLine(rpc.LogsResult{Data: data, Offset: next, Step: l.step})
+	}
+	l.all.WriteString(data)
+	return nil
+}
+
+// follow prints what the log holds, then what the watch brings, until the step
+// ends. Without a step named it follows the job's steps one after the other until
+// the job ends.
+func (l *logFollower) follow(ctx context.Context, ref rpc.StepRef) error {
+	// Watch first, so that nothing that happens after the first read is missed.
+	w, err := l.c.Watch(ctx, rpc.WatchParams{Jobs: []int64{l.id}, Output: true})
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	job, err := l.c.Get(ctx, rpc.GetParams{ID: l.id})
+	if err != nil {
+		return err
+	}
+	whole := ref.IsZero()
+	steps := len(job.Steps)
+	ended, err := l.drain(ctx, ref, -1, true)
+	if err != nil {
+		return err
+	}
+	for {
+		if ended {
+			if !whole || l.step+1 >= steps {
+				return nil
+			}
+			l.step++
+			l.offset = 0
+			if ended, err = l.drain(ctx, ref, -1, true); err != nil {
+				return err
+			}
+			continue
+		}
+		ev, err := w.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			// The job is final: print what is left of this step (and, following the
+			// whole job, of the steps after it).
+			for {
+				if _, err := l.drain(ctx, ref, -1, true); err != nil {
+					return err
+				}
+				if !whole || l.step+1 >= steps {
+					return nil
+				}
+				l.step++
+				l.offset = 0
+			}
+		}
+		if err != nil {
+			return err
+		}
+		switch ev.Type {
+		case rpc.EventOutput:
+			if ev.Step != nil && *ev.Step == l.step && ev.Offset != nil && ev.Data != nil {
+				if err := l.output(ctx, ref, *ev.Offset, *ev.Data); err != nil {
+					return err
+				}
+			}
+		case rpc.EventStepFinished:
+			if ev.Step != nil && *ev.Step == l.step {
+				if _, err := l.drain(ctx, ref, -1, true); err != nil {
+					return err
+				}
+				ended = true
+			}
+		case rpc.EventRemoved:
+			return nil
+		}
+	}
+}
+
+// output prints a chunk of live output at offset off, first reading from the log
+// what came before it and was not printed (a chunk the watch dropped, or output
+// written before the watch began), and skipping what was printed already.
+func (l *logFollower) output(ctx context.Context, ref rpc.StepRef, off int64, data string) error {
+	if off > l.offset {
+		if _, err := l.drain(ctx, ref, off, true); err != nil {
+			return err
+		}
+	}
+	end := off + int64(len(data))
+	if end <= l.offset {
+		return nil
+	}
+	if skip := l.offset - off; skip > 0 {
+		data = data[skip:]
+	}
+	if err := l.emit(data, end, true); err != nil {
+		return err
+	}
+	l.offset = end
+	return nil
+}
+
+func defineRPC(a *app, fs *flag.FlagSet) runner {
+	return func(ctx context.Context, args []string) error {
+		if len(args) > 0 {
+			return usagef("rpc takes no arguments: it relays standard input and output")
+		}
+		conn, err := client.DialConn(ctx, a.socketPath())
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		fromDaemon := make(chan error, 1)
+		go func() {
+			_, err := io.Copy(a.stdout, conn)
+			fromDaemon <- err
+		}()
+		fromInput := make(chan error, 1)
+		go func() {
+			_, err := io.Copy(conn, a.stdin)
+			conn.CloseWrite()
+			fromInput <- err
+		}()
+		select {
+		case err := <-fromDaemon:
+			return relayError(err)
+		case err := <-fromInput:
+			if err != nil {
+				return fmt.Errorf("relay standard input: %w", err)
+			}
+			// Standard input ended: the daemon still answers what it was sent, then
+			// closes.
+			select {
+			case err := <-fromDaemon:
+				return relayError(err)
+			case <-ctx.Done():
+				return nil
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func relayError(err error) error {
+	if err == nil || errors.Is(err, syscall.EPIPE) {
+		return nil
+	}
+	return fmt.Errorf("relay the daemon's output: %w", err)
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"spool/rpc"
+)
+
+// submitOptions are the flags of submit.
+type submitOptions struct {
+	name     string
+	key      string
+	queue    string
+	priority int
+	after    idsFlag
+	labels   pairsFlag
+	timeout  time.Duration
+	retry    int
+	env      stringsFlag
+	noEnv    bool
+	file     string
+}
+
+func (o *submitOptions) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.name, "name", "", "a `NAME` for people")
+	fs.StringVar(&o.key, "key", "", "idempotency `KEY`: submitting it again returns the stored job")
+	fs.StringVar(&o.queue, "queue", "", "the `QUEUE` to run in (default \"default\")")
+	fs.IntVar(&o.priority, "priority", 0, "the job's `PRIORITY`: higher runs first")
+	fs.Var(&o.after, "after", "run after job `ID` succeeded (repeatable)")
+	fs.Var(&o.labels, "label", "a label `k=v` (repeatable)")
+	fs.DurationVar(&o.timeout, "timeout", 0, "limit the whole job to `D`, e.g. 2h")
+	fs.IntVar(&o.retry, "retry", 0, "`N` tries in all for the command")
+	fs.Var(&o.env, "env", "set `K=V` in the job's environment (repeatable)")
+	fs.BoolVar(&o.noEnv, "no-env", false, "do not pass this shell's environment to the job")
+	fs.StringVar(&o.file, "f", "", "submit the job spec (or array of specs) in `FILE` (- for standard input)")
+}
+
+func defineSubmit(a *app, fs *flag.FlagSet) runner {
+	var o submitOptions
+	o.register(fs)
+	return func(ctx context.Context, args []string) error {
+		params, err := a.submitParams(fs, &o, args)
+		if err != nil {
+			return err
+		}
+		c, err := a.client(ctx)
+		if err != nil {
+			return err
+		}
+		res, err := c.Submit(ctx, *params)
+		if err != nil {
+			return err
+		}
+		if a.json {
+			return a.printJSON(res)
+		}
+		if res.Job != nil {
+			a.printf("%d\n", res.Job.ID)
+		}
+		for _, j := range res.Jobs {
+			a.printf("%d\n", j.ID)
+		}
+		return nil
+	}
+}
+
+// submitParams builds job.submit's params from the flags and arguments.
+func (a *app) submitParams(fs *flag.FlagSet, o *submitOptions, args []string) (*rpc.SubmitParams, error) {
+	if o.file != "" {
+		var others []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name != "f" && f.Name != "json" && f.Name != "socket" {
+				others = append(others, "--"+f.Name)
+			}
+		})
+		if len(args) > 0 {
+			others = append(others, "a command")
+		}
+		if len(others) > 0 {
+			return nil, usagef("submit -f: the file holds the whole spec; do not also give %s", strings.Join(others, ", "))
+		}
+		return a.readSpecs(o.file)
+	}
+	if len(args) == 0 {
+		return nil, usagef("submit: no command given (spool submit [flags] -- CMD [ARG...], or submit -f FILE)")
+	}
+	cwd, err := a.getwd()
+	if err != nil {
+		return nil, fmt.Errorf("find the current directory: %w", err)
+	}
+	var environ []string
+	if !o.noEnv {
+		environ = a.environ()
+	}
+	spec, err := buildSpec(o, args, environ, cwd)
+	if err != nil {
+		return nil, err
+	}
+	return &rpc.SubmitParams{Job: spec}, nil
+}
+
+// buildSpec makes the spec of submit: one exec step running argv in cwd, with the
+// given environment (NAME=value entries) and the --env ones over it.
+func buildSpec(o *submitOptions, argv, environ []string, cwd string) (*rpc.Spec, error) {
+	if o.retry < 0 {
+		return nil, usagef("--retry must not be negative")
+	}
+	if o.timeout < 0 {
+		return nil, usagef("--timeout must not be negative")
+	}
+	env := inheritEnv(environ)
+	for _, kv := range o.env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, usagef("--env %q is not of the form K=V", kv)
+		}
+		if !envNameOK(k) {
+			return nil, usagef("--env %q: the name must be non-empty, without = or NUL, and not start with SPOOL_", kv)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return nil, usagef("--env %q: the value must not contain NUL", k)
+		}
+		env[k] = v
+	}
+	spec := &rpc.Spec{
+		Name:     o.name,
+		Key:      o.key,
+		Queue:    o.queue,
+		Priority: o.priority,
+		Labels:   o.labels.m,
+		After:    []int64(o.after),
+		Timeout:  rpc.Duration(o.timeout),
+		Dir:      cwd,
+		Env:      env,
+		Steps:    []rpc.Step{{Exec: &rpc.ExecStep{Argv: append([]string(nil), argv...)}}},
+	}
+	if spec.Labels == nil {
+		spec.Labels = map[string]string{}
+	}
+	if spec.After == nil {
+		spec.After = []int64{}
+	}
+	if o.retry > 0 {
+		spec.Steps[0].Retry = &rpc.Retry{Attempts: o.retry}
+	}
+	return spec, nil
+}
+
+// inheritEnv turns NAME=value entries into the job's env, leaving out what the
+// protocol refuses: names starting with SPOOL_ (the daemon's own), names that are
+// empty or hold = or NUL, values with NUL or longer than a string may be.
+func inheritEnv(environ []string) map[string]string {
+	env := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !envNameOK(k) || strings.IndexByte(v, 0) >= 0 || len(v) > rpc.MaxStringBytes {
+			continue
+		}
+		env[k] = v
+	}
+	return env
+}
+
+func envNameOK(k string) bool {
+	return k != "" && !strings.ContainsAny(k, "=\x00") && !strings.HasPrefix(k, "SPOOL_")
+}
+
+// readSpecs reads submit -f's file: a spec, or an array of specs. Unknown fields are
+// refused here already, so that a typo fails before anything is sent.
+func (a *app) readSpecs(name string) (*rpc.SubmitParams, error) {
+	var data []byte
+	var err error
+	if name == "-" {
+		data, err = io.ReadAll(a.stdin)
+	} else {
+		data, err = os.ReadFile(name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the spec: %w", err)
+	}
+	params, err := decodeSpecs(data)
+	if err != nil {
+		if name == "-" {
+			name = "standard input"
+		}
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return params, nil
+}
+
+// decodeSpecs decodes a spec object, or an array of them, strictly.
+func decodeSpecs(data []byte) (*rpc.SubmitParams, error) {
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 {
+		return nil, errors.New("empty: want a job spec or an array of job specs")
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.DisallowUnknownFields()
+	var p rpc.SubmitParams
+	if trimmed[0] == '[' {
+		if err := dec.Decode(&p.Jobs); err != nil {
+			return nil, fmt.Errorf("decode the job specs: %w", err)
+		}
+		if len(p.Jobs) == 0 {
+			return nil, errors.New("the array holds no job spec")
+		}
+	} else {
+		p.Job = new(rpc.Spec)
+		if err := dec.Decode(p.Job); err != nil {
+			return nil, fmt.Errorf("decode the job spec: %w", err)
+		}
+	}
+	if dec.More() {
+		return nil, errors.New("more than one JSON value: put several specs in an array")
+	}
+	return &p, nil
+}
