@@ -1,0 +1,764 @@
+package rpc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Defaults of ServerConfig.
+const (
+	DefaultMaxMessage = 1 << 20
+	DefaultMaxConns   = 1024
+	DefaultMaxWatches = 256
+	DefaultWriteStall = 60 * time.Second
+)
+
+const (
+	// writeQueue is how many messages wait for a connection's writer; past it the
+	// senders of that connection (its handlers and watch pumps) wait.
+	writeQueue = 64
+	// flushGrace bounds how long a closing connection may take to write what is
+	// left in its queue.
+	flushGrace = 2 * time.Second
+)
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// Service answers the requests.
+	Service Service
+	// MaxMessage is the largest message read, in bytes (default 1 MiB).
+	MaxMessage int64
+	// MaxConns is how many connections are served at once (default 1024); the first
+	// request of a connection past it is answered 1005, and the connection closed.
+	MaxConns int
+	// MaxWatches is how many watches one connection may hold (default 256); past it
+	// job.watch answers 1005.
+	MaxWatches int
+	// WriteStall closes a connection whose writes have been blocked this long
+	// (default 60s): a client that stops reading.
+	WriteStall time.Duration
+	// Logger receives refused peers and internal errors, never payloads; nil
+	// discards.
+	Logger *slog.Logger
+	// CheckPeer refuses connections from peers whose uid is neither ours nor root's:
+	// they are closed before any request is served.
+	CheckPeer bool
+}
+
+// Server adapts a Service to JSON-RPC 2.0 connections, in the framings of the
+// protocol (newline-delimited JSON and LSP's Content-Length).
+type Server struct {
+	cfg     ServerConfig
+	log     *slog.Logger
+	uid     int
+	methods map[string]method
+	conns   atomic.Int64
+}
+
+// method is how the server runs one method of the protocol.
+type method struct {
+	// slow methods run in their own goroutine, so that they never delay later
+	// requests of the connection, and can be cancelled by $/cancelRequest.
+	slow bool
+	call func(ctx context.Context, params json.RawMessage) (any, error)
+}
+
+// NewServer returns a server for cfg, with defaults filled in.
+func NewServer(cfg ServerConfig) *Server {
+	if cfg.MaxMessage <= 0 {
+		cfg.MaxMessage = DefaultMaxMessage
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxWatches <= 0 {
+		cfg.MaxWatches = DefaultMaxWatches
+	}
+	if cfg.WriteStall <= 0 {
+		cfg.WriteStall = DefaultWriteStall
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: log, uid: os.Getuid(), methods: methods(cfg.Service)}
+}
+
+// withParams adapts a Service method that takes params.
+func withParams[P, R any](f func(context.Context, P) (R, error)) func(context.Context, json.RawMessage) (any, error) {
+	return func(ctx context.Context, raw json.RawMessage) (any, error) {
+		var p P
+		if err := DecodeParams(raw, &p); err != nil {
+			return nil, err
+		}
+		return f(ctx, p)
+	}
+}
+
+// noParams adapts a Service method that takes no params ({} or none).
+func noParams[R any](f func(context.Context) (R, error)) func(context.Context, json.RawMessage) (any, error) {
+	return func(ctx context.Context, raw json.RawMessage) (any, error) {
+		var p Empty
+		if err := DecodeParams(raw, &p); err != nil {
+			return nil, err
+		}
+		return f(ctx)
+	}
+}
+
+// noResult adapts a Service method whose result is {}.
+func noResult[P any](f func(context.Context, P) error) func(context.Context, P) (Empty, error) {
+	return func(ctx context.Context, p P) (Empty, error) { return Empty{}, f(ctx, p) }
+}
+
+// methods is the dispatch table. job.watch, job.unwatch and $/cancelRequest are the
+// connection's own business and are not in it.
+func methods(svc Service) map[string]method {
+	return map[string]method{
+		MethodSubmit:         {call: withParams(svc.Submit)},
+		MethodGet:            {call: withParams(svc.Get)},
+		MethodList:           {call: withParams(svc.List)},
+		MethodCancel:         {slow: true, call: withParams(svc.Cancel)},
+		MethodWait:           {slow: true, call: withParams(svc.Wait)},
+		MethodLogs:           {call: withParams(svc.Logs)},
+		MethodRetry:          {call: withParams(svc.Retry)},
+		MethodRemove:         {call: withParams(svc.Remove)},
+		MethodPrune:          {call: withParams(svc.Prune)},
+		MethodQueueList:      {call: noParams(svc.QueueList)},
+		MethodQueueSet:       {call: withParams(svc.QueueSet)},
+		MethodTemplatePut:    {call: withParams(svc.TemplatePut)},
+		MethodTemplateGet:    {call: withParams(svc.TemplateGet)},
+		MethodTemplateList:   {call: noParams(svc.TemplateList)},
+		MethodTemplateRemove: {call: withParams(noResult(svc.TemplateRemove))},
+		MethodTemplateRun:    {call: withParams(svc.TemplateRun)},
+		MethodInfo:           {call: noParams(svc.Info)},
+		MethodShutdown:       {slow: true, call: withParams(noResult(svc.Shutdown))},
+	}
+}
+
+// Serve accepts connections on ln and serves each until ctx is done or ln is
+// closed; then it closes ln and every connection, waits for them, and returns nil.
+// Other accept errors end it with the error.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			if temporaryAcceptError(err) {
+				// Out of descriptors, say: wait a little rather than spin.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "after", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+				}
+				continue
+			}
+			return fmt.Errorf("accept connections: %w", err)
+		}
+		backoff = 0
+		wg.Go(func() { s.ServeConn(ctx, c) })
+	}
+}
+
+func temporaryAcceptError(err error) bool {
+	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOBUFS) ||
+		errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EINTR) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// ServeConn serves one connection until the client closes it, it breaks a rule that
+// ends it (malformed JSON, a message too large), its writes stall, or ctx is done.
+// It closes c and returns once everything it started for c has ended.
+func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	if s.cfg.CheckPeer && !s.peerAllowed(c) {
+		return
+	}
+	n := s.conns.Add(1)
+	defer s.conns.Add(-1)
+	if n > int64(s.cfg.MaxConns) {
+		s.refuseBusy(c)
+		return
+	}
+	cc := newConn(ctx, s, c)
+	cc.serve()
+}
+
+// peerAllowed checks the uid of the process at the other end of c.
+func (s *Server) peerAllowed(c net.Conn) bool {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		s.log.Warn("refused connection: not a unix socket, its peer cannot be checked", "network", c.LocalAddr().Network())
+		return false
+	}
+	uid, pid, err := PeerCredentials(uc)
+	if err != nil {
+		s.log.Warn("refused connection: cannot read its peer credentials", "err", err)
+		return false
+	}
+	if uid != s.uid && uid != 0 {
+		s.log.Warn("refused connection from another user", "peer_uid", uid, "peer_pid", pid)
+		return false
+	}
+	return true
+}
+
+// refuseBusy answers the first request of a connection past MaxConns with 1005.
+func (s *Server) refuseBusy(c net.Conn) {
+	s.log.Warn("refused connection: too many connections", "max", s.cfg.MaxConns)
+	c.SetDeadline(time.Now().Add(min(s.cfg.WriteStall, 10*time.Second)))
+	fr := newFrameReader(c, s.cfg.MaxMessage)
+	for range 8 {
+		msg, err := fr.next()
+		if err != nil {
+			if body := readErrorResponse(err); body != nil {
+				c.Write(frame(fr.mode, body))
+			}
+			return
+		}
+		req, _ := parseRequest(msg)
+		if req.id == nil && msg[0] != '[' {
+			continue // a notification gets no answer; wait for a request
+		}
+		id := req.id
+		if id == nil {
+			id = nullID
+		}
+		c.Write(frame(fr.mode, encodeResponse(id, nil, Errorf(CodeLimit, "too many connections (at most %d)", s.cfg.MaxConns))))
+		return
+	}
+}
+
+var nullID = json.RawMessage("null")
+
+// response is a JSON-RPC 2.0 response.
+type response struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	Error   *Error          `json:"error,omitempty"`
+}
+
+// notification is a JSON-RPC 2.0 notification from the server.
+type notification struct {
+	JSONRPC string `json:"jsonrpc"`
+	Method  string `json:"method"`
+	Params  any    `json:"params"`
+}
+
+// encodeResponse encodes a response with either a result (already encoded) or an
+// error.
+func encodeResponse(id json.RawMessage, result json.RawMessage, e *Error) []byte {
+	r := response{JSONRPC: "2.0", ID: id, Result: result, Error: e}
+	if e == nil && len(result) == 0 {
+		r.Result = json.RawMessage("null")
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		// Only an id or error data that cannot be encoded gets here.
+		b, _ = json.Marshal(response{JSONRPC: "2.0", ID: nullID, Error: &Error{Code: CodeInternal, Message: "internal error: cannot encode the response"}})
+	}
+	return b
+}
+
+// readErrorResponse is the answer to a read error that ends the connection, or nil
+// when there is no one to answer.
+func readErrorResponse(err error) []byte {
+	var pe *parseError
+	switch {
+	case errors.As(err, &pe):
+		return encodeResponse(nullID, nil, &Error{Code: CodeParseError, Message: pe.Error()})
+	case errors.Is(err, errTooLarge):
+		return encodeResponse(nullID, nil, &Error{Code: CodeInvalidRequest, Message: "message too large"})
+	}
+	return nil
+}
+
+// request is a request or notification as received.
+type request struct {
+	// id is the request's id exactly as sent; nil for a notification.
+	id     json.RawMessage
+	method string
+	params json.RawMessage
+}
+
+// parseRequest checks that msg is a JSON-RPC 2.0 request or notification. On error
+// req.id is the id when one could be read.
+func parseRequest(msg []byte) (request, *Error) {
+	var req request
+	invalid := func(why string) (request, *Error) {
+		return req, &Error{Code: CodeInvalidRequest, Message: "invalid request: " + why}
+	}
+	if len(msg) == 0 || msg[0] != '{' {
+		return invalid("not a JSON-RPC 2.0 request object")
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(msg, &fields); err != nil {
+		return invalid("not a JSON-RPC 2.0 request object")
+	}
+	if id, ok := fields["id"]; ok {
+		switch {
+		case len(id) > 0 && (id[0] == '"' || id[0] == '-' || id[0] >= '0' && id[0] <= '9'):
+			req.id = id
+		case string(id) == "null":
+			req.id = nullID
+		default:
+			req.id = nullID
+			return invalid("id must be a string or a number")
+		}
+	}
+	var version string
+	if raw, ok := fields["jsonrpc"]; !ok || json.Unmarshal(raw, &version) != nil || version != "2.0" {
+		return invalid(`"jsonrpc" must be "2.0"`)
+	}
+	raw, ok := fields["method"]
+	if !ok || json.Unmarshal(raw, &req.method) != nil {
+		return invalid(`"method" must be a string`)
+	}
+	req.params = fields["params"]
+	return req, nil
+}
+
+// idKey identifies a request id for $/cancelRequest: strings by their value,
+// numbers by their text.
+func idKey(id json.RawMessage) string {
+	if len(id) > 0 && id[0] == '"' {
+		var s string
+		if json.Unmarshal(id, &s) == nil {
+			return "s:" + s
+		}
+	}
+	if n, err := strconv.ParseInt(string(id), 10, 64); err == nil {
+		return "n:" + strconv.FormatInt(n, 10)
+	}
+	return "n:" + string(id)
+}
+
+// conn is the state of one served connection.
+type conn struct {
+	s   *Server
+	c   net.Conn
+	fr  *frameReader
+	ctx context.Context
+	// cancel ends the connection's context: pending requests and watch pumps.
+	cancel context.CancelFunc
+
+	out        chan []byte
+	dead       chan struct{} // closed once the writer gave up
+	deadOnce   sync.Once
+	writerDone chan struct{}
+	deadlineMu sync.Mutex
+	flushBy    time.Time // set when closing: writes must end by then
+
+	// wg counts the goroutines the connection started: slow requests and pumps.
+	wg sync.WaitGroup
+
+	mu       sync.Mutex
+	watches  map[string]*watch
+	pending  map[string]*pending
+	tokenSeq int
+}
+
+// watch is one watch of the connection.
+type watch struct {
+	token     string
+	w         Watcher
+	stopped   atomic.Bool
+	closeOnce sync.Once
+}
+
+func (w *watch) close() {
+	if w.w != nil {
+		w.closeOnce.Do(func() { w.w.Close() })
+	}
+}
+
+// pending is a slow request under way.
+type pending struct {
+	cancel context.CancelFunc
+}
+
+func newConn(ctx context.Context, s *Server, c net.Conn) *conn {
+	ctx, cancel := context.WithCancel(ctx)
+	return &conn{
+		s:          s,
+		c:          c,
+		fr:         newFrameReader(c, s.cfg.MaxMessage),
+		ctx:        ctx,
+		cancel:     cancel,
+		out:        make(chan []byte, writeQueue),
+		dead:       make(chan struct{}),
+		writerDone: make(chan struct{}),
+		watches:    map[string]*watch{},
+		pending:    map[string]*pending{},
+	}
+}
+
+// serve runs the connection: the read loop here, the writer in its own goroutine.
+// When reading ends, for whatever reason, pending requests are cancelled, watches
+// closed, what they answer is written within flushGrace, and the connection closed.
+func (cc *conn) serve() {
+	go cc.writer()
+	stop := context.AfterFunc(cc.ctx, func() { cc.c.SetReadDeadline(time.Now()) })
+	defer stop()
+
+	cc.readLoop()
+
+	cc.cancel()
+	cc.mu.Lock()
+	watches := make([]*watch, 0, len(cc.watches))
+	for _, w := range cc.watches {
+		watches = append(watches, w)
+	}
+	cc.mu.Unlock()
+	for _, w := range watches {
+		w.stopped.Store(true)
+		w.close()
+	}
+	cc.startFlush()
+	cc.wg.Wait()
+	close(cc.out)
+	<-cc.writerDone
+	cc.c.Close()
+}
+
+func (cc *conn) readLoop() {
+	for {
+		msg, err := cc.fr.next()
+		if err != nil {
+			if body := readErrorResponse(err); body != nil {
+				cc.send(body)
+			}
+			return
+		}
+		cc.handle(msg)
+	}
+}
+
+// handle answers or starts one message.
+func (cc *conn) handle(msg []byte) {
+	if msg[0] == '[' {
+		cc.send(encodeResponse(nullID, nil, &Error{Code: CodeInvalidRequest, Message: "invalid request: batches are not supported"}))
+		return
+	}
+	req, rerr := parseRequest(msg)
+	if rerr != nil {
+		id := req.id
+		if id == nil {
+			id = nullID
+		}
+		cc.send(encodeResponse(id, nil, rerr))
+		return
+	}
+	switch req.method {
+	case MethodCancelRequest:
+		cc.cancelRequest(req.params)
+		cc.reply(req, Empty{}, nil)
+		return
+	case MethodWatch:
+		cc.watch(req)
+		return
+	case MethodUnwatch:
+		cc.unwatch(req)
+		return
+	}
+	m, ok := cc.s.methods[req.method]
+	if !ok {
+		cc.reply(req, nil, &Error{Code: CodeMethodNotFound, Message: fmt.Sprintf("method %q not found", req.method)})
+		return
+	}
+	if !m.slow {
+		res, err := cc.call(cc.ctx, req.method, m.call, req.params)
+		cc.reply(req, res, err)
+		return
+	}
+	ctx, cancel := context.WithCancel(cc.ctx)
+	p := &pending{cancel: cancel}
+	var key string
+	if req.id != nil {
+		key = idKey(req.id)
+		cc.mu.Lock()
+		cc.pending[key] = p
+		cc.mu.Unlock()
+	}
+	cc.wg.Go(func() {
+		defer cancel()
+		res, err := cc.call(ctx, req.method, m.call, req.params)
+		if req.id != nil {
+			cc.mu.Lock()
+			if cc.pending[key] == p {
+				delete(cc.pending, key)
+			}
+			cc.mu.Unlock()
+		}
+		cc.reply(req, res, err)
+	})
+}
+
+// call runs a method, turning a panic into an internal error.
+func (cc *conn) call(ctx context.Context, name string, f func(context.Context, json.RawMessage) (any, error), params json.RawMessage) (res any, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			cc.s.log.Error("panic in a request handler", "method", name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			res, err = nil, &Error{Code: CodeInternal, Message: "internal error"}
+		}
+	}()
+	res, err = f(ctx, params)
+	if err != nil {
+		if e := AsError(err); e.Code == CodeInternal {
+			cc.s.log.Error("internal error", "method", name, "err", err)
+		}
+	}
+	return res, err
+}
+
+// reply answers req with its result or error; a notification gets no answer. This
+// is the one place errors become JSON-RPC errors.
+func (cc *conn) reply(req request, res any, err error) {
+	if req.id == nil {
+		return
+	}
+	if err != nil {
+		cc.send(encodeResponse(req.id, nil, AsError(err)))
+		return
+	}
+	b, merr := json.Marshal(res)
+	if merr != nil {
+		cc.s.log.Error("cannot encode a result", "method", req.method, "err", merr)
+		cc.send(encodeResponse(req.id, nil, &Error{Code: CodeInternal, Message: "internal error: cannot encode the result"}))
+		return
+	}
+	cc.send(encodeResponse(req.id, b, nil))
+}
+
+// send queues a message for the writer, waiting while the queue is full. It reports
+// false when the connection's writer gave up.
+func (cc *conn) send(body []byte) bool {
+	b := frame(cc.fr.mode, body)
+	select {
+	case <-cc.dead:
+		return false
+	default:
+	}
+	select {
+	case cc.out <- b:
+		return true
+	case <-cc.dead:
+		return false
+	}
+}
+
+// writer writes the queued messages in order, each within WriteStall (or by the
+// flush deadline once the connection is closing). A write that fails or stalls
+// kills the connection; the rest of the queue is then dropped.
+func (cc *conn) writer() {
+	defer close(cc.writerDone)
+	failed := false
+	for b := range cc.out {
+		if failed {
+			continue
+		}
+		cc.deadlineMu.Lock()
+		deadline := time.Now().Add(cc.s.cfg.WriteStall)
+		if !cc.flushBy.IsZero() && cc.flushBy.Before(deadline) {
+			deadline = cc.flushBy
+		}
+		cc.c.SetWriteDeadline(deadline)
+		cc.deadlineMu.Unlock()
+		if _, err := cc.c.Write(b); err != nil {
+			failed = true
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && cc.ctx.Err() == nil {
+				cc.s.log.Warn("closing a connection whose writes stalled", "stall", cc.s.cfg.WriteStall)
+			}
+			cc.kill()
+		}
+	}
+}
+
+// kill ends the connection after its writer failed: nothing more can be sent.
+func (cc *conn) kill() {
+	cc.deadOnce.Do(func() { close(cc.dead) })
+	cc.cancel()
+	cc.c.Close()
+}
+
+// startFlush gives the writer flushGrace (at most WriteStall) to write what is left.
+func (cc *conn) startFlush() {
+	cc.deadlineMu.Lock()
+	defer cc.deadlineMu.Unlock()
+	cc.flushBy = time.Now().Add(min(flushGrace, cc.s.cfg.WriteStall))
+	cc.c.SetWriteDeadline(cc.flushBy)
+}
+
+// cancelRequest handles $/cancelRequest: the pending request with that id ends
+// with -32800. Unknown or finished ids are ignored.
+func (cc *conn) cancelRequest(params json.RawMessage) {
+	var p struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if json.Unmarshal(params, &p) != nil || len(p.ID) == 0 {
+		return
+	}
+	cc.mu.Lock()
+	pr := cc.pending[idKey(bytes.TrimSpace(p.ID))]
+	cc.mu.Unlock()
+	if pr != nil {
+		pr.cancel()
+	}
+}
+
+// watch handles job.watch: the response is queued before the pump that sends the
+// watch's events starts, so it comes first.
+func (cc *conn) watch(req request) {
+	var p WatchParams
+	if err := DecodeParams(req.params, &p); err != nil {
+		cc.reply(req, nil, err)
+		return
+	}
+	w := &watch{}
+	cc.mu.Lock()
+	if p.Token != "" {
+		if _, used := cc.watches[p.Token]; used {
+			cc.mu.Unlock()
+			cc.reply(req, nil, InvalidParams("token", "already in use on this connection"))
+			return
+		}
+	} else {
+		for {
+			cc.tokenSeq++
+			p.Token = "w" + strconv.Itoa(cc.tokenSeq)
+			if _, used := cc.watches[p.Token]; !used {
+				break
+			}
+		}
+	}
+	if len(cc.watches) >= cc.s.cfg.MaxWatches {
+		cc.mu.Unlock()
+		cc.reply(req, nil, Errorf(CodeLimit, "too many watches on this connection (at most %d)", cc.s.cfg.MaxWatches))
+		return
+	}
+	w.token = p.Token
+	cc.watches[w.token] = w // reserved while the service starts the watch
+	cc.mu.Unlock()
+
+	watcher, err := cc.startWatch(p)
+	if err != nil {
+		cc.mu.Lock()
+		delete(cc.watches, w.token)
+		cc.mu.Unlock()
+		cc.reply(req, nil, err)
+		return
+	}
+	w.w = watcher
+	res := watcher.Result()
+	if res.Token == "" {
+		res.Token = w.token
+	}
+	cc.reply(req, res, nil)
+	cc.wg.Go(func() { cc.pump(w) })
+}
+
+// startWatch calls the service's Watch, turning a panic into an internal error.
+func (cc *conn) startWatch(p WatchParams) (w Watcher, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			cc.s.log.Error("panic in a request handler", "method", MethodWatch, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			w, err = nil, &Error{Code: CodeInternal, Message: "internal error"}
+		}
+	}()
+	w, err = cc.s.cfg.Service.Watch(cc.ctx, p)
+	if err == nil && w == nil {
+		err = errors.New("the service started no watch")
+	}
+	if err != nil && AsError(err).Code == CodeInternal {
+		cc.s.log.Error("internal error", "method", MethodWatch, "err", err)
+	}
+	return w, err
+}
+
+// pump sends the events of a watch as job.event notifications until the watch
+// ends. It sends everything Next returns, waiting while the connection's queue is
+// full.
+func (cc *conn) pump(w *watch) {
+	defer func() {
+		if v := recover(); v != nil {
+			cc.s.log.Error("panic in a watch", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+		w.close()
+		cc.mu.Lock()
+		if cc.watches[w.token] == w {
+			delete(cc.watches, w.token)
+		}
+		cc.mu.Unlock()
+	}()
+	for {
+		ev, err := w.w.Next(cc.ctx)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && cc.ctx.Err() == nil && !w.stopped.Load() {
+				cc.s.log.Error("watch ended with an error", "err", err)
+			}
+			return
+		}
+		if w.stopped.Load() {
+			continue // unwatched: drain to io.EOF without sending
+		}
+		body, err := json.Marshal(notification{JSONRPC: "2.0", Method: MethodEvent, Params: EventParams{Token: w.token, Event: ev}})
+		if err != nil {
+			cc.s.log.Error("cannot encode an event", "err", err)
+			continue
+		}
+		if !cc.send(body) {
+			return
+		}
+	}
+}
+
+// unwatch handles job.unwatch: it ends the watch with that token, if any.
+func (cc *conn) unwatch(req request) {
+	var p UnwatchParams
+	if err := DecodeParams(req.params, &p); err != nil {
+		cc.reply(req, nil, err)
+		return
+	}
+	cc.mu.Lock()
+	w := cc.watches[p.Token]
+	if w != nil {
+		delete(cc.watches, p.Token)
+		w.stopped.Store(true)
+	}
+	cc.mu.Unlock()
+	if w != nil {
+		w.close()
+	}
+	cc.reply(req, Empty{}, nil)
+}
