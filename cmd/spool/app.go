@@ -71,6 +71,12 @@ type exitError struct{ code int }
 
 func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
+// unreachableError is a failure to connect to the daemon (exit 2).
+type unreachableError struct{ err error }
+
+func (e *unreachableError) Error() string { return e.err.Error() }
+func (e *unreachableError) Unwrap() error { return e.err }
+
 // hiddenFlag starts the usage of flags left out of help and completion.
 const hiddenFlag = "\x00"
 
@@ -176,6 +182,9 @@ func (a *app) fail(err error) int {
 	case errors.Is(err, client.ErrNotRunning):
 		fmt.Fprintf(a.stderr, "spool: the daemon is not running (no socket at %s); start it with: spoold  (or: systemctl --user start spoold)\n", a.socketPath())
 		return exitUsage
+	case errors.As(err, new(*unreachableError)):
+		fmt.Fprintf(a.stderr, "spool: cannot reach the daemon: %v\n", err)
+		return exitUsage
 	case errors.As(err, &re):
 		fmt.Fprintf(a.stderr, "spool: %s\n", describeRPCError(re))
 		return exitFailure
@@ -208,7 +217,7 @@ func (a *app) client(ctx context.Context) (*client.Client, error) {
 	}
 	c, err := client.Dial(ctx, a.socketPath())
 	if err != nil {
-		return nil, err
+		return nil, &unreachableError{err: err}
 	}
 	a.conn = c
 	return c, nil

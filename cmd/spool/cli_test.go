@@ -202,16 +202,20 @@ func TestWatchUntilDone(t *testing.T) {
 			c.event(p.Token, map[string]any{"time": "2026-11-30T10:00:02Z", "type": "done"})
 		case rpc.MethodUnwatch:
 			c.reply(r, map[string]any{})
+		case rpc.MethodGet:
+			c.reply(r, jobJSON(5, "queued", nil))
 		}
 	})
 	r := spool(t, map[string]string{"SPOOL_SOCKET": f.socket}, "", "watch", "5")
 	is.Equal(r.code, 1) // the job failed: exit 1
 	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
-	is.Equal(len(lines), 4)                                  // one line per stored event, no progress off a terminal
-	is.True(strings.Contains(lines[0], "step_started"))      // the type
-	is.True(strings.Contains(lines[0], "build"))             // the step
-	is.True(strings.Contains(lines[1], "exit 2"))            // the exit code
-	is.True(strings.Contains(lines[3], "step build failed")) // the error
+	is.Equal(len(lines), 5)                                  // where the job is, then one line per stored event, no progress off a terminal
+	is.True(strings.Contains(lines[0], "status"))            // first where the job is
+	is.True(strings.Contains(lines[0], "queued"))            // its state
+	is.True(strings.Contains(lines[1], "step_started"))      // the type
+	is.True(strings.Contains(lines[1], "build"))             // the step
+	is.True(strings.Contains(lines[2], "exit 2"))            // the exit code
+	is.True(strings.Contains(lines[4], "step build failed")) // the error
 
 	r = spool(t, map[string]string{"SPOOL_SOCKET": f.socket}, "", "watch", "--json", "5")
 	is.Equal(r.code, 1) // the same with --json

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"spool/client"
 	"spool/rpc"
@@ -32,6 +33,19 @@ func defineWatch(a *app, fs *flag.FlagSet) runner {
 			return err
 		}
 		defer w.Close()
+		if !a.json {
+			// Say where the unfinished jobs are now: their earlier events are not
+			// replayed.
+			for _, id := range ids {
+				j, err := c.Get(ctx, rpc.GetParams{ID: id})
+				if err != nil {
+					return err
+				}
+				if !j.Final() {
+					a.printf("%s\n", a.eventLine(statusEvent(j, a.now())))
+				}
+			}
+		}
 		bar := &progressLine{a: a}
 		final := map[int64]rpc.State{}
 		for {
@@ -88,6 +102,15 @@ func defineWatch(a *app, fs *flag.FlagSet) runner {
 		}
 		return nil
 	}
+}
+
+// statusEvent is a line for watch that says where a job is now.
+func statusEvent(j *rpc.Job, now time.Time) *rpc.Event {
+	ev := &rpc.Event{Time: now, Job: j.ID, Type: "status", State: j.State}
+	if j.State == rpc.StateRunning && j.CurrentStep >= 0 && j.CurrentStep < len(j.Steps) {
+		ev.StepName = j.Steps[j.CurrentStep].Name
+	}
+	return ev
 }
 
 // showEvent prints an event for people: one line per stored event; progress and
@@ -410,7 +433,7 @@ func defineRPC(a *app, fs *flag.FlagSet) runner {
 		}
 		conn, err := client.DialConn(ctx, a.socketPath())
 		if err != nil {
-			return err
+			return &unreachableError{err: err}
 		}
 		defer conn.Close()
 		fromDaemon := make(chan error, 1)
