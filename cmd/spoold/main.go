@@ -1,0 +1,332 @@
+// Command spoold is spool's daemon: it keeps the job queue in a bbolt database in
+// the state folder, runs jobs, and serves the protocol on a Unix socket.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/oklog/run"
+
+	"spool/daemon"
+	"spool/rpc"
+	"spool/store"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stderr, os.Getenv))
+}
+
+// options are spoold's flags.
+type options struct {
+	socket         string
+	stateDir       string
+	maxParallel    int
+	killGrace      time.Duration
+	maxMessage     int64
+	eventRetention time.Duration
+	retain         time.Duration
+	maxLog         int64
+	writeStall     time.Duration
+	logLevel       slog.Level
+}
+
+func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*options, error) {
+	fs := flag.NewFlagSet("spoold", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &options{}
+	var maxMessage, maxLog, logLevel, eventRetention, retain string
+	fs.StringVar(&o.socket, "socket", "", "socket path (default $XDG_RUNTIME_DIR/spool/spoold.sock)")
+	fs.StringVar(&o.stateDir, "state-dir", "", "state folder (default $XDG_STATE_HOME/spool)")
+	fs.IntVar(&o.maxParallel, "max-parallel", runtime.NumCPU(), "jobs running at once, all queues together")
+	fs.DurationVar(&o.killGrace, "kill-grace", 10*time.Second, "time between SIGTERM and SIGKILL when a step is stopped")
+	fs.StringVar(&maxMessage, "max-message", "1MiB", "largest protocol message accepted")
+	fs.StringVar(&eventRetention, "event-retention", "30d", "keep stored events this long (0: forever)")
+	fs.StringVar(&retain, "retain", "0", "remove final jobs this long after they finished (0: never)")
+	fs.StringVar(&maxLog, "max-log", "64MiB", "largest log kept per step")
+	fs.DurationVar(&o.writeStall, "write-stall", 60*time.Second, "close a connection whose writes are blocked this long")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: spoold [flags]\n       spoold check [--state-dir DIR]\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var err error
+	if o.maxMessage, err = parseSize(maxMessage); err != nil || o.maxMessage < 1024 {
+		return nil, fmt.Errorf("--max-message: want a size of at least 1KiB such as 1MiB, got %q", maxMessage)
+	}
+	if o.maxLog, err = parseSize(maxLog); err != nil || o.maxLog < 1024 {
+		return nil, fmt.Errorf("--max-log: want a size of at least 1KiB such as 64MiB, got %q", maxLog)
+	}
+	if o.eventRetention, err = parseDays(eventRetention); err != nil {
+		return nil, fmt.Errorf("--event-retention: %w", err)
+	}
+	if o.retain, err = parseDays(retain); err != nil {
+		return nil, fmt.Errorf("--retain: %w", err)
+	}
+	if err := o.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: want debug, info, warn or error, got %q", logLevel)
+	}
+	if o.maxParallel < 1 {
+		return nil, fmt.Errorf("--max-parallel: must be at least 1")
+	}
+	if o.killGrace <= 0 {
+		return nil, fmt.Errorf("--kill-grace: must be positive")
+	}
+	if o.socket == "" {
+		o.socket = rpc.DefaultSocketPath(getenv)
+	}
+	if o.stateDir == "" {
+		if o.stateDir, err = rpc.DefaultStateDir(getenv); err != nil {
+			return nil, err
+		}
+	}
+	if o.stateDir, err = filepath.Abs(o.stateDir); err != nil {
+		return nil, fmt.Errorf("--state-dir: %w", err)
+	}
+	return o, nil
+}
+
+// parseSize reads "1048576", "64KiB", "1MiB", "2GiB" (or KB/MB/GB, also binary).
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid size %q", s)
+	}
+	return n * mult, nil
+}
+
+// parseDays reads a Go duration, also with a "d" suffix for days ("30d", "7d").
+func parseDays(s string) (time.Duration, error) {
+	if s == "0" {
+		return 0, nil
+	}
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(d)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("invalid duration %q", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("invalid duration %q", s)
+	}
+	return d, nil
+}
+
+func realMain(args []string, stderr io.Writer, getenv func(string) string) int {
+	if len(args) > 0 && (args[0] == "check") {
+		return offline(args[0], args[1:], stderr, getenv)
+	}
+	o, err := parseFlags(args, stderr, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "spoold: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	if err := serve(o, log); err != nil {
+		log.Error("spoold stopped", "err", err)
+		fmt.Fprintf(stderr, "spoold: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// openStore opens the database in the state folder, failing fast with the pid of
+// the daemon that holds it.
+func openStore(stateDir string) (*store.Store, error) {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state folder: %w", err)
+	}
+	if err := os.Chmod(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("chmod state folder: %w", err)
+	}
+	st, err := store.Open(filepath.Join(stateDir, "spool.db"), store.Options{Timeout: 500 * time.Millisecond})
+	if errors.Is(err, store.ErrLocked) {
+		pid := "unknown"
+		if b, rerr := os.ReadFile(filepath.Join(stateDir, "spoold.pid")); rerr == nil {
+			pid = strings.TrimSpace(string(b))
+		}
+		return nil, fmt.Errorf("another spoold (pid %s) is using the state folder %s", pid, stateDir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open the database: %w", err)
+	}
+	return st, nil
+}
+
+func serve(o *options, log *slog.Logger) error {
+	st, err := openStore(o.stateDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	pidFile := filepath.Join(o.stateDir, "spoold.pid")
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write pid file: %w", err)
+	}
+	defer os.Remove(pidFile)
+
+	// The socket: handed over by systemd, or ours (the database lock is held, so
+	// an old socket can be cleared safely).
+	listeners, err := rpc.SystemdListeners()
+	if err != nil {
+		return fmt.Errorf("socket activation: %w", err)
+	}
+	var ln net.Listener
+	socket := o.socket
+	if len(listeners) > 0 {
+		ln = listeners[0]
+		for _, extra := range listeners[1:] {
+			extra.Close()
+		}
+		socket = ln.Addr().String()
+	} else {
+		if ln, err = rpc.Listen(o.socket); err != nil {
+			return fmt.Errorf("listen on %s: %w", o.socket, err)
+		}
+	}
+
+	d, err := daemon.New(daemon.Config{
+		Store: st, StateDir: o.stateDir, Socket: socket, Version: version,
+		MaxParallel: o.maxParallel, KillGrace: o.killGrace, MaxLog: o.maxLog,
+		EventRetention: eventRetention(o.eventRetention), Retain: o.retain, Log: log,
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	srv := rpc.NewServer(rpc.ServerConfig{
+		Service: d, MaxMessage: o.maxMessage, WriteStall: o.writeStall, Logger: log, CheckPeer: true,
+	})
+	log.Info("spoold starting", "version", version, "pid", os.Getpid(), "socket", socket, "state_dir", o.stateDir)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var g run.Group
+	{
+		// The engine: recovery, scheduling, runners.
+		dctx, dcancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			return d.Run(dctx)
+		}, func(error) {
+			dcancel()
+		})
+	}
+	{
+		// The socket server.
+		sctx, scancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			return srv.Serve(sctx, ln)
+		}, func(error) {
+			scancel()
+			ln.Close()
+		})
+	}
+	{
+		// Signals and daemon.shutdown.
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		stop := make(chan struct{})
+		g.Add(func() error {
+			defer signal.Stop(sig)
+			select {
+			case s := <-sig:
+				log.Info("signal received, stopping", "signal", s.String())
+			case <-d.Stopped():
+				// daemon.shutdown: let the engine finish (drain) before the socket goes.
+				select {
+				case <-d.Done():
+				case <-stop:
+				}
+			case <-stop:
+			}
+			return nil
+		}, func(error) {
+			close(stop)
+		})
+	}
+	return g.Run()
+}
+
+func eventRetention(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1 // keep forever
+	}
+	return d
+}
+
+// offline runs the commands that work on a stopped daemon's database.
+func offline(cmd string, args []string, stderr io.Writer, getenv func(string) string) int {
+	fs := flag.NewFlagSet("spoold "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	stateDir := fs.String("state-dir", "", "state folder (default $XDG_STATE_HOME/spool)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	dir := *stateDir
+	if dir == "" {
+		var err error
+		if dir, err = rpc.DefaultStateDir(getenv); err != nil {
+			fmt.Fprintf(stderr, "spoold %s: %v\n", cmd, err)
+			return 2
+		}
+	}
+	path := filepath.Join(dir, "spool.db")
+	if _, err := os.Stat(path); err != nil {
+		fmt.Fprintf(stderr, "spoold %s: no database at %s\n", cmd, path)
+		return 1
+	}
+	switch cmd {
+	case "check":
+		st, err := openStore(dir)
+		if err != nil {
+			fmt.Fprintf(stderr, "spoold check: %v\n", err)
+			return 1
+		}
+		defer st.Close()
+		if err := st.Check(context.Background()); err != nil {
+			fmt.Fprintf(stderr, "spoold check: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "spoold check: %s is consistent\n", path)
+		return 0
+	}
+	return 2
+}
