@@ -335,13 +335,12 @@ func makeResult(mode string, text string, truncated bool) (json.RawMessage, stri
 		}
 		t := strings.TrimSpace(text)
 		if !json.Valid([]byte(t)) {
-			var v any
-			err := json.Unmarshal([]byte(t), &v)
-			return nil, "", fmt.Errorf("result is not valid JSON: %v", err)
+			var v json.RawMessage
+			return nil, "", jsonResultError(t, json.Unmarshal([]byte(t), &v))
 		}
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, []byte(t)); err != nil {
-			return nil, "", fmt.Errorf("result is not valid JSON: %v", err)
+			return nil, "", jsonResultError(t, err)
 		}
 		return json.RawMessage(buf.String()), t, nil
 	default:
@@ -352,3 +351,15 @@ func makeResult(mode string, text string, truncated bool) (json.RawMessage, stri
 }
 
 const maxResult = 64 << 10
+
+// jsonResultError says why and where a result text is not valid JSON.
+func jsonResultError(text string, err error) error {
+	if text == "" {
+		return errors.New("result is not valid JSON: the output is empty")
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("result is not valid JSON: %v (at offset %d of the trimmed output)", se, se.Offset)
+	}
+	return fmt.Errorf("result is not valid JSON: %v", err)
+}
