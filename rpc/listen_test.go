@@ -152,7 +152,7 @@ func TestCheckSocketOwnerRefusesOthers(t *testing.T) {
 
 	is.NoErr(os.Lchown(path, 65534, 65534)) // the socket belongs to someone else
 	is.True(CheckSocketOwner(path) != nil)  // not trusted
-	is.NoErr(os.Lchown(path, 0, 0))
+	is.NoErr(os.Lchown(path, 0, 0))         // restore the owner
 
 	is.NoErr(os.Chown(dir, 65534, 65534))  // the folder belongs to someone else
 	is.True(CheckSocketOwner(path) != nil) // not trusted
@@ -176,12 +176,12 @@ func TestSystemdListeners(t *testing.T) {
 	cmd.Env = append(os.Environ(), "SPOOL_TEST_HELPER=systemd")
 	cmd.ExtraFiles = []*os.File{f}
 	out, err := cmd.StdoutPipe()
-	is.NoErr(err) // the child's report
-	is.NoErr(cmd.Start())
+	is.NoErr(err)         // the child's report
+	is.NoErr(cmd.Start()) // start the activated child
 	defer cmd.Wait()
 	sc := bufio.NewScanner(out)
-	is.True(sc.Scan()) // the child reports what it was handed
-	is.Equal(sc.Text(), "listeners=1 env=clean")
+	is.True(sc.Scan())                           // the child reports what it was handed
+	is.Equal(sc.Text(), "listeners=1 env=clean") // one listener handed over, its variables removed
 
 	c, err := net.Dial("unix", path)
 	is.NoErr(err) // the child serves the handed socket

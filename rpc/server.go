@@ -195,9 +195,12 @@ func temporaryAcceptError(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// ServeConn serves one connection until the client closes it, it breaks a rule that
-// ends it (malformed JSON, a message too large), its writes stall, or ctx is done.
-// It closes c and returns once everything it started for c has ended.
+// ServeConn serves one connection until the client closes it (or shuts down its
+// writing half), it breaks a rule that ends it (malformed JSON, a message too
+// large), its writes stall, or ctx is done. Then the contexts of its pending
+// requests are cancelled and its watches closed; what they answer meanwhile is
+// still written, within a short grace. It closes c and returns once everything it
+// started for c has ended, so the Service must return once a context is done.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	if s.cfg.CheckPeer && !s.peerAllowed(c) {

@@ -233,10 +233,10 @@ func TestServerBothFramings(t *testing.T) {
 	lsp.write(body[:10]) // the body in two writes
 	lsp.write(body[10:])
 	m = lsp.read()
-	is.Equal(string(m.ID), `"x"`) // a string id comes back as it was
-	is.True(m.Error == nil)       // get over LSP framing
-	is.NoErr(json.Unmarshal(m.Result, &j))
-	is.Equal(j.ID, int64(1)) // the job submitted on the other connection
+	is.Equal(string(m.ID), `"x"`)          // a string id comes back as it was
+	is.True(m.Error == nil)                // get over LSP framing
+	is.NoErr(json.Unmarshal(m.Result, &j)) // the result is the job
+	is.Equal(j.ID, int64(1))               // the job submitted on the other connection
 
 	// Back to back objects, no newline, white space around.
 	nl.write("  \r\n\t" + `{"jsonrpc":"2.0","id":2,"method":"daemon.info"}{"jsonrpc":"2.0","id":3,"method":"queue.list","params":{}}` + " \n")
@@ -304,9 +304,9 @@ func TestServerErrors(t *testing.T) {
 			is.Equal(string(m.ID), c.id)   // and the request's id, or null
 			is.True(m.Result == nil)       // and no result
 			if c.field != "" {
-				is.True(m.Error.Data != nil)          // the data names the field
-				is.Equal(m.Error.Data.Field, c.field) // by its path
-				is.Equal(m.Error.Data.Reason, "unknown field")
+				is.True(m.Error.Data != nil)                   // the data names the field
+				is.Equal(m.Error.Data.Field, c.field)          // by its path
+				is.Equal(m.Error.Data.Reason, "unknown field") // said to be unknown
 			}
 			if c.code == CodeNotFound {
 				is.Equal(m.Error.Data.ID, int64(42)) // data of a service error survives
@@ -367,8 +367,8 @@ func TestServerSlowWaitDoesNotDelayLaterRequests(t *testing.T) {
 	m = tc.read()
 	is.Equal(string(m.ID), "2") // the wait ends when released
 	var j Job
-	is.NoErr(json.Unmarshal(m.Result, &j))
-	is.Equal(j.State, StateCancelled) // with the job as it is then
+	is.NoErr(json.Unmarshal(m.Result, &j)) // the result is the job
+	is.Equal(j.State, StateCancelled)      // with the job as it is then
 }
 
 // TestServerTooLarge streams 64 MiB in one message: the server answers -32600 and
@@ -462,17 +462,17 @@ func TestServerWatchResponseBeforeEvents(t *testing.T) {
 	m := tc.read()
 	is.Equal(string(m.ID), "1") // the response comes first
 	var res WatchResult
-	is.NoErr(json.Unmarshal(m.Result, &res))
-	is.Equal(res.Token, "mine")    // with the client's token
-	is.Equal(res.StoreID, "store") // and the store id
+	is.NoErr(json.Unmarshal(m.Result, &res)) // the result is a watch result
+	is.Equal(res.Token, "mine")              // with the client's token
+	is.Equal(res.StoreID, "store")           // and the store id
 	for i := range 20 {
 		m := tc.read()
 		is.Equal(m.Method, MethodEvent) // then the events as notifications
 		is.True(m.ID == nil)            // without id
 		var p EventParams
-		is.NoErr(json.Unmarshal(m.Params, &p))
-		is.Equal(p.Token, "mine")         // naming the watch
-		is.Equal(p.Event.Seq, int64(i+1)) // in order, none missing
+		is.NoErr(json.Unmarshal(m.Params, &p)) // the params are event params
+		is.Equal(p.Token, "mine")              // naming the watch
+		is.Equal(p.Event.Seq, int64(i+1))      // in order, none missing
 	}
 
 	m = tc.call(2, MethodWatch, `{"token":"mine"}`)
@@ -491,9 +491,9 @@ func TestServerWatchResponseBeforeEvents(t *testing.T) {
 
 	ts.svc.script = nil
 	m = tc.call(6, MethodWatch, `{}`)
-	is.True(m.Error == nil) // a watch without a token
-	is.NoErr(json.Unmarshal(m.Result, &res))
-	is.True(res.Token != "") // gets one from the server
+	is.True(m.Error == nil)                  // a watch without a token
+	is.NoErr(json.Unmarshal(m.Result, &res)) // the result is a watch result
+	is.True(res.Token != "")                 // gets one from the server
 	m = tc.call(7, MethodWatch, `{"token":"mine"}`)
 	is.True(m.Error == nil) // an unwatched token may be used again
 }
@@ -656,10 +656,10 @@ func TestServerRefusesOtherUsers(t *testing.T) {
 	ts := startServer(t, ServerConfig{CheckPeer: true})
 	// The other user must reach the socket and this test binary.
 	open := shortDir(t)
-	is.NoErr(os.Chmod(open, 0o755)) // a folder anyone may enter
-	is.NoErr(os.Chmod(filepath.Dir(filepath.Dir(ts.path)), 0o755))
-	is.NoErr(os.Chmod(filepath.Dir(ts.path), 0o755))
-	is.NoErr(os.Chmod(ts.path, 0o777))
+	is.NoErr(os.Chmod(open, 0o755))                                // a folder anyone may enter
+	is.NoErr(os.Chmod(filepath.Dir(filepath.Dir(ts.path)), 0o755)) // the test folder may be entered by others
+	is.NoErr(os.Chmod(filepath.Dir(ts.path), 0o755))               // so may the socket folder
+	is.NoErr(os.Chmod(ts.path, 0o777))                             // and the socket may be connected to by anyone
 	exe, err := os.Executable()
 	is.NoErr(err) // this test binary
 	bin := filepath.Join(open, "rpc.test")

@@ -40,7 +40,7 @@ func DecodeStrict(raw json.RawMessage, v any, path string) error {
 		return fmt.Errorf("decode params: need a non-nil pointer, got %T", v)
 	}
 	if !json.Valid(raw) {
-		return &Error{Code: CodeParseError, Message: "parse error: params are not valid JSON"}
+		return InvalidParams(path, "must be valid JSON")
 	}
 	c := checker{fields: map[reflect.Type]map[string]reflect.Type{}}
 	if err := c.value(raw, rv.Type().Elem(), path); err != nil {

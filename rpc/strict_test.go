@@ -116,26 +116,26 @@ func TestDecodeParamsValid(t *testing.T) {
 			{"sleep": {"duration": "10s"}, "retry": null}
 		]}}`
 	var p SubmitParams
-	is.NoErr(DecodeParams(json.RawMessage(raw), &p)) // a full spec decodes
-	is.Equal(p.Job.Priority, -3)                     // integers
-	is.Equal(p.Job.Timeout.D(), 2*time.Hour)         // durations
-	is.Equal(p.Job.Steps[0].Retry.MaxBackoff.D(), 30*time.Second)
-	is.Equal(p.Job.Steps[1].Exec.Argv, []string{"make", "all"}) // nested slices
-	is.Equal(p.Job.NotBefore.UTC().Hour(), 1)                   // times with any offset
+	is.NoErr(DecodeParams(json.RawMessage(raw), &p))              // a full spec decodes
+	is.Equal(p.Job.Priority, -3)                                  // integers
+	is.Equal(p.Job.Timeout.D(), 2*time.Hour)                      // durations
+	is.Equal(p.Job.Steps[0].Retry.MaxBackoff.D(), 30*time.Second) // nested durations
+	is.Equal(p.Job.Steps[1].Exec.Argv, []string{"make", "all"})   // nested slices
+	is.Equal(p.Job.NotBefore.UTC().Hour(), 1)                     // times with any offset
 
 	var tp TemplatePutParams
 	is.NoErr(DecodeParams(json.RawMessage(`{"name": "b", "spec": {"stpes": "{{x}}"}, "params": {"x": {"required": true, "default": null}}}`), &tp)) // a raw spec is not walked
 	is.Equal(string(tp.Spec), `{"stpes": "{{x}}"}`)                                                                                                 // and kept as it is
 
 	var lp LogsParams
-	is.NoErr(DecodeParams(json.RawMessage(`{"id": 1, "step": 2}`), &lp)) // a step by index
-	is.Equal(*lp.Step.Index, 2)
+	is.NoErr(DecodeParams(json.RawMessage(`{"id": 1, "step": 2}`), &lp))       // a step by index
+	is.Equal(*lp.Step.Index, 2)                                                // the index
 	is.NoErr(DecodeParams(json.RawMessage(`{"id": 1, "step": "build"}`), &lp)) // a step by name
-	is.Equal(lp.Step.Name, "build")
+	is.Equal(lp.Step.Name, "build")                                            // the name
 }
 
-// FuzzDecodeParams checks that DecodeParams never panics, fails only with -32602
-// (or -32700 for invalid JSON), and accepts nothing the stock strict decoder rejects,
+// FuzzDecodeParams checks that DecodeParams never panics, fails only with -32602,
+// and accepts nothing the stock strict decoder rejects,
 // decoding to the same value when it accepts.
 func FuzzDecodeParams(f *testing.F) {
 	for _, s := range []string{
@@ -154,7 +154,7 @@ func FuzzDecodeParams(f *testing.F) {
 		err := DecodeParams(raw, &got)
 		if err != nil {
 			var e *Error
-			if !errors.As(err, &e) || e.Code != CodeInvalidParams && e.Code != CodeParseError {
+			if !errors.As(err, &e) || e.Code != CodeInvalidParams {
 				t.Fatalf("error %v is not -32602", err)
 			}
 			return
