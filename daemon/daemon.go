@@ -75,6 +75,7 @@ type Daemon struct {
 	draining   bool
 	wake       chan struct{}
 	ready      chan struct{} // closed once recovery is over
+	probe      chan chan struct{}
 	done       chan struct{} // closed when Run returns
 	stop       chan struct{} // closed by Shutdown
 	stopOnce   sync.Once
@@ -131,6 +132,7 @@ func New(cfg Config) (*Daemon, error) {
 		waiters:    map[int64][]chan struct{}{},
 		dependents: map[int64][]int64{},
 		ready:      make(chan struct{}),
+		probe:      make(chan chan struct{}),
 		done:       make(chan struct{}),
 		wake:       make(chan struct{}, 1),
 		stop:       make(chan struct{}),
@@ -145,6 +147,31 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	d.hub = newHub(d)
 	return d, nil
+}
+
+// Ready is closed once recovery is over and the daemon serves requests.
+func (d *Daemon) Ready() <-chan struct{} { return d.ready }
+
+// Health checks that the daemon is alive: the store answers a read and the
+// scheduler loop answers a probe. It is what a watchdog should ping on.
+func (d *Daemon) Health(ctx context.Context) error {
+	if _, _, err := d.store.Bounds(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	reply := make(chan struct{})
+	select {
+	case d.probe <- reply:
+	case <-ctx.Done():
+		return fmt.Errorf("scheduler does not answer: %w", ctx.Err())
+	case <-d.done:
+		return fmt.Errorf("daemon stopped")
+	}
+	select {
+	case <-reply:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("scheduler does not answer: %w", ctx.Err())
+	}
 }
 
 // Done is closed when Run has returned.
@@ -186,6 +213,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-d.stop:
 		case <-d.wake:
 			d.schedule(runCtx)
+			continue
+		case reply := <-d.probe:
+			close(reply)
 			continue
 		case <-d.nextTimer():
 			d.schedule(runCtx)
