@@ -20,10 +20,17 @@ const progressEvery = 100 * time.Millisecond
 // liveState is what a running step shows watchers without storing it: its
 // progress (coalesced to at most one event per progressEvery) and its last line of
 // output.
+//
+// Lock order: pubMu, then d.mu. mu is only ever held alone or inside d.mu (job.get
+// and heartbeats read a snapshot with d.mu held), so nothing takes d.mu while
+// holding mu.
 type liveState struct {
 	d    *Daemon
 	job  int64
 	step int
+
+	// pubMu serialises publications, so that progress events leave in order.
+	pubMu sync.Mutex
 
 	mu       sync.Mutex
 	progress *rpc.Progress
@@ -40,27 +47,35 @@ func (l *liveState) setProgress(p rpc.Progress) {
 	l.progress = &p
 	l.dirty = true
 	wait := progressEvery - time.Since(l.lastPub)
-	if wait <= 0 {
-		l.publishLocked()
-	} else if l.timer == nil {
+	now := wait <= 0
+	if !now && l.timer == nil {
 		l.timer = time.AfterFunc(wait, func() {
 			l.mu.Lock()
 			l.timer = nil
-			l.publishLocked()
 			l.mu.Unlock()
+			l.publish()
 		})
 	}
 	l.mu.Unlock()
+	if now {
+		l.publish()
+	}
 }
 
-// publishLocked sends the latest progress to watchers and keeps it on the job.
-func (l *liveState) publishLocked() {
+// publish sends the latest progress, if it is new, to watchers and keeps it on
+// the job. It is called with no lock held.
+func (l *liveState) publish() {
+	l.pubMu.Lock()
+	defer l.pubMu.Unlock()
+	l.mu.Lock()
 	if !l.dirty || l.progress == nil {
+		l.mu.Unlock()
 		return
 	}
 	l.dirty = false
 	l.lastPub = time.Now()
 	p := *l.progress
+	l.mu.Unlock()
 	l.d.mu.Lock()
 	if js := l.d.jobs[l.job]; js != nil {
 		js.rec.Progress = &p
@@ -73,12 +88,12 @@ func (l *liveState) publishLocked() {
 // flush publishes a pending progress at the end of the step.
 func (l *liveState) flush() {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.timer != nil {
 		l.timer.Stop()
 		l.timer = nil
 	}
-	l.publishLocked()
+	l.mu.Unlock()
+	l.publish()
 }
 
 // output passes a chunk of the log, written at off, to output watchers.

@@ -550,3 +550,46 @@ func TestRetryWaitSurvivesARestart(t *testing.T) {
 	is.Equal(j3.State, rpc.StateSucceeded) // the third attempt succeeded
 	is.Equal(j3.Steps[0].Attempt, 3)       // counted across two restarts
 }
+
+func TestProgressWhileReadersLook(t *testing.T) {
+	is := is.New(t)
+	h := start(t, t.TempDir(), nil)
+	// Progress lines for a while; each one may be published while job.get and
+	// heartbeats read the job's live state.
+	script := `i=0; while [ $i -lt 3000 ]; do echo "$i/3000"; i=$((i+1)); [ $((i % 100)) -eq 0 ] && sleep 0.01; done >&3`
+	id := submit(t, h.d, rpc.Spec{Steps: []rpc.Step{shell(script)}}).ID
+	w, err := h.d.Watch(ctxT(t), rpc.WatchParams{Heartbeat: dur(100 * time.Millisecond)})
+	is.NoErr(err)
+	defer w.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, _ = h.d.Get(ctxT(t), rpc.GetParams{ID: id})
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			if _, err := w.Next(ctxT(t)); err != nil {
+				return
+			}
+		}
+	}()
+	j, err := h.d.Wait(ctxShort(t, 20*time.Second), rpc.WaitParams{ID: id})
+	close(stop)
+	_ = w.Close()
+	is.NoErr(err)                         // the job finished: no deadlock between progress and readers
+	is.Equal(j.State, rpc.StateSucceeded) // it ran through
+	wg.Wait()
+}
