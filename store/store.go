@@ -91,8 +91,15 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	_, statErr := os.Stat(path)
 	created := errors.Is(statErr, fs.ErrNotExist)
+	if !created {
+		if err := preflight(path, opts.Timeout); errors.Is(err, ErrLocked) {
+			return nil, fmt.Errorf("open store %s: %w", path, ErrLocked)
+		} else if err != nil {
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
+	}
 
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
+	db, err := openBolt(path, &bbolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
 	if errors.Is(err, bbolt.ErrTimeout) {
 		return nil, fmt.Errorf("open store %s: %w", path, ErrLocked)
 	}
@@ -106,13 +113,36 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 	}
 	s := &Store{db: db, ops: make(chan *op), quit: make(chan struct{})}
-	if err := s.setup(); err != nil {
+	if err := guard(s.setup); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	s.wg.Add(1)
 	go s.writer()
 	return s, nil
+}
+
+// openBolt is bbolt.Open with a damaged file's faults and panics turned into
+// errors.
+func openBolt(path string, o *bbolt.Options) (db *bbolt.DB, err error) {
+	err = guard(func() error {
+		var e error
+		db, e = bbolt.Open(path, 0o600, o)
+		return e
+	})
+	return db, err
+}
+
+// guard runs fn, turning a panic, or a memory fault on a damaged database's
+// mapped pages, into an error.
+func guard(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("damaged database: %v", r)
+		}
+	}()
+	return fn()
 }
 
 // setup checks the schema of an existing database, or lays out a new one.
