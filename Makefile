@@ -15,8 +15,12 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./store/ ./daemon/
+# bench: the side-by-side harness (cmd/spoolbench): every figure of the performance
+# targets against the machine's floor and task-spooler, in one run, as one table.
+# BENCHFLAGS=-quick for a short run; BENCHFLAGS='-only e2e,cli' for some figures.
+# The store's micro-benchmarks: go test -run '^$$' -bench . ./store/
+bench:
+	$(GO) run ./cmd/spoolbench $(BENCHFLAGS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

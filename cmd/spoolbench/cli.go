@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// The shell loops of the CLI figure: each submits N `true` jobs, keeping the ids
+// the command prints, then waits until all are done.
+const (
+	spoolLoop = `set -e
+ids=""
+i=0
+while [ "$i" -lt "$N" ]; do
+	id=$("$SPOOL" submit -- true)
+	ids="$ids $id"
+	i=$((i+1))
+done
+"$SPOOL" wait $ids >/dev/null
+`
+	tspLoop = `set -e
+i=0
+while [ "$i" -lt "$N" ]; do
+	id=$(tsp true)
+	i=$((i+1))
+done
+tsp -w >/dev/null
+`
+)
+
+// rounds is how many times each loop runs; the best time counts.
+const rounds = 2
+
+// runCLI times a shell loop of `spool submit -- true` against the same loop with
+// task-spooler.
+func runCLI(ctx context.Context, b *bench, f *floors) ([]row, error) {
+	n := b.opts.size.cliJobs
+	state, err := b.newState("cli")
+	if err != nil {
+		return nil, err
+	}
+	d, _, err := b.startDaemon(ctx, "cli", state, "--max-parallel", "2")
+	if err != nil {
+		return nil, err
+	}
+	defer d.stop()
+
+	tsp, how := findTsp(ctx)
+	b.logf("cli: task-spooler %s", how)
+	var tspEnv []string
+	if tsp {
+		dir := filepath.Join(b.work, "tsp")
+		if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
+			return nil, fmt.Errorf("cli: %w", err)
+		}
+		tspEnv = append(os.Environ(), "TS_SOCKET="+filepath.Join(dir, "socket"), "TMPDIR="+filepath.Join(dir, "tmp"), "N="+strconv.Itoa(n))
+		// Start its server before timing, as spoold is started before timing.
+		if out, err := shell(ctx, "tsp -S 1", tspEnv); err != nil {
+			return nil, fmt.Errorf("cli: start task-spooler: %w: %s", err, out)
+		}
+		defer shell(context.WithoutCancel(ctx), "tsp -K", tspEnv)
+	}
+	spoolEnv := append(os.Environ(), "SPOOL="+b.spool, "SPOOL_SOCKET="+d.socket, "N="+strconv.Itoa(n))
+
+	var spoolBest, tspBest time.Duration
+	c0, _ := d.commits()
+	cpu0, _ := cpuTime(d.pid())
+	for range rounds {
+		t := time.Now()
+		if out, err := shell(ctx, spoolLoop, spoolEnv); err != nil {
+			return nil, fmt.Errorf("cli: spool loop: %w: %s", err, out)
+		}
+		if el := time.Since(t); spoolBest == 0 || el < spoolBest {
+			spoolBest = el
+		}
+		if !tsp {
+			continue
+		}
+		t = time.Now()
+		if out, err := shell(ctx, tspLoop, tspEnv); err != nil {
+			return nil, fmt.Errorf("cli: tsp loop: %w: %s", err, out)
+		}
+		if el := time.Since(t); tspBest == 0 || el < tspBest {
+			tspBest = el
+		}
+	}
+	c1, _ := d.commits()
+	cpu1, _ := cpuTime(d.pid())
+	jobs := n * rounds
+	note := fmt.Sprintf("best of %d rounds; spool %.2f ms per job; %.2f commits per job; spoold CPU %.0f µs/job",
+		rounds, float64(spoolBest)/float64(time.Millisecond)/float64(n), float64(c1-c0)/float64(jobs),
+		float64((cpu1-cpu0)/time.Microsecond)/float64(jobs))
+	r := row{
+		figure: fmt.Sprintf("CLI: %d x spool submit -- true, all done", n),
+		value:  ms(spoolBest),
+		target: ">= 1.0 of task-spooler",
+		note:   note,
+	}
+	if tsp {
+		r.baseline = "task-spooler " + ms(tspBest)
+		r.ratio = float64(tspBest) / float64(spoolBest)
+		r.verdict = check(spoolBest <= tspBest)
+		r.note += fmt.Sprintf("; tsp %.2f ms per job", float64(tspBest)/float64(time.Millisecond)/float64(n))
+	} else {
+		r.baseline = "task-spooler absent (" + how + ")"
+	}
+	return []row{r}, nil
+}
+
+// findTsp looks for task-spooler and, as root, installs it when missing.
+func findTsp(ctx context.Context) (bool, string) {
+	if _, err := exec.LookPath("tsp"); err == nil {
+		return true, "found"
+	}
+	if os.Geteuid() != 0 {
+		return false, "tsp not found; install task-spooler"
+	}
+	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if _, err := shell(ctx, "apt-get install -y task-spooler || (apt-get update && apt-get install -y task-spooler)", env); err != nil {
+		return false, "tsp not found and apt-get could not install task-spooler"
+	}
+	if _, err := exec.LookPath("tsp"); err != nil {
+		return false, "task-spooler installed but tsp not on PATH"
+	}
+	return true, "installed with apt-get"
+}
+
+// shell runs script with sh and env, returning its combined output.
+func shell(ctx context.Context, script string, env []string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "sh", "-c", script)
+	cmd.Env = env
+	return cmd.CombinedOutput()
+}

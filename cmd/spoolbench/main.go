@@ -1,0 +1,217 @@
+// Command spoolbench measures spool side by side with the floor of the machine and
+// with task-spooler, in one run: it builds spoold and spool, starts a real spoold
+// with a fresh state folder for each figure, drives it through the client package
+// (or the CLI), and prints one table of figures, baselines, ratios and targets.
+//
+//	go run ./cmd/spoolbench [-quick] [-only NAME,...] [-jobs N] [-bin DIR] [-keep] [-profile DIR]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the harness's flags.
+type options struct {
+	quick   bool
+	only    []string
+	bin     string
+	keep    bool
+	profile string
+	size    sizes
+}
+
+// sizes are how much work each figure does.
+type sizes struct {
+	floorN         int // rounds of each floor timing
+	bulkCalls      int // job.submit calls of 1,000 jobs
+	concurrentJobs int // single-job submits per client count
+	loneN          int // submits of the lone client
+	e2eJobs        int // `true` jobs at --max-parallel 2
+	stepJobs       int // sleep 1ms jobs at --max-parallel 256
+	cliJobs        int // spool submit -- true from a shell loop
+	scaleJobs      int // final jobs stored for the scale figures
+	scaleGets      int
+	scaleLists     int
+	watchers       int
+	watchJobs      int
+}
+
+func fullSizes() sizes {
+	return sizes{floorN: 200, bulkCalls: 20, concurrentJobs: 16000, loneN: 500, e2eJobs: 1000,
+		stepJobs: 1000, cliJobs: 300, scaleJobs: 1_000_000, scaleGets: 5000, scaleLists: 100,
+		watchers: 100, watchJobs: 1000}
+}
+
+func quickSizes() sizes {
+	return sizes{floorN: 50, bulkCalls: 5, concurrentJobs: 4000, loneN: 200, e2eJobs: 1000,
+		stepJobs: 1000, cliJobs: 300, scaleJobs: 20000, scaleGets: 1000, scaleLists: 30,
+		watchers: 100, watchJobs: 1000}
+}
+
+// figure is one group of rows of the table.
+type figure struct {
+	name string
+	doc  string
+	run  func(ctx context.Context, b *bench, f *floors) ([]row, error)
+}
+
+func figures() []figure {
+	return []figure{
+		{"bulk", "job.submit with 1,000 jobs per call", runBulk},
+		{"concurrent", "single-job submits from 8 and 16 clients; a lone client's latency", runConcurrent},
+		{"e2e", "1,000 `true` jobs at --max-parallel 2 against xargs -P2", runE2E},
+		{"steps", "1,000 `sleep 1ms` jobs at --max-parallel 256", runSteps},
+		{"cli", "a shell loop of `spool submit -- true` against task-spooler", runCLI},
+		{"scale", "job.get, job.list, restart and RSS with many final jobs stored", runScale},
+		{"watch", "event delivery latency to 100 watchers while 1,000 jobs run", runWatch},
+	}
+}
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func realMain(args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "spoolbench: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "spoolbench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("spoolbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	var only string
+	jobs := fs.Int("jobs", 0, "final jobs stored for the scale figures (default 1,000,000; 20,000 with -quick)")
+	fs.BoolVar(&o.quick, "quick", false, "small sizes: about a minute")
+	fs.StringVar(&only, "only", "", "run only these figures (comma-separated): floors always run; "+names())
+	fs.StringVar(&o.bin, "bin", "", "take spoold and spool from this folder instead of building them")
+	fs.BoolVar(&o.keep, "keep", false, "keep the work folder (state folders, daemon logs)")
+	fs.StringVar(&o.profile, "profile", "", "record each daemon with `perf record -g` into this folder")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: spoolbench [flags]\n\nfigures:\n")
+		for _, f := range figures() {
+			fmt.Fprintf(stderr, "  %-11s %s\n", f.name, f.doc)
+		}
+		fmt.Fprintf(stderr, "\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	o.size = fullSizes()
+	if o.quick {
+		o.size = quickSizes()
+	}
+	if *jobs > 0 {
+		o.size.scaleJobs = *jobs
+	}
+	if only != "" {
+		for _, n := range strings.Split(only, ",") {
+			n = strings.TrimSpace(n)
+			if n == "floors" {
+				continue
+			}
+			if !slices.ContainsFunc(figures(), func(f figure) bool { return f.name == n }) {
+				return o, fmt.Errorf("-only: no figure %q (figures: %s)", n, names())
+			}
+			o.only = append(o.only, n)
+		}
+	}
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return o, fmt.Errorf("-profile: %w", err)
+		}
+	}
+	return o, nil
+}
+
+func names() string {
+	var n []string
+	for _, f := range figures() {
+		n = append(n, f.name)
+	}
+	return strings.Join(n, ", ")
+}
+
+func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
+	start, load0 := time.Now(), loadAvg()
+	b, err := newBench(ctx, o, stderr)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	b.logf("binaries ready; measuring the floors")
+	f, rows, err := measureFloors(ctx, b)
+	if err != nil {
+		return err
+	}
+	for _, fig := range figures() {
+		if len(o.only) > 0 && !slices.Contains(o.only, fig.name) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		b.logf("%s: %s", fig.name, fig.doc)
+		t := time.Now()
+		r, err := fig.run(ctx, b, f)
+		rows = append(rows, r...)
+		if err != nil {
+			rows = append(rows, row{figure: fig.name, value: "error", verdict: notMet, note: err.Error()})
+			b.logf("%s: %v", fig.name, err)
+		}
+		b.logf("%s: done in %s", fig.name, time.Since(t).Round(time.Millisecond))
+	}
+	fmt.Fprintf(stdout, "\nspoolbench: %s, %d CPUs, %s/%s, load average at start %s, %s in all\n\n",
+		mode(o), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, load0, time.Since(start).Round(time.Second))
+	printTable(stdout, rows)
+	fmt.Fprintf(stdout, "\nload average at the end: %s\n", loadAvg())
+	return nil
+}
+
+func mode(o options) string {
+	if o.quick {
+		return "quick run"
+	}
+	return "full run"
+}
+
+// loadAvg reads the 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}

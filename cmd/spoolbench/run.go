@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"spool/rpc"
+)
+
+// batchResult is what running a batch of jobs to the end cost.
+type batchResult struct {
+	elapsed time.Duration // from the submit to the last final event
+	failed  int           // jobs that did not succeed
+	commits uint64        // bbolt commits meanwhile
+	cpu     time.Duration // spoold CPU time meanwhile
+}
+
+// runBatch submits specs in one call (or calls of at most rpc.MaxBatch) and waits,
+// through a watch of all events opened first, until every one of them is final.
+// The daemon must run nothing else.
+func runBatch(ctx context.Context, d *daemon, specs []rpc.Spec) (*batchResult, error) {
+	c, err := d.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	w, err := c.Watch(ctx, rpc.WatchParams{})
+	if err != nil {
+		return nil, fmt.Errorf("watch: %w", err)
+	}
+	defer w.Close()
+	c0, _ := d.commits()
+	cpu0, _ := cpuTime(d.pid())
+	t := time.Now()
+	ids := map[int64]bool{}
+	for len(specs) > 0 {
+		n := min(len(specs), rpc.MaxBatch)
+		res, err := c.Submit(ctx, rpc.SubmitParams{Jobs: specs[:n]})
+		if err != nil {
+			return nil, fmt.Errorf("submit: %w", err)
+		}
+		for _, j := range res.Jobs {
+			ids[j.ID] = true
+		}
+		specs = specs[n:]
+	}
+	final := map[int64]rpc.State{}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	for len(final) < len(ids) {
+		ev, err := w.Next(wctx)
+		if err != nil {
+			return nil, fmt.Errorf("watch (%d of %d jobs final): %w", len(final), len(ids), err)
+		}
+		switch ev.Type {
+		case rpc.EventSucceeded, rpc.EventFailed, rpc.EventCancelled:
+			// The daemon runs nothing else: every final event is one of ours,
+			// though it may come before the submit's answer named the ids.
+			final[ev.Job] = ev.State
+		}
+	}
+	r := &batchResult{elapsed: time.Since(t)}
+	c1, _ := d.commits()
+	cpu1, _ := cpuTime(d.pid())
+	r.commits, r.cpu = c1-c0, cpu1-cpu0
+	for _, st := range final {
+		if st != rpc.StateSucceeded {
+			r.failed++
+		}
+	}
+	return r, nil
+}
+
+// describe is the note of a batch figure.
+func (r *batchResult) describe(jobs int) string {
+	s := fmt.Sprintf("%d jobs in %s; %d commits (%.2f per job); spoold CPU %s (%.0f µs/job)",
+		jobs, ms(r.elapsed), r.commits, float64(r.commits)/float64(jobs), ms(r.cpu),
+		float64(r.cpu/time.Microsecond)/float64(jobs))
+	if r.failed > 0 {
+		s += fmt.Sprintf("; %d jobs did not succeed", r.failed)
+	}
+	return s
+}
+
+// runE2E runs `true` jobs at --max-parallel 2 against xargs -P2.
+func runE2E(ctx context.Context, b *bench, f *floors) ([]row, error) {
+	state, err := b.newState("e2e")
+	if err != nil {
+		return nil, err
+	}
+	d, _, err := b.startDaemon(ctx, "e2e", state, "--max-parallel", "2")
+	if err != nil {
+		return nil, err
+	}
+	defer d.stop()
+	n := b.opts.size.e2eJobs
+	specs := make([]rpc.Spec, n)
+	for i := range specs {
+		specs[i] = execSpec("default", "true")
+	}
+	r, err := runBatch(ctx, d, specs)
+	if err != nil {
+		return nil, fmt.Errorf("e2e: %w", err)
+	}
+	v := perSec(n, r.elapsed)
+	return []row{{
+		figure:   fmt.Sprintf("e2e: %d true, --max-parallel 2", n),
+		value:    rate(v, "jobs/s"),
+		baseline: "xargs -P2 " + rate(f.xargs, "jobs/s"),
+		ratio:    v / f.xargs,
+		target:   ">= 0.9 of xargs",
+		verdict:  check(v >= 0.9*f.xargs && r.failed == 0),
+		note:     r.describe(n),
+	}}, nil
+}
+
+// runSteps runs jobs of one `sleep 1ms` step at --max-parallel 256.
+func runSteps(ctx context.Context, b *bench, f *floors) ([]row, error) {
+	state, err := b.newState("steps")
+	if err != nil {
+		return nil, err
+	}
+	d, _, err := b.startDaemon(ctx, "steps", state, "--max-parallel", "256")
+	if err != nil {
+		return nil, err
+	}
+	defer d.stop()
+	n := b.opts.size.stepJobs
+	specs := make([]rpc.Spec, n)
+	for i := range specs {
+		specs[i] = sleepSpec("default", time.Millisecond)
+	}
+	r, err := runBatch(ctx, d, specs)
+	if err != nil {
+		return nil, fmt.Errorf("steps: %w", err)
+	}
+	v := perSec(n, r.elapsed)
+	return []row{{
+		figure:  fmt.Sprintf("in-process: %d sleep 1ms, --max-parallel 256", n),
+		value:   rate(v, "jobs/s"),
+		target:  ">= 5,000 jobs/s",
+		verdict: check(v >= 5000 && r.failed == 0),
+		note:    r.describe(n),
+	}}, nil
+}

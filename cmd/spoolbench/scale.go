@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	"spool/rpc"
+	"spool/store"
+)
+
+// fillBatch is how many final jobs one store transaction writes when filling.
+const fillBatch = 10000
+
+// fill writes n final (succeeded) jobs into a new database in stateDir through
+// the store package, as a daemon would have left them, in big unsynced batches.
+// Each job gets its submitted event only: the event log is smaller than a real
+// history's.
+func fill(ctx context.Context, stateDir string, n int) error {
+	st, err := store.Open(filepath.Join(stateDir, "spool.db"), store.Options{NoSync: true, Timeout: 5 * time.Second})
+	if err != nil {
+		return fmt.Errorf("fill: %w", err)
+	}
+	spec := execSpec("default", "true")
+	spec.Dir = "/"
+	if err := rpc.NormalizeSpec("job", &spec); err != nil {
+		return fmt.Errorf("fill: %w", err)
+	}
+	zero := 0
+	result := json.RawMessage(`""`)
+	base := time.Now().Add(-time.Duration(n) * time.Millisecond).UTC()
+	batch := make([]rpc.NewJob, 0, fillBatch)
+	for i := 0; i < n; {
+		batch = batch[:0]
+		for ; i < n && len(batch) < fillBatch; i++ {
+			sub := base.Add(time.Duration(i) * time.Millisecond)
+			started, finished := sub.Add(100*time.Microsecond), sub.Add(900*time.Microsecond)
+			rec := rpc.Record{Job: rpc.Job{
+				Name: fmt.Sprintf("history-%d", i), Queue: "default", Labels: map[string]string{}, After: []int64{},
+				State: rpc.StateSucceeded, SubmittedAt: sub, StartedAt: &started, FinishedAt: &finished,
+				Steps: []rpc.StepStatus{{Name: spec.Steps[0].Name, Kind: rpc.KindExec, State: rpc.StateSucceeded,
+					Attempt: 1, StartedAt: &started, FinishedAt: &finished, ExitCode: &zero, Result: result}},
+				Result: result, Spec: &spec,
+			}}
+			batch = append(batch, rpc.NewJob{Record: rec, Field: "job",
+				Event: rpc.Event{Time: sub, Type: rpc.EventSubmitted, State: rpc.StateQueued}})
+		}
+		if _, _, err := st.Submit(ctx, batch); err != nil {
+			st.Close()
+			return fmt.Errorf("fill: %w", err)
+		}
+	}
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("fill: %w", err)
+	}
+	return nil
+}
+
+// runScale measures job.get, job.list, restart and RSS with many final jobs
+// stored, each against the same daemon on an empty state folder.
+func runScale(ctx context.Context, b *bench, f *floors) ([]row, error) {
+	n := b.opts.size.scaleJobs
+
+	// The baseline: an empty state folder.
+	empty, err := b.newState("scale-empty")
+	if err != nil {
+		return nil, err
+	}
+	d0, ready0, err := b.startDaemon(ctx, "scale-empty", empty)
+	if err != nil {
+		return nil, err
+	}
+	mem0, _ := readMemory(d0.pid())
+	d0.stop()
+
+	state, err := b.newState("scale")
+	if err != nil {
+		return nil, err
+	}
+	b.logf("scale: storing %s final jobs", thousands(int64(n)))
+	t := time.Now()
+	if err := fill(ctx, state, n); err != nil {
+		return nil, err
+	}
+	fillTime := time.Since(t)
+	var dbSize int64
+	if fi, err := os.Stat(filepath.Join(state, "spool.db")); err == nil {
+		dbSize = fi.Size()
+	}
+	b.logf("scale: stored in %s (%.0f MiB); starting spoold on them", fillTime.Round(time.Millisecond), mib(dbSize))
+
+	d, ready, err := b.startDaemon(ctx, "scale", state)
+	if err != nil {
+		return nil, err
+	}
+	defer d.stop()
+	mem1, _ := readMemory(d.pid())
+	c, err := d.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	info, err := c.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("scale: %w", err)
+	}
+	if got := info.Counts[rpc.StateSucceeded]; got != n {
+		return nil, fmt.Errorf("scale: the daemon counts %d succeeded jobs, %d were stored", got, n)
+	}
+
+	// job.get of random ids.
+	rng := rand.New(rand.NewPCG(1, 2))
+	var gets durations
+	for range b.opts.size.scaleGets {
+		id := rng.Int64N(int64(n)) + 1
+		t := time.Now()
+		j, err := c.Get(ctx, rpc.GetParams{ID: id})
+		if err != nil {
+			return nil, fmt.Errorf("scale: job.get %d: %w", id, err)
+		}
+		gets = append(gets, time.Since(t))
+		if j.ID != id {
+			return nil, fmt.Errorf("scale: job.get %d answered job %d", id, j.ID)
+		}
+	}
+
+	// job.list, first page, newest first; and filtered by state.
+	list := func(p rpc.ListParams) (durations, error) {
+		var lat durations
+		for range b.opts.size.scaleLists {
+			t := time.Now()
+			res, err := c.List(ctx, p)
+			if err != nil {
+				return nil, fmt.Errorf("scale: job.list: %w", err)
+			}
+			lat = append(lat, time.Since(t))
+			if len(res.Jobs) == 0 {
+				return nil, fmt.Errorf("scale: job.list answered no job")
+			}
+		}
+		return lat, nil
+	}
+	lists, err := list(rpc.ListParams{})
+	if err != nil {
+		return nil, err
+	}
+	byState, err := list(rpc.ListParams{State: []rpc.State{rpc.StateSucceeded}, Order: "asc"})
+	if err != nil {
+		return nil, err
+	}
+	mem2, _ := readMemory(d.pid())
+
+	// A second restart, on a warm state folder.
+	d.stop()
+	d2, ready2, err := b.startDaemon(ctx, "scale-again", state)
+	if err != nil {
+		return nil, err
+	}
+	d2.stop()
+
+	stored := thousands(int64(n))
+	return []row{
+		{
+			figure:  fmt.Sprintf("scale (%s final): job.get p99", stored),
+			value:   ms(gets.pct(99)),
+			target:  "<= 1 ms",
+			verdict: check(gets.pct(99) <= time.Millisecond),
+			note: fmt.Sprintf("%d random ids from one client; p50 %s; stored in %s (%.0f MiB database, fill %s jobs/s unsynced)",
+				len(gets), ms(gets.pct(50)), fillTime.Round(time.Millisecond), mib(dbSize), thousands(int64(perSec(n, fillTime)))),
+		},
+		{
+			figure:  fmt.Sprintf("scale (%s final): job.list first page, p50", stored),
+			value:   ms(lists.pct(50)),
+			target:  "<= 10 ms",
+			verdict: check(lists.pct(50) <= 10*time.Millisecond),
+			note: fmt.Sprintf("100 jobs, newest first, %d times: p99 %s; state=succeeded oldest first: p50 %s, p99 %s",
+				len(lists), ms(lists.pct(99)), ms(byState.pct(50)), ms(byState.pct(99))),
+		},
+		{
+			figure:   fmt.Sprintf("scale (%s final): restart to ready", stored),
+			value:    ms(ready),
+			baseline: "empty state folder " + ms(ready0),
+			ratio:    float64(ready0) / float64(ready),
+			target:   "<= 1 s",
+			verdict:  check(ready <= time.Second),
+			note:     fmt.Sprintf("process start to the first daemon.info answer; a second restart: %s", ms(ready2)),
+		},
+		{
+			figure:   fmt.Sprintf("scale (%s final): spoold RSS", stored),
+			value:    fmt.Sprintf("%.1f MiB", mib(mem2.RSS)),
+			baseline: fmt.Sprintf("empty state folder %.1f MiB", mib(mem0.RSS)),
+			ratio:    float64(mem0.RSS) / float64(max(mem2.RSS, 1)),
+			target:   "<= 100 MiB",
+			verdict:  check(mem2.RSS <= 100<<20),
+			note:     fmt.Sprintf("after the gets and lists: %s; right after start: %s; empty: %s", mem2, mem1, mem0),
+		},
+	}, nil
+}
