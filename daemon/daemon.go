@@ -251,6 +251,16 @@ func (d *Daemon) shutdown(drain bool) {
 	d.stopOnce.Do(func() { close(d.stop) })
 }
 
+// Wake makes the scheduler look at its timers and queues again at once. The
+// scheduler wakes by itself on every change and when the next not_before falls due
+// by the clock; Wake is for clocks that jump (tests, tools).
+func (d *Daemon) Wake() { d.kick() }
+
+// Housekeep does now what the hourly maintenance does: it trims the event log past
+// Config.EventRetention and removes the final jobs past Config.Retain, by the
+// daemon's clock. It is for tests and tools.
+func (d *Daemon) Housekeep(ctx context.Context) { d.housekeep(ctx) }
+
 // kick wakes the scheduler.
 func (d *Daemon) kick() {
 	select {

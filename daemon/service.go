@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"time"
@@ -41,7 +42,8 @@ func (d *Daemon) Submit(ctx context.Context, p rpc.SubmitParams) (*rpc.SubmitRes
 	news := make([]rpc.NewJob, len(specs))
 	now := d.clock.Now()
 	for i := range specs {
-		s := specs[i]
+		// Normalizing fills in defaults: work on a copy, never on the caller's spec.
+		s := cloneSpec(specs[i])
 		if err := rpc.NormalizeSpec(fields[i], &s); err != nil {
 			return nil, err
 		}
@@ -136,6 +138,49 @@ func (d *Daemon) submit(ctx context.Context, news []rpc.NewJob) ([]rpc.Record, e
 		d.present(&out[i].Job, false)
 	}
 	return out, nil
+}
+
+// cloneSpec copies a spec deeply enough that normalizing the copy leaves the
+// original as it was: the steps, what they point to, and the maps and slices.
+func cloneSpec(s rpc.Spec) rpc.Spec {
+	s.Labels = maps.Clone(s.Labels)
+	s.After = slices.Clone(s.After)
+	s.AfterIndex = slices.Clone(s.AfterIndex)
+	s.Env = maps.Clone(s.Env)
+	if s.NotBefore != nil {
+		nb := *s.NotBefore
+		s.NotBefore = &nb
+	}
+	s.Steps = slices.Clone(s.Steps)
+	for i := range s.Steps {
+		st := &s.Steps[i]
+		if st.Exec != nil {
+			e := *st.Exec
+			e.Argv = slices.Clone(e.Argv)
+			e.Env = maps.Clone(e.Env)
+			st.Exec = &e
+		}
+		if st.Shell != nil {
+			sh := *st.Shell
+			sh.Env = maps.Clone(sh.Env)
+			st.Shell = &sh
+		}
+		if st.Sleep != nil {
+			sl := *st.Sleep
+			st.Sleep = &sl
+		}
+		if st.HTTP != nil {
+			h := *st.HTTP
+			h.Headers = maps.Clone(h.Headers)
+			h.ExpectStatus = slices.Clone(h.ExpectStatus)
+			st.HTTP = &h
+		}
+		if st.Retry != nil {
+			r := *st.Retry
+			st.Retry = &r
+		}
+	}
+	return s
 }
 
 // newRecord builds the record of a job about to be submitted.
@@ -233,6 +278,10 @@ func toText(b []byte) string {
 
 // Get reads a job with its spec, its output tails and its result.
 func (d *Daemon) Get(ctx context.Context, p rpc.GetParams) (*rpc.Job, error) {
+	// What a job waits for is known once the unfinished jobs are loaded.
+	if err := d.waitReady(ctx); err != nil {
+		return nil, err
+	}
 	rec, err := d.store.Get(ctx, p.ID)
 	if err != nil {
 		return nil, err
@@ -263,6 +312,9 @@ func (d *Daemon) List(ctx context.Context, p rpc.ListParams) (*rpc.ListResult, e
 		default:
 			return nil, rpc.InvalidParams(fmt.Sprintf("state[%d]", i), fmt.Sprintf("unknown job state %q", s))
 		}
+	}
+	if err := d.waitReady(ctx); err != nil {
+		return nil, err
 	}
 	res, err := d.store.List(ctx, p)
 	if err != nil {
