@@ -161,6 +161,79 @@ func expandTemplate(raw []byte, values map[string]string) []byte {
 	return out
 }
 
+// sampleOpenParams replaces, in a template's spec, each string (value or object
+// key) that holds a placeholder of one of the params named by open with a value
+// that is valid for the field it stands in, so that the rest of the spec can be
+// validated before the params' values are known.
+func sampleOpenParams(raw []byte, open []string) ([]byte, error) {
+	if len(open) == 0 {
+		return raw, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	holds := func(s string) bool {
+		for _, name := range open {
+			if strings.Contains(s, "{{"+name+"}}") {
+				return true
+			}
+		}
+		return false
+	}
+	n := 0
+	sample := func(field string) string {
+		switch field {
+		case "dir":
+			return "/"
+		case "url":
+			return "http://localhost/"
+		case "not_before":
+			return "2000-01-01T00:00:00Z"
+		case "timeout", "duration", "backoff", "max_backoff":
+			return "1s"
+		case "method":
+			return "GET"
+		case "result":
+			return rpc.ResultText
+		case "on_interrupt":
+			return rpc.OnInterruptRetry
+		}
+		// Names must be unique among steps: each stand-in is a new one.
+		n++
+		return fmt.Sprintf("sample-%d", n)
+	}
+	var walk func(field string, v any) any
+	walk = func(field string, v any) any {
+		switch x := v.(type) {
+		case map[string]any:
+			out := make(map[string]any, len(x))
+			for _, k := range slices.Sorted(maps.Keys(x)) {
+				nk := k
+				if holds(k) {
+					n++
+					nk = fmt.Sprintf("SAMPLE_%d", n)
+				}
+				out[nk] = walk(k, x[k])
+			}
+			return out
+		case []any:
+			for i := range x {
+				x[i] = walk(field, x[i])
+			}
+			return x
+		case string:
+			if holds(x) {
+				return sample(field)
+			}
+		}
+		return v
+	}
+	return json.Marshal(walk("", v))
+}
+
 // decodeSpec decodes a spec strictly: unknown fields are errors naming their path.
 func decodeSpec(raw []byte, field string) (*rpc.Spec, error) {
 	var s rpc.Spec
@@ -189,42 +262,50 @@ func (d *Daemon) TemplatePut(ctx context.Context, p rpc.TemplatePutParams) (*rpc
 			return nil, rpc.InvalidParams("params."+name, "a required param has no default")
 		}
 	}
-	plain, err := decodeSpec(p.Spec, "spec")
+	// Scripts read their params from the environment: a placeholder in one is an
+	// error. Only the scripts are read here; the whole spec is checked below.
+	var scripts struct {
+		Steps []struct {
+			Shell *struct {
+				Script string `json:"script"`
+			} `json:"shell"`
+		} `json:"steps"`
+	}
+	if json.Unmarshal(p.Spec, &scripts) == nil {
+		for i, st := range scripts.Steps {
+			if st.Shell == nil {
+				continue
+			}
+			for _, name := range slices.Sorted(maps.Keys(p.Params)) {
+				if strings.Contains(st.Shell.Script, "{{"+name+"}}") {
+					return nil, rpc.InvalidParams(fmt.Sprintf("spec.steps[%d].shell.script", i),
+						fmt.Sprintf("placeholder {{%s}} in a script: use $SPOOL_PARAM_%s", name, strings.ToUpper(name)))
+				}
+			}
+		}
+	}
+	// Validate with the defaults filled in. A string that holds a param without a
+	// default can only be checked when the template runs: it stands in as a value
+	// that suits its field.
+	values := map[string]string{}
+	var open []string
+	for name, prm := range p.Params {
+		if prm.Default != nil {
+			values[name] = *prm.Default
+		} else {
+			open = append(open, name)
+		}
+	}
+	filled, err := sampleOpenParams(expandTemplate(p.Spec, values), open)
+	if err != nil {
+		return nil, rpc.InvalidParams("spec", "must be valid JSON")
+	}
+	s, err := decodeSpec(filled, "spec")
 	if err != nil {
 		return nil, err
 	}
-	for i, st := range plain.Steps {
-		if st.Shell == nil {
-			continue
-		}
-		for name := range p.Params {
-			if strings.Contains(st.Shell.Script, "{{"+name+"}}") {
-				return nil, rpc.InvalidParams(fmt.Sprintf("spec.steps[%d].shell.script", i),
-					fmt.Sprintf("placeholder {{%s}} in a script: use $SPOOL_PARAM_%s", name, strings.ToUpper(name)))
-			}
-		}
-	}
-	// Validate with the defaults filled in; a required param gets sample values.
-	var lastErr error
-	for _, sample := range []string{"1", "/1", "http://localhost/1"} {
-		values := map[string]string{}
-		for name, prm := range p.Params {
-			if prm.Default != nil {
-				values[name] = *prm.Default
-			} else {
-				values[name] = sample
-			}
-		}
-		s, err := decodeSpec(expandTemplate(p.Spec, values), "spec")
-		if err == nil {
-			err = rpc.NormalizeSpec("spec", s)
-		}
-		if lastErr = err; err == nil {
-			break
-		}
-	}
-	if lastErr != nil {
-		return nil, lastErr
+	if err := rpc.NormalizeSpec("spec", s); err != nil {
+		return nil, err
 	}
 	now := d.clock.Now()
 	t := rpc.Template{Name: p.Name, Spec: bytes.Clone(p.Spec), Params: p.Params, CreatedAt: now, UpdatedAt: now}
