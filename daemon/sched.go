@@ -213,6 +213,20 @@ func (d *Daemon) schedule(ctx context.Context) {
 		js := heap.Pop(&d.timers).(*jobState)
 		d.makeReady(js)
 	}
+	picks := d.pickLocked()
+	d.mu.Unlock()
+	if len(picks) == 0 {
+		return
+	}
+	sort.Slice(picks, func(i, j int) bool { return picks[i].rec.ID < picks[j].rec.ID })
+	d.startJobs(ctx, picks)
+}
+
+// pickLocked claims as many runnable jobs as the limits allow: each time the head
+// with the highest priority, then the lowest id, among the ready heaps of the
+// queues with room. Its cost per job is the number of queues plus a heap pop,
+// whatever the number of queued jobs; d.mu held.
+func (d *Daemon) pickLocked() []*jobState {
 	var picks []*jobState
 	for d.running < d.cfg.MaxParallel {
 		var best *queueState
@@ -231,12 +245,7 @@ func (d *Daemon) schedule(ctx context.Context) {
 		d.running++
 		picks = append(picks, js)
 	}
-	d.mu.Unlock()
-	if len(picks) == 0 {
-		return
-	}
-	sort.Slice(picks, func(i, j int) bool { return picks[i].rec.ID < picks[j].rec.ID })
-	d.startJobs(ctx, picks)
+	return picks
 }
 
 // startJobs stores the start of the picked jobs in one transaction, then hands
