@@ -101,8 +101,9 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	if dl := rec.Run.Deadline; dl != nil {
+		// The deadline is a time of the daemon's clock: wait for it by that clock.
 		var c2 context.CancelFunc
-		ctx, c2 = context.WithDeadlineCause(ctx, *dl, jobTimeout{rec.Spec.Timeout.D()})
+		ctx, c2 = context.WithTimeoutCause(ctx, dl.Sub(now), jobTimeout{rec.Spec.Timeout.D()})
 		defer c2()
 	}
 	spec := rec.Spec.Steps[i]

@@ -593,3 +593,69 @@ func TestProgressWhileReadersLook(t *testing.T) {
 	is.Equal(j.State, rpc.StateSucceeded) // it ran through
 	wg.Wait()
 }
+
+func TestJobTimeoutIsAWallClockDeadlineAcrossRestarts(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	clock := &offsetClock{}
+	mod := func(c *daemon.Config) { c.Clock = clock; c.KillGrace = 500 * time.Millisecond }
+	h := start(t, dir, mod)
+	j := submit(t, h.d, rpc.Spec{Timeout: dur(time.Hour), Steps: []rpc.Step{shell("sleep 60")}})
+	eventually(t, "the step runs", func() bool { return get(t, h.d, j.ID).Steps[0].State == rpc.StateRunning })
+	started := *get(t, h.d, j.ID).StartedAt
+	h.shutdown()
+
+	// Down until 3s before the hour is over: the restart does not reset the limit,
+	// and the step that resumes is stopped when the hour is over.
+	clock.Advance(started.Add(time.Hour - 3*time.Second).Sub(clock.Now()))
+	h2 := start(t, dir, mod)
+	j2 := wait(t, h2.d, j.ID)
+	is.Equal(j2.State, rpc.StateFailed)                    // the hour ran out during the second run
+	is.Equal(j2.Error, "timeout after 1h0m0s")             // and says so
+	is.True(j2.StartedAt.Equal(started))                   // the job kept its first start
+	is.True(!j2.FinishedAt.Before(started.Add(time.Hour))) // not before its time
+	is.Equal(j2.Steps[0].State, rpc.StateFailed)           // the resumed step was stopped
+	is.Equal(*j2.Steps[0].Signal, "SIGTERM")               // as by cancel
+}
+
+func TestCancelDuringRetryWait(t *testing.T) {
+	is := is.New(t)
+	h := start(t, t.TempDir(), nil)
+	j := submit(t, h.d, rpc.Spec{Steps: []rpc.Step{{Shell: &rpc.ShellStep{Script: "exit 1"},
+		Retry: &rpc.Retry{Attempts: 3, Backoff: dur(time.Hour), MaxBackoff: dur(time.Hour)}}, shell("true")}})
+	eventually(t, "the step waits to retry", func() bool { return get(t, h.d, j.ID).Steps[0].State == rpc.StateRetrying })
+	c, err := h.d.Cancel(ctxT(t), rpc.CancelParams{ID: j.ID, Reason: "no more"})
+	is.NoErr(err)
+	is.Equal(c.State, rpc.StateCancelled)          // cancelled at once
+	is.Equal(c.Steps[0].State, rpc.StateCancelled) // the waiting step too
+	is.True(c.Steps[0].RetryAt == nil)             // no retry is left
+	is.Equal(c.Steps[1].State, rpc.StateSkipped)   // the rest skipped
+	is.Equal(c.Error, "no more")
+}
+
+func TestHTTPProgressCountsBytes(t *testing.T) {
+	is := is.New(t)
+	half := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "2000")
+		w.Write([]byte(strings.Repeat("a", 1000)))
+		w.(http.Flusher).Flush()
+		<-half
+		w.Write([]byte(strings.Repeat("b", 1000)))
+	}))
+	defer srv.Close()
+	h := start(t, t.TempDir(), nil)
+	j := submit(t, h.d, rpc.Spec{Steps: []rpc.Step{{HTTP: &rpc.HTTPStep{URL: srv.URL}, Result: rpc.ResultNone}}})
+	var p *rpc.Progress
+	eventually(t, "progress of the first half", func() bool {
+		p = get(t, h.d, j.ID).Progress
+		return p != nil
+	})
+	close(half)
+	is.Equal(*p.Done, int64(1000))  // bytes received
+	is.Equal(*p.Total, int64(2000)) // of Content-Length
+	is.Equal(*p.Percent, 50.0)
+	j = wait(t, h.d, j.ID)
+	is.Equal(j.State, rpc.StateSucceeded)
+	is.Equal(*j.Progress.Done, int64(2000)) // all of it
+}
