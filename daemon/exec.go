@@ -102,8 +102,13 @@ func (w *logWriter) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.dropped > 0 {
-		marker := fmt.Sprintf("\n[spool: log limit of %d bytes reached, %d bytes dropped]\n", w.max, w.dropped)
-		_, _ = w.f.Write([]byte(marker))
+		marker := []byte(fmt.Sprintf("\n[spool: log limit of %d bytes reached, %d bytes dropped]\n", w.max, w.dropped))
+		off := w.size
+		m, _ := w.f.Write(marker)
+		w.size += int64(m)
+		if m > 0 && w.live != nil {
+			w.live.output(off, marker[:m])
+		}
 	}
 	return w.f.Close()
 }

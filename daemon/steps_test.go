@@ -481,7 +481,19 @@ func TestHeartbeatsAndOutputEvents(t *testing.T) {
 func TestLogCap(t *testing.T) {
 	is := is.New(t)
 	h := start(t, t.TempDir(), func(c *daemon.Config) { c.MaxLog = 64 << 10 })
-	j := wait(t, h.d, submit(t, h.d, rpc.Spec{Steps: []rpc.Step{shell(`head -c 1048576 /dev/zero | tr '\0' x; echo; echo done`)}}).ID)
+	setQueue(t, h.d, rpc.QueueSetParams{Name: "capped", Paused: ptr(true)})
+	j := submit(t, h.d, rpc.Spec{Queue: "capped", Steps: []rpc.Step{shell(`head -c 1048576 /dev/zero | tr '\0' x; echo; echo done`)}})
+	w, err := h.d.Watch(ctxT(t), rpc.WatchParams{Jobs: []int64{j.ID}, Output: true})
+	is.NoErr(err)
+	setQueue(t, h.d, rpc.QueueSetParams{Name: "capped", Paused: ptr(false)})
+	var data strings.Builder
+	for _, ev := range events(t, w) {
+		if ev.Type == rpc.EventOutput {
+			is.Equal(*ev.Offset, int64(data.Len())) // contiguous
+			data.WriteString(*ev.Data)
+		}
+	}
+	j = wait(t, h.d, j.ID)
 	is.Equal(j.State, rpc.StateSucceeded) // a long log does not fail the step
 	b, err := os.ReadFile(filepath.Join(h.dir, "logs", itoa(j.ID), "0.log"))
 	is.NoErr(err)
@@ -490,6 +502,7 @@ func TestLogCap(t *testing.T) {
 	want := fmt.Sprintf("log limit of %d bytes reached, %d bytes dropped", 64<<10, 1048576+6-(64<<10))
 	is.True(strings.Contains(marker, want))                            // the marker says what was dropped
 	is.True(strings.Contains(*j.Steps[0].OutputTail, "bytes dropped")) // and shows in the tail
+	is.Equal(data.String(), string(b))                                 // output watchers see the marker too
 }
 
 func TestSleepAfterRestartSleepsTheRemainder(t *testing.T) {
