@@ -458,3 +458,30 @@ func TestRetentionAndEventTrimWithAFakeClock(t *testing.T) {
 	is.NoErr(err) // from the oldest stored event on is fine
 	_ = w.Close()
 }
+
+func TestPriorityAcrossQueuesAndTheGlobalLimit(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	h := start(t, dir, func(c *daemon.Config) { c.MaxParallel = 1 })
+	out := filepath.Join(dir, "order")
+	g := newGate(t, dir, "blocker")
+	blocker := submit(t, h.d, rpc.Spec{Steps: []rpc.Step{shell(g.wait())}})
+	eventually(t, "the blocker runs", func() bool { return get(t, h.d, blocker.ID).State == rpc.StateRunning })
+	var ids []int64
+	for _, s := range []struct {
+		queue string
+		prio  int
+	}{{"a", 0}, {"b", 5}, {"a", 5}, {"c", 1}, {"b", 0}} {
+		j := submit(t, h.d, rpc.Spec{Queue: s.queue, Priority: s.prio, Steps: []rpc.Step{shell(`echo $SPOOL_JOB_ID >> ` + out)}})
+		ids = append(ids, j.ID)
+		is.Equal(*j.Waiting, "capacity") // the one global slot is taken
+	}
+	g.open(t)
+	for _, id := range ids {
+		wait(t, h.d, id)
+	}
+	b, err := os.ReadFile(out)
+	is.NoErr(err)
+	want := strings.Join([]string{itoa(ids[1]), itoa(ids[2]), itoa(ids[3]), itoa(ids[0]), itoa(ids[4])}, "\n") + "\n"
+	is.Equal(string(b), want) // priority first, across queues, then id
+}
