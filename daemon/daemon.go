@@ -136,6 +136,7 @@ func New(cfg Config) (*Daemon, error) {
 		done:       make(chan struct{}),
 		wake:       make(chan struct{}, 1),
 		stop:       make(chan struct{}),
+		start:      cfg.Clock.Now(), // set here, not in Run: Info may be served before Run begins
 	}
 	for _, dir := range []string{cfg.StateDir, d.logDir, d.resDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -185,7 +186,6 @@ func (d *Daemon) Stopped() <-chan struct{} { return d.stop }
 // jobs are left running in the store, to be resumed at the next start.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer close(d.done)
-	d.start = d.clock.Now()
 	sp, err := newSpawner()
 	if err != nil {
 		return fmt.Errorf("daemon: start the process spawner: %w", err)
