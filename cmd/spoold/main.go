@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -160,7 +161,9 @@ func realMain(args []string, stderr io.Writer, getenv func(string) string) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
-	if err := serve(o, log); err != nil {
+	sm := readServiceManager(getenv, os.Getpid())
+	unsetServiceManagerEnv()
+	if err := serve(o, sm, log); err != nil {
 		log.Error("spoold stopped", "err", err)
 		fmt.Fprintf(stderr, "spoold: %v\n", err)
 		return 1
@@ -191,7 +194,7 @@ func openStore(stateDir string) (*store.Store, error) {
 	return st, nil
 }
 
-func serve(o *options, log *slog.Logger) error {
+func serve(o *options, sm serviceManager, log *slog.Logger) error {
 	st, err := openStore(o.stateDir)
 	if err != nil {
 		return err
@@ -237,6 +240,10 @@ func serve(o *options, log *slog.Logger) error {
 	})
 	log.Info("spoold starting", "version", version, "pid", os.Getpid(), "socket", socket, "state_dir", o.stateDir)
 
+	notify := newNotifier(sm.socket, log)
+	defer notify.close()
+	stopping := sync.OnceFunc(func() { notify.send("STOPPING=1") })
+
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var g run.Group
@@ -260,6 +267,28 @@ func serve(o *options, log *slog.Logger) error {
 		})
 	}
 	{
+		// The service manager: READY=1 once the database is open, the socket
+		// listens and recovery is over; then watchdog pings while the store and the
+		// scheduler answer; STOPPING=1 as soon as the stop begins.
+		nctx, ncancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			select {
+			case <-d.Ready():
+			case <-nctx.Done():
+				return nil
+			}
+			notify.send("READY=1\nSTATUS=serving on " + socket)
+			if sm.watchdog > 0 {
+				superviseWatchdog(nctx, notify, d, sm.watchdog, log)
+			}
+			<-nctx.Done()
+			return nil
+		}, func(error) {
+			stopping()
+			ncancel()
+		})
+	}
+	{
 		// Signals and daemon.shutdown.
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
@@ -271,6 +300,7 @@ func serve(o *options, log *slog.Logger) error {
 				log.Info("signal received, stopping", "signal", s.String())
 			case <-d.Stopped():
 				// daemon.shutdown: let the engine finish (drain) before the socket goes.
+				stopping()
 				select {
 				case <-d.Done():
 				case <-stop:
