@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"spool/daemon"
 	"spool/rpc"
 	"spool/store"
 )
@@ -129,4 +130,108 @@ func BenchmarkPrune100k(b *testing.B) {
 		s.Close()
 		b.StartTimer()
 	}
+}
+
+// The daemon over a real store, in process: what a job costs the engine, without
+// the socket. Profile with
+//
+//	go test -run '^$' -bench Daemon -cpuprofile cpu.out ./store/
+//	go tool pprof -top store.test cpu.out
+
+// benchDaemon runs a daemon over a synced store in a temp folder until the
+// benchmark ends.
+func benchDaemon(b *testing.B, maxParallel int) (*daemon.Daemon, *store.Store) {
+	b.Helper()
+	dir := b.TempDir()
+	s := benchStore(b, store.Options{})
+	d, err := daemon.New(daemon.Config{Store: s, StateDir: dir, MaxParallel: maxParallel, Home: dir})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	<-d.Ready()
+	return d, s
+}
+
+// runJobs submits specs in one call and waits, through a watch opened first,
+// until every one is final.
+func runJobs(b *testing.B, d *daemon.Daemon, specs []rpc.Spec) {
+	b.Helper()
+	ctx := context.Background()
+	w, err := d.Watch(ctx, rpc.WatchParams{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := d.Submit(ctx, rpc.SubmitParams{Jobs: specs}); err != nil {
+		b.Fatal(err)
+	}
+	for final := 0; final < len(specs); {
+		ev, err := w.Next(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		switch ev.Type {
+		case rpc.EventSucceeded, rpc.EventFailed, rpc.EventCancelled:
+			if ev.Type != rpc.EventSucceeded {
+				b.Fatalf("job %d: %s: %s", ev.Job, ev.Type, ev.Error)
+			}
+			final++
+		}
+	}
+}
+
+// benchJobs times batches of n jobs made by spec at maxParallel.
+func benchJobs(b *testing.B, maxParallel, n int, spec rpc.Spec) {
+	d, s := benchDaemon(b, maxParallel)
+	specs := make([]rpc.Spec, n)
+	for i := range specs {
+		specs[i] = spec
+	}
+	c0 := s.Commits()
+	b.ResetTimer()
+	for b.Loop() {
+		runJobs(b, d, specs)
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "jobs/s")
+	b.ReportMetric(float64(s.Commits()-c0)/float64(n*b.N), "commits/job")
+}
+
+// BenchmarkDaemonSleepJobs: 1,000 jobs of one sleep 1ms step at --max-parallel 256.
+func BenchmarkDaemonSleepJobs(b *testing.B) {
+	benchJobs(b, 256, 1000, rpc.Spec{Steps: []rpc.Step{{Sleep: &rpc.SleepStep{Duration: rpc.Duration(time.Millisecond)}}}})
+}
+
+// BenchmarkDaemonTrueJobs: 200 jobs of one exec `true` step at --max-parallel 2.
+func BenchmarkDaemonTrueJobs(b *testing.B) {
+	benchJobs(b, 2, 200, rpc.Spec{Steps: []rpc.Step{{Exec: &rpc.ExecStep{Argv: []string{"true"}}}}})
+}
+
+// BenchmarkDaemonSubmitBatch1000: job.submit of 1,000 jobs into a paused queue,
+// in process: the daemon's cost above the store's (BenchmarkSubmitBatch1000).
+func BenchmarkDaemonSubmitBatch1000(b *testing.B) {
+	d, s := benchDaemon(b, 2)
+	ctx := context.Background()
+	paused := true
+	if _, err := d.QueueSet(ctx, rpc.QueueSetParams{Name: "paused", Paused: &paused}); err != nil {
+		b.Fatal(err)
+	}
+	specs := make([]rpc.Spec, 1000)
+	for i := range specs {
+		specs[i] = rpc.Spec{Queue: "paused", Steps: []rpc.Step{{Exec: &rpc.ExecStep{Argv: []string{"true"}}}}}
+	}
+	c0 := s.Commits()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := d.Submit(ctx, rpc.SubmitParams{Jobs: specs}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	report(b, s, c0, 1000*b.N)
 }

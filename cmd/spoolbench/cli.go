@@ -92,9 +92,34 @@ func runCLI(ctx context.Context, b *bench, f *floors) ([]row, error) {
 	c1, _ := d.commits()
 	cpu1, _ := cpuTime(d.pid())
 	jobs := n * rounds
+
+	// Where a submit's time goes: starting the CLI, then dialing and one request
+	// that stores nothing.
+	per := func(script string) (time.Duration, error) {
+		const m = 100
+		t := time.Now()
+		if out, err := shell(ctx, script, append(spoolEnv, "M="+strconv.Itoa(m))); err != nil {
+			return 0, fmt.Errorf("cli: %w: %s", err, out)
+		}
+		return time.Since(t) / m, nil
+	}
+	startOnly, err := per(`i=0; while [ "$i" -lt "$M" ]; do v=$("$SPOOL" version); i=$((i+1)); done`)
+	if err != nil {
+		return nil, err
+	}
+	infoOnly, err := per(`i=0; while [ "$i" -lt "$M" ]; do v=$("$SPOOL" info); i=$((i+1)); done`)
+	if err != nil {
+		return nil, err
+	}
+	trueOnly, err := per(`i=0; while [ "$i" -lt "$M" ]; do v=$(true); /bin/true; i=$((i+1)); done`)
+	if err != nil {
+		return nil, err
+	}
 	note := fmt.Sprintf("best of %d rounds; spool %.2f ms per job; %.2f commits per job; spoold CPU %.0f µs/job",
 		rounds, float64(spoolBest)/float64(time.Millisecond)/float64(n), float64(c1-c0)/float64(jobs),
 		float64((cpu1-cpu0)/time.Microsecond)/float64(jobs))
+	note += fmt.Sprintf("; one loop turn of v=$(spool version): %s, of v=$(spool info): %s, of v=$(true) plus /bin/true: %s",
+		ms(startOnly), ms(infoOnly), ms(trueOnly))
 	r := row{
 		figure: fmt.Sprintf("CLI: %d x spool submit -- true, all done", n),
 		value:  ms(spoolBest),

@@ -33,7 +33,7 @@ type bench struct {
 
 // newBench makes the work folder and builds (or finds) the binaries.
 func newBench(ctx context.Context, o options, log io.Writer) (*bench, error) {
-	work, err := os.MkdirTemp("", "spoolbench-")
+	work, err := os.MkdirTemp(o.dir, "spoolbench-")
 	if err != nil {
 		return nil, fmt.Errorf("make the work folder: %w", err)
 	}

@@ -3,7 +3,7 @@
 // with a fresh state folder for each figure, drives it through the client package
 // (or the CLI), and prints one table of figures, baselines, ratios and targets.
 //
-//	go run ./cmd/spoolbench [-quick] [-only NAME,...] [-jobs N] [-bin DIR] [-keep] [-profile DIR]
+//	go run ./cmd/spoolbench [-quick] [-only NAME,...] [-jobs N] [-bin DIR] [-dir DIR] [-keep] [-profile DIR]
 package main
 
 import (
@@ -28,6 +28,7 @@ type options struct {
 	bin     string
 	keep    bool
 	profile string
+	dir     string
 	size    sizes
 }
 
@@ -111,6 +112,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.bin, "bin", "", "take spoold and spool from this folder instead of building them")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work folder (state folders, daemon logs)")
 	fs.StringVar(&o.profile, "profile", "", "record each daemon with `perf record -g` into this folder")
+	fs.StringVar(&o.dir, "dir", "", "make the work folder (state folders, floors) in `DIR`, e.g. /dev/shm to see the cost without disk syncs (default: the system's temporary folder)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: spoolbench [flags]\n\nfigures:\n")
 		for _, f := range figures() {

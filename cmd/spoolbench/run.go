@@ -14,6 +14,13 @@ type batchResult struct {
 	failed  int           // jobs that did not succeed
 	commits uint64        // bbolt commits meanwhile
 	cpu     time.Duration // spoold CPU time meanwhile
+	// held is the mean time from a job's started event to its final event (by
+	// their time fields): the start commit, preparing and spawning, the run, the
+	// process record, reaping and the result; it ends before the final commit.
+	held time.Duration
+	// finalSeen is the mean time from a final event's time field to its arrival:
+	// the final commit and the delivery.
+	finalSeen time.Duration
 }
 
 // runBatch submits specs in one call (or calls of at most rpc.MaxBatch) and waits,
@@ -46,6 +53,8 @@ func runBatch(ctx context.Context, d *daemon, specs []rpc.Spec) (*batchResult, e
 		specs = specs[n:]
 	}
 	final := map[int64]rpc.State{}
+	started := map[int64]time.Time{}
+	var held, seen time.Duration
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	for len(final) < len(ids) {
@@ -53,14 +62,21 @@ func runBatch(ctx context.Context, d *daemon, specs []rpc.Spec) (*batchResult, e
 		if err != nil {
 			return nil, fmt.Errorf("watch (%d of %d jobs final): %w", len(final), len(ids), err)
 		}
+		now := time.Now()
 		switch ev.Type {
+		case rpc.EventStarted:
+			started[ev.Job] = ev.Time
 		case rpc.EventSucceeded, rpc.EventFailed, rpc.EventCancelled:
 			// The daemon runs nothing else: every final event is one of ours,
 			// though it may come before the submit's answer named the ids.
 			final[ev.Job] = ev.State
+			held += ev.Time.Sub(started[ev.Job])
+			seen += now.Sub(ev.Time)
 		}
 	}
 	r := &batchResult{elapsed: time.Since(t)}
+	r.held = held / time.Duration(len(final))
+	r.finalSeen = seen / time.Duration(len(final))
 	c1, _ := d.commits()
 	cpu1, _ := cpuTime(d.pid())
 	r.commits, r.cpu = c1-c0, cpu1-cpu0
@@ -81,6 +97,13 @@ func (r *batchResult) describe(jobs int) string {
 		s += fmt.Sprintf("; %d jobs did not succeed", r.failed)
 	}
 	return s
+}
+
+// slots describes where a slot's time goes, for jobs run parallel at a time.
+func (r *batchResult) slots(jobs, parallel int) string {
+	slot := r.elapsed * time.Duration(parallel) / time.Duration(jobs)
+	return fmt.Sprintf("per job a slot is busy %s: %s from started to final event (start commit, spawn, run, process record, result), final event seen %s after its time (final commit, delivery), %s else (scheduling)",
+		ms(slot), ms(r.held), ms(r.finalSeen), ms(slot-r.held-r.finalSeen))
 }
 
 // runE2E runs `true` jobs at --max-parallel 2 against xargs -P2.
@@ -111,7 +134,7 @@ func runE2E(ctx context.Context, b *bench, f *floors) ([]row, error) {
 		ratio:    v / f.xargs,
 		target:   ">= 0.9 of xargs",
 		verdict:  check(v >= 0.9*f.xargs && r.failed == 0),
-		note:     r.describe(n),
+		note:     r.describe(n) + "; " + r.slots(n, 2) + fmt.Sprintf("; xargs: %s per job per slot", ms(time.Duration(float64(2*time.Second)/f.xargs))),
 	}}, nil
 }
 
