@@ -1,7 +1,14 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build run test test-short bench vet fmt clean install
+# install: where the binaries, completions and systemd user units go. DESTDIR is
+# prepended to every path (for packaging); ExecStart names the path without it.
+PREFIX ?= $(HOME)/.local
+BINDIR ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share
+UNITDIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/systemd/user
+
+.PHONY: build run test test-short bench vet fmt clean install uninstall
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -27,3 +34,31 @@ fmt:
 
 clean:
 	rm -rf $(BIN)
+
+# install: bin/spoold and bin/spool in $(BINDIR), shell completions under
+# $(DATADIR), and the systemd user units in $(UNITDIR) with ExecStart rewritten
+# to the installed spoold.
+install: build
+	install -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(DATADIR)/bash-completion/completions \
+		$(DESTDIR)$(DATADIR)/zsh/site-functions \
+		$(DESTDIR)$(DATADIR)/fish/vendor_completions.d
+	install -m 0755 $(BIN)/spoold $(BIN)/spool $(DESTDIR)$(BINDIR)/
+	$(BIN)/spool completion bash > $(DESTDIR)$(DATADIR)/bash-completion/completions/spool
+	$(BIN)/spool completion zsh > $(DESTDIR)$(DATADIR)/zsh/site-functions/_spool
+	$(BIN)/spool completion fish > $(DESTDIR)$(DATADIR)/fish/vendor_completions.d/spool.fish
+	sed 's|^ExecStart=.*|ExecStart=$(BINDIR)/spoold|' cmd/spoold/spoold.service > $(DESTDIR)$(UNITDIR)/spoold.service
+	install -m 0644 cmd/spoold/spoold.socket $(DESTDIR)$(UNITDIR)/spoold.socket
+	chmod 0644 $(DESTDIR)$(UNITDIR)/spoold.service \
+		$(DESTDIR)$(DATADIR)/bash-completion/completions/spool \
+		$(DESTDIR)$(DATADIR)/zsh/site-functions/_spool \
+		$(DESTDIR)$(DATADIR)/fish/vendor_completions.d/spool.fish
+	@echo 'installed; to start spoold on demand:'
+	@echo '  systemctl --user daemon-reload && systemctl --user enable --now spoold.socket'
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/spoold $(DESTDIR)$(BINDIR)/spool \
+		$(DESTDIR)$(UNITDIR)/spoold.service $(DESTDIR)$(UNITDIR)/spoold.socket \
+		$(DESTDIR)$(DATADIR)/bash-completion/completions/spool \
+		$(DESTDIR)$(DATADIR)/zsh/site-functions/_spool \
+		$(DESTDIR)$(DATADIR)/fish/vendor_completions.d/spool.fish

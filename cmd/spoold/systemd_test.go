@@ -188,3 +188,71 @@ func TestSystemdNoWatchdogForOtherPID(t *testing.T) {
 		is.True(!strings.Contains(m, "WATCHDOG=1")) // no pings for a watchdog meant for another process
 	}
 }
+
+// TestMakeInstall runs make install twice: into a prefix of the test's own, where
+// the installed units must pass systemd-analyze verify, and with DESTDIR, where
+// ExecStart must name the path without DESTDIR.
+func TestMakeInstall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binaries; skipped with -short")
+	}
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make is not installed")
+	}
+	is := is.New(t)
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	is.NoErr(err)
+	tmp := t.TempDir()
+	bin := filepath.Join(tmp, "bin")
+	// HOME changes for make; Go's caches stay where they are.
+	goEnv, err := exec.Command("go", "env", "GOCACHE", "GOMODCACHE", "GOPATH").Output()
+	is.NoErr(err)
+	caches := strings.Fields(string(goEnv))
+	is.Equal(len(caches), 3) // go env names its caches
+	make := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("make", append([]string{"-C", root, "install", "BIN=" + bin}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+filepath.Join(tmp, "home"), "XDG_CONFIG_HOME=",
+			"GOCACHE="+caches[0], "GOMODCACHE="+caches[1], "GOPATH="+caches[2])
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("make install %v: %v\n%s", args, err, out)
+		}
+	}
+
+	prefix, units := filepath.Join(tmp, "prefix"), filepath.Join(tmp, "units")
+	make("PREFIX="+prefix, "UNITDIR="+units)
+	for _, f := range []string{"bin/spoold", "bin/spool", "share/bash-completion/completions/spool",
+		"share/zsh/site-functions/_spool", "share/fish/vendor_completions.d/spool.fish"} {
+		_, err := os.Stat(filepath.Join(prefix, f))
+		is.NoErr(err) // installed under the prefix
+	}
+	service, err := os.ReadFile(filepath.Join(units, "spoold.service"))
+	is.NoErr(err)
+	is.True(strings.Contains(string(service), "\nExecStart="+filepath.Join(prefix, "bin", "spoold")+"\n")) // ExecStart names the installed binary
+	socket, err := os.ReadFile(filepath.Join(units, "spoold.socket"))
+	is.NoErr(err)
+	is.True(strings.Contains(string(socket), "ListenStream=%t/spool/spoold.sock")) // the socket at spoold's default path
+	if analyze, err := exec.LookPath("systemd-analyze"); err == nil {
+		runtimeDir := shortDir(t)
+		cmd := exec.Command(analyze, "--user", "verify", filepath.Join(units, "spoold.socket"), filepath.Join(units, "spoold.service"))
+		cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+runtimeDir)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("systemd-analyze --user verify: %v\n%s", err, out)
+		}
+		is.Equal(strings.TrimSpace(string(out)), "") // the units verify without a warning
+	} else {
+		t.Log("systemd-analyze is not installed: the units were not verified")
+	}
+
+	// The default prefix is ~/.local and the units go to ~/.config/systemd/user;
+	// DESTDIR goes before every path but not into ExecStart.
+	dest := filepath.Join(tmp, "dest")
+	make("DESTDIR=" + dest)
+	home := filepath.Join(tmp, "home")
+	_, err = os.Stat(filepath.Join(dest, home, ".local", "bin", "spoold"))
+	is.NoErr(err) // the binary under DESTDIR
+	service, err = os.ReadFile(filepath.Join(dest, home, ".config", "systemd", "user", "spoold.service"))
+	is.NoErr(err)                                                                                                  // the unit under DESTDIR
+	is.True(strings.Contains(string(service), "\nExecStart="+filepath.Join(home, ".local", "bin", "spoold")+"\n")) // ExecStart without DESTDIR
+}
