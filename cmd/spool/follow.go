@@ -28,7 +28,13 @@ func defineWatch(a *app, fs *flag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		w, err := c.Watch(ctx, rpc.WatchParams{Jobs: ids})
+		params := rpc.WatchParams{Jobs: ids}
+		if a.term.tty && !a.json {
+			// Heartbeats keep the live lines of running jobs up to date (elapsed
+			// time, last output line) when they report no progress.
+			params.Heartbeat = rpc.Duration(time.Second)
+		}
+		w, err := c.Watch(ctx, params)
 		if err != nil {
 			return err
 		}
@@ -114,7 +120,7 @@ func statusEvent(j *rpc.Job, now time.Time) *rpc.Event {
 }
 
 // showEvent prints an event for people: one line per stored event; progress and
-// heartbeats only on a terminal, as a line that the next one replaces.
+// heartbeats only on a terminal, as live lines under the events, redrawn in place.
 func (a *app) showEvent(bar *progressLine, ev *rpc.Event) {
 	switch ev.Type {
 	case rpc.EventProgress, rpc.EventHeartbeat:
@@ -127,6 +133,12 @@ func (a *app) showEvent(bar *progressLine, ev *rpc.Event) {
 	}
 	bar.clear()
 	a.printf("%s\n", a.eventLine(ev))
+	switch ev.Type {
+	case rpc.EventStepStarted, rpc.EventSucceeded, rpc.EventFailed, rpc.EventCancelled, rpc.EventRemoved, rpc.EventInterrupted:
+		// The job's live line said what its last step did, or the job is over.
+		bar.drop(ev.Job)
+	}
+	bar.redraw()
 }
 
 // eventLine is one event as a line: time, job, type, step, state and what else it
@@ -178,13 +190,20 @@ func (a *app) eventLine(ev *rpc.Event) string {
 	return strings.TrimRight(line, " ")
 }
 
-// progressLine is the line at the bottom of a terminal that shows the latest
-// progress or heartbeat, replaced by the next one and cleared before other output.
+// maxLiveLines bounds the live lines drawn at once; the rest are counted.
+const maxLiveLines = 8
+
+// progressLine is the block at the bottom of a terminal with a line per running
+// job that reported progress or a heartbeat: each update redraws the block in
+// place; the block is cleared before other output and drawn again after it.
 type progressLine struct {
 	a     *app
-	shown bool
+	order []int64          // jobs in the order their first line came
+	text  map[int64]string // each job's line
+	drawn int              // lines of the block on the screen now
 }
 
+// show sets the job's line from a progress or heartbeat event and redraws.
 func (p *progressLine) show(ev *rpc.Event) {
 	text := fmt.Sprintf("%-5d  ", ev.Job)
 	prog := ev.Progress
@@ -205,18 +224,73 @@ func (p *progressLine) show(ev *rpc.Event) {
 	} else {
 		return
 	}
+	if p.text == nil {
+		p.text = map[int64]string{}
+	}
+	if _, ok := p.text[ev.Job]; !ok {
+		p.order = append(p.order, ev.Job)
+	}
+	p.text[ev.Job] = text
+	p.redraw()
+}
+
+// drop forgets a job's line (the block is redrawn by the next redraw).
+func (p *progressLine) drop(job int64) {
+	if _, ok := p.text[job]; !ok {
+		return
+	}
+	delete(p.text, job)
+	for i, id := range p.order {
+		if id == job {
+			p.order = append(p.order[:i], p.order[i+1:]...)
+			break
+		}
+	}
+}
+
+// erase is what takes the block off the screen: the cursor ends at the start of
+// the block's first line.
+func (p *progressLine) erase(b *strings.Builder) {
+	if p.drawn == 0 {
+		return
+	}
+	b.WriteString("\r\x1b[K")
+	for i := 1; i < p.drawn; i++ {
+		b.WriteString("\x1b[1A\x1b[K")
+	}
+	p.drawn = 0
+}
+
+// redraw replaces the block on the screen with the current lines, in one write.
+// The cursor stays at the end of the last line, so that the block never scrolls.
+func (p *progressLine) redraw() {
+	var b strings.Builder
+	p.erase(&b)
 	width := p.a.term.width
 	if width <= 0 {
 		width = 80
 	}
-	fmt.Fprintf(p.a.stdout, "\r\x1b[K%s", cut(oneLine(text), width-1))
-	p.shown = true
+	var lines []string
+	for i, id := range p.order {
+		if i == maxLiveLines-1 && len(p.order) > maxLiveLines {
+			lines = append(lines, fmt.Sprintf("… and %d more running", len(p.order)-i))
+			break
+		}
+		lines = append(lines, cut(oneLine(p.text[id]), width-1))
+	}
+	b.WriteString(strings.Join(lines, "\n"))
+	p.drawn = len(lines)
+	if b.Len() > 0 {
+		io.WriteString(p.a.stdout, b.String())
+	}
 }
 
+// clear takes the block off the screen; redraw brings it back.
 func (p *progressLine) clear() {
-	if p.shown {
-		io.WriteString(p.a.stdout, "\r\x1b[K")
-		p.shown = false
+	var b strings.Builder
+	p.erase(&b)
+	if b.Len() > 0 {
+		io.WriteString(p.a.stdout, b.String())
 	}
 }
 
