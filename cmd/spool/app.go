@@ -316,7 +316,7 @@ Exit codes:
 
 // commandUsage is the help of one command.
 func (a *app) commandUsage(w io.Writer, cmd *command, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "Usage: spool %s %s\n\n%s\n", cmd.name, cmd.args, cmd.summary)
+	fmt.Fprintf(w, "Usage: %s\n\n%s\n", strings.TrimSpace("spool "+cmd.name+" "+cmd.args), cmd.summary)
 	var lines []string
 	fs.VisitAll(func(f *flag.Flag) {
 		if strings.HasPrefix(f.Usage, hiddenFlag) {
