@@ -150,15 +150,19 @@ func paramNameOK(s string) bool {
 }
 
 // expandTemplate replaces each {{name}} of a declared param in the raw spec with
-// its value, escaped for a JSON string.
+// its value, escaped for a JSON string. It is one pass over the spec: a value is
+// text, and a "{{other}}" inside it, or one it forms with the text around it, is
+// left as it is.
 func expandTemplate(raw []byte, values map[string]string) []byte {
-	out := raw
+	if len(values) == 0 {
+		return raw
+	}
+	pairs := make([]string, 0, 2*len(values))
 	for _, name := range slices.Sorted(maps.Keys(values)) {
 		q, _ := json.Marshal(values[name])
-		esc := q[1 : len(q)-1]
-		out = bytes.ReplaceAll(out, []byte("{{"+name+"}}"), esc)
+		pairs = append(pairs, "{{"+name+"}}", string(q[1:len(q)-1]))
 	}
-	return out
+	return []byte(strings.NewReplacer(pairs...).Replace(string(raw)))
 }
 
 // sampleOpenParams replaces, in a template's spec, each string (value or object

@@ -508,9 +508,8 @@ func ParseProgress(line string) (rpc.Progress, bool) {
 	default:
 		return p, false
 	}
-	if len(p.Message) > 1024 {
-		p.Message = p.Message[:1024]
-	}
+	// At most 1 KiB, cut on a character boundary.
+	p.Message = truncateText(p.Message, 1024)
 	return p, true
 }
 

@@ -70,6 +70,17 @@ func TestTemplates(t *testing.T) {
 		is.Equal(string(j.Result), `"/home/\"me\" 3"`) // SPOOL_PARAM_<NAME> for every param
 	})
 
+	t.Run("a value is text, never expanded again", func(t *testing.T) {
+		is := is.New(t)
+		j, err := h.d.TemplateRun(ctxT(t), rpc.TemplateRunParams{Name: "backup", Params: map[string]string{"dir": "{{level}}"}})
+		is.NoErr(err)
+		is.Equal(j.Name, "backup {{level}}") // the value's "{{level}}" stays as it is
+		_, err = h.d.Cancel(ctxT(t), rpc.CancelParams{ID: j.ID})
+		if err != nil {
+			is.Equal(rpc.CodeOf(err), rpc.CodeBadState) // or it was already over
+		}
+	})
+
 	t.Run("params are checked", func(t *testing.T) {
 		is := is.New(t)
 		_, err := h.d.TemplateRun(ctxT(t), rpc.TemplateRunParams{Name: "backup"})
