@@ -62,3 +62,28 @@ uninstall:
 		$(DESTDIR)$(DATADIR)/bash-completion/completions/spool \
 		$(DESTDIR)$(DATADIR)/zsh/site-functions/_spool \
 		$(DESTDIR)$(DATADIR)/fish/vendor_completions.d/spool.fish
+
+.PHONY: crash fuzz
+
+# crash: the crash matrix with more rounds than `make test` runs: SIGKILL at random
+# moments while clients submit, cancel and retry, with the invariants checked after
+# each restart. CRASH_SEED=N replays the random choices of a run (see its log).
+CRASH_ROUNDS ?= 30
+CRASH_JOBS ?= 40
+crash:
+	SPOOL_CRASH_ROUNDS=$(CRASH_ROUNDS) SPOOL_CRASH_JOBS=$(CRASH_JOBS) SPOOL_CRASH_SEED=$(CRASH_SEED) \
+		$(GO) test -race -count=1 -timeout 60m -run '^TestCrashMatrix$$' -v ./cmd/spoold/
+
+# fuzz: each fuzz target for FUZZTIME; the seed corpora under testdata/fuzz run
+# with every `go test`. New failing inputs land in testdata/fuzz: commit them.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := rpc:FuzzNewlineFraming rpc:FuzzLSPFraming rpc:FuzzDecodeParams rpc:FuzzSpec \
+	daemon:FuzzParseProgress daemon:FuzzExpandTemplate
+fuzz:
+	@set -e; log=$$(mktemp); trap 'rm -f $$log' EXIT; \
+	for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$name ($$pkg), $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) ./$$pkg/ > $$log 2>&1 || { cat $$log; exit 1; }; \
+		grep '^fuzz: elapsed' $$log | tail -1; tail -1 $$log; \
+	done
