@@ -547,29 +547,11 @@ func TestCrashMatrix(t *testing.T) {
 }
 
 // checkNoRace fails the test when the daemon (built with -race) reported a data
-// race in its log, except the one already reported (see knownRace).
+// race in its log.
 func checkNoRace(t *testing.T, p *daemonProc) {
 	t.Helper()
-	log := p.logs.String()
-	for {
-		_, after, ok := strings.Cut(log, "WARNING: DATA RACE")
-		if !ok {
-			return
-		}
-		report, rest, _ := strings.Cut(after, "==================")
-		log = rest
-		if knownRace(report) {
-			t.Logf("known data race, reported to be fixed in daemon: Daemon.Run writes d.start while Daemon.Info reads it")
-			continue
-		}
+	if _, report, ok := strings.Cut(p.logs.String(), "WARNING: DATA RACE"); ok {
+		report, _, _ = strings.Cut(report, "==================")
 		t.Errorf("the daemon reported a data race:%s", report)
 	}
-}
-
-// knownRace recognises a race found by these tests and reported, whose fix is
-// in a file another engineer owns: daemon.Run sets d.start (daemon/daemon.go)
-// without a lock while daemon.info, served as soon as the socket listens, reads
-// it (daemon/service.go).
-func knownRace(report string) bool {
-	return strings.Contains(report, "daemon.(*Daemon).Info()") && strings.Contains(report, "daemon.(*Daemon).Run()")
 }
