@@ -253,31 +253,35 @@ func (d *Daemon) pickLocked() []*jobState {
 func (d *Daemon) startJobs(ctx context.Context, picks []*jobState) {
 	var ts []rpc.Transition
 	var locked []*jobState
+	var err error
 	for _, js := range picks {
-		if err := js.mu.lock(ctx); err != nil {
+		if err = js.mu.lock(ctx); err != nil {
 			break
 		}
-		locked = append(locked, js)
 		d.mu.Lock()
+		// A job cancelled between its pick and here is final and forgotten
+		// (forget counted it out as running): it does not start.
+		live := d.jobs[js.rec.ID] == js && js.rec.State == rpc.StateQueued
 		rec := cloneRecord(js.rec)
 		d.mu.Unlock()
+		if !live {
+			js.mu.unlock()
+			continue
+		}
+		locked = append(locked, js)
 		ts = append(ts, d.startTransition(rec))
 	}
-	var err error
-	if len(locked) == len(picks) {
+	if err == nil && len(ts) > 0 {
 		_, err = d.apply(ctx, ts)
-	} else {
-		err = context.Canceled
 	}
 	d.mu.Lock()
-	for i, js := range locked {
-		if err == nil {
-			js.rec = ts[i].Record
-		}
-	}
 	if err != nil {
 		d.log.Error("start jobs", "err", err)
+		// Put back what is still queued, to be picked again.
 		for _, js := range picks {
+			if d.jobs[js.rec.ID] != js || js.rec.State != rpc.StateQueued || !js.claimed {
+				continue
+			}
 			js.claimed = false
 			q := d.queue(js.rec.Queue)
 			q.running--
@@ -291,7 +295,10 @@ func (d *Daemon) startJobs(ctx context.Context, picks []*jobState) {
 		}
 		return
 	}
-	d.runners.Add(len(picks))
+	for i, js := range locked {
+		js.rec = ts[i].Record
+	}
+	d.runners.Add(len(locked))
 	d.mu.Unlock()
 	for _, js := range locked {
 		js.mu.unlock()

@@ -485,3 +485,30 @@ func TestPriorityAcrossQueuesAndTheGlobalLimit(t *testing.T) {
 	want := strings.Join([]string{itoa(ids[1]), itoa(ids[2]), itoa(ids[3]), itoa(ids[0]), itoa(ids[4])}, "\n") + "\n"
 	is.Equal(string(b), want) // priority first, across queues, then id
 }
+
+func TestCancelRightAfterSubmitKeepsTheCountsRight(t *testing.T) {
+	is := is.New(t)
+	h := start(t, t.TempDir(), func(c *daemon.Config) { c.MaxParallel = 2 })
+	// Each cancel races the scheduler's pick of the job it cancels.
+	for range 30 {
+		j := submit(t, h.d, rpc.Spec{Steps: []rpc.Step{{Exec: &rpc.ExecStep{Argv: []string{"true"}}}, shell("true")}})
+		c, err := h.d.Cancel(ctxT(t), rpc.CancelParams{ID: j.ID})
+		if err != nil {
+			is.Equal(rpc.CodeOf(err), rpc.CodeBadState) // or it was over already
+			continue
+		}
+		is.True(c.Final()) // answered once final
+	}
+	q := queueNamed(t, h.d, "default")
+	is.Equal(q.Queued, 0)  // nothing is left counted as queued
+	is.Equal(q.Running, 0) // nor as running
+	var ids []int64
+	for range 4 {
+		ids = append(ids, submit(t, h.d, rpc.Spec{Steps: []rpc.Step{shell("true")}}).ID)
+	}
+	for _, id := range ids {
+		is.Equal(wait(t, h.d, id).State, rpc.StateSucceeded) // later jobs still run
+	}
+	q = queueNamed(t, h.d, "default")
+	is.Equal(q.Queued+q.Running, 0) // and the counts end at zero
+}
