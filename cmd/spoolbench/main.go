@@ -23,13 +23,14 @@ import (
 
 // options are the harness's flags.
 type options struct {
-	quick   bool
-	only    []string
-	bin     string
-	keep    bool
-	profile string
-	dir     string
-	size    sizes
+	quick     bool
+	only      []string // figures to run; with onlyGiven and none, the floors alone
+	onlyGiven bool
+	bin       string
+	keep      bool
+	profile   string
+	dir       string
+	size      sizes
 }
 
 // sizes are how much work each figure does.
@@ -135,6 +136,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.size.scaleJobs = *jobs
 	}
 	if only != "" {
+		o.onlyGiven = true
 		for _, n := range strings.Split(only, ",") {
 			n = strings.TrimSpace(n)
 			if n == "floors" {
@@ -175,7 +177,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		return err
 	}
 	for _, fig := range figures() {
-		if len(o.only) > 0 && !slices.Contains(o.only, fig.name) {
+		if o.onlyGiven && !slices.Contains(o.only, fig.name) {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
