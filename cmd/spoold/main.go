@@ -160,7 +160,7 @@ func realMain(args []string, stderr io.Writer, getenv func(string) string) int {
 		fmt.Fprintf(stderr, "spoold: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	log := newLogger(stderr, o.logLevel, getenv)
 	sm := readServiceManager(getenv, os.Getpid())
 	unsetServiceManagerEnv()
 	if err := serve(o, sm, log); err != nil {
@@ -228,7 +228,7 @@ func serve(o *options, sm serviceManager, log *slog.Logger) error {
 
 	d, err := daemon.New(daemon.Config{
 		Store: st, StateDir: o.stateDir, Socket: socket, Version: version,
-		MaxParallel: o.maxParallel, KillGrace: o.killGrace, MaxLog: o.maxLog,
+		MaxParallel: o.maxParallel, KillGrace: o.killGrace, MaxLog: o.maxLog, Subreaper: true,
 		EventRetention: eventRetention(o.eventRetention), Retain: o.retain, Log: log,
 	})
 	if err != nil {

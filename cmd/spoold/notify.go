@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -156,4 +158,68 @@ func unsetServiceManagerEnv() {
 	for _, k := range []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} {
 		os.Unsetenv(k)
 	}
+}
+
+// newLogger is spoold's logger: log/slog text lines on w. Under systemd, with w
+// connected to the journal (JOURNAL_STREAM set), the time is left to the journal
+// and each line starts with its syslog priority ("<3>" for errors), which the
+// journal reads as the entry's priority.
+func newLogger(w io.Writer, level slog.Level, getenv func(string) string) *slog.Logger {
+	if getenv("JOURNAL_STREAM") == "" {
+		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	}
+	buf := new(bytes.Buffer)
+	inner := slog.NewTextHandler(buf, &slog.HandlerOptions{Level: level, ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if len(groups) == 0 && a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}})
+	return slog.New(&journalHandler{mu: new(sync.Mutex), buf: buf, inner: inner, out: w})
+}
+
+// journalHandler prefixes each line of a text handler with the record's syslog
+// priority. The handlers made by WithAttrs and WithGroup share the buffer and the
+// lock.
+type journalHandler struct {
+	mu    *sync.Mutex
+	buf   *bytes.Buffer
+	inner slog.Handler
+	out   io.Writer
+}
+
+func (h *journalHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.inner.Enabled(ctx, l)
+}
+
+func (h *journalHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.buf.Reset()
+	if err := h.inner.Handle(ctx, r); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(h.out, "<%d>%s", syslogPriority(r.Level), h.buf.Bytes())
+	return err
+}
+
+func (h *journalHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &journalHandler{mu: h.mu, buf: h.buf, inner: h.inner.WithAttrs(as), out: h.out}
+}
+
+func (h *journalHandler) WithGroup(name string) slog.Handler {
+	return &journalHandler{mu: h.mu, buf: h.buf, inner: h.inner.WithGroup(name), out: h.out}
+}
+
+// syslogPriority maps a slog level to a syslog priority: err, warning, info, debug.
+func syslogPriority(l slog.Level) int {
+	switch {
+	case l >= slog.LevelError:
+		return 3
+	case l >= slog.LevelWarn:
+		return 4
+	case l >= slog.LevelInfo:
+		return 6
+	}
+	return 7
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -138,4 +139,32 @@ func TestWatchdogFollowsHealth(t *testing.T) {
 	is.Equal(recvNotify(t, l), "WATCHDOG=1") // a passing check pings
 	cancel()
 	<-done // and the supervisor ends with its context
+}
+
+// TestJournalLogger checks the log lines under the journal: a syslog priority in
+// front, no time of their own; and the plain lines elsewhere.
+func TestJournalLogger(t *testing.T) {
+	is := is.New(t)
+	var b strings.Builder
+	journal := func(k string) string {
+		if k == "JOURNAL_STREAM" {
+			return "8:12345"
+		}
+		return ""
+	}
+	log := newLogger(&b, slog.LevelDebug, journal)
+	log.With("job", 7).Error("job final", "state", "failed")
+	log.WithGroup("conn").Warn("refused", "uid", 1001)
+	log.Info("spoold starting")
+	log.Debug("detail")
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	is.Equal(len(lines), 4)                                                 // one line per record
+	is.Equal(lines[0], `<3>level=ERROR msg="job final" job=7 state=failed`) // errors are priority 3, attributes kept
+	is.Equal(lines[1], `<4>level=WARN msg=refused conn.uid=1001`)           // warnings 4, groups kept
+	is.Equal(lines[2], `<6>level=INFO msg="spoold starting"`)               // info 6
+	is.Equal(lines[3], `<7>level=DEBUG msg=detail`)                         // debug 7
+
+	b.Reset()
+	newLogger(&b, slog.LevelInfo, func(string) string { return "" }).Info("spoold starting")
+	is.True(strings.HasPrefix(b.String(), "time=")) // on a terminal or a file, lines carry their time
 }
