@@ -46,6 +46,10 @@ type Config struct {
 	Env   []string
 	Clock Clock
 	Log   *slog.Logger
+	// Subreaper makes the daemon the parent of its jobs' orphaned processes and
+	// reaps them (Linux). Only for a process that starts no children of its own
+	// outside the daemon: spoold sets it, tests in one process with others do not.
+	Subreaper bool
 	// Home is the default working directory of steps (default the user's home).
 	Home string
 }
@@ -191,6 +195,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("daemon: start the process spawner: %w", err)
 	}
 	d.spawn = sp
+	if d.cfg.Subreaper {
+		sp.becomeSubreaper(d.log.Warn)
+	}
 	defer sp.close()
 	runCtx, cancelRuns := context.WithCancel(context.Background())
 	defer cancelRuns()

@@ -399,12 +399,17 @@ func killGroup(pgid int, sig syscall.Signal) {
 	}
 }
 
+// groupAlive reports whether a process group has a member that is not a zombie:
+// a zombie has finished, whether or not its parent has reaped it yet.
 func groupAlive(pgid int) bool {
 	if pgid <= 1 {
 		return false
 	}
 	err := syscall.Kill(-pgid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	if err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	return groupHasLiving(pgid)
 }
 
 func signalName(s syscall.Signal) string {

@@ -32,6 +32,12 @@ func (s *spawner) start(cmd *exec.Cmd) (rpc.Proc, error) {
 
 func (s *spawner) close() { close(s.done) }
 
+// becomeSubreaper is Linux only.
+func (s *spawner) becomeSubreaper(log func(string, ...any)) {}
+
+// groupHasLiving cannot tell zombies here: a group that answers signals is alive.
+func groupHasLiving(pgid int) bool { return true }
+
 // procStartTime is not known on this system; 0 makes the start-up check rely on
 // the process group alone.
 func procStartTime(pid int) uint64 { return 0 }

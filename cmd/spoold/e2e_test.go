@@ -286,7 +286,7 @@ func TestE2ESubmitWatchWaitLogsCancel(t *testing.T) {
 	is.NoErr(err)
 	is.True(strings.Contains(lg.Data, "hello\n") && strings.Contains(lg.Data, "err\n")) // stdout and stderr merged
 	is.Equal(len(lg.Data), len("hello\nerr\n"))                                         // and nothing else
-	is.True(lg.EOF)                   // the step is over
+	is.True(lg.EOF)                                                                     // the step is over
 
 	long := rpc.Spec{Steps: []rpc.Step{sh("sleep 60")}}
 	res, err = c.Submit(ctx, rpc.SubmitParams{Job: &long})
