@@ -119,6 +119,9 @@ func TestCLIJSON(t *testing.T) {
 	info := doc("info")
 	is.Equal(info["socket"], p.socket)   // info names the socket
 	is.Equal(info["state_dir"], p.state) // and the state folder
+	human := runCLI(t, p, 0, "info")
+	is.True(strings.Contains(human, "socket       "+p.socket+"\n")) // so does the table for people
+	is.True(strings.Contains(human, "state dir    "+p.state+"\n"))
 	v := doc("version")
 	is.True(v["daemon"] != nil) // version names both sides
 
