@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,8 +177,10 @@ func TestHostileClients(t *testing.T) {
 	// thousands of requests whose answers are never read.
 	const neverReaders = 5
 	var writers sync.WaitGroup
+	var silent []net.Conn
 	for i := 0; i < neverReaders; i++ {
 		c := dial()
+		silent = append(silent, c)
 		if uc, ok := c.(*net.UnixConn); ok {
 			_ = uc.SetReadBuffer(4096)
 		}
@@ -325,6 +328,12 @@ func TestHostileClients(t *testing.T) {
 
 	// The never-readers were closed for stalling; the daemon still works.
 	writers.Wait()
+	for _, c := range silent {
+		// What was written before the close can still be read; then EOF.
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err := io.Copy(io.Discard, c)
+		is.True(err == nil || errors.Is(err, syscall.ECONNRESET)) // the daemon closed the never-reading connection
+	}
 	for _, j := range res.Jobs {
 		got, err := sub.Wait(ctx, rpc.WaitParams{ID: j.ID, Timeout: rpc.Duration(60 * time.Second)})
 		is.NoErr(err)
