@@ -219,13 +219,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.shutdown(false)
 		case <-d.stop:
 		case <-d.wake:
-			d.schedule(runCtx)
+			d.schedule()
 			continue
 		case reply := <-d.probe:
 			close(reply)
 			continue
 		case <-d.nextTimer():
-			d.schedule(runCtx)
+			d.schedule()
 			continue
 		}
 		break

@@ -18,8 +18,10 @@ import (
 	"spool/rpc"
 )
 
-// execute runs one attempt of step i and reports how it ended.
-func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i int) outcome {
+// execute runs one attempt of step i and reports how it ended. start stores the
+// step's start: a process step calls it once its process runs, with the process;
+// other steps before they begin. A failure to store ends the attempt with storeErr.
+func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i int, start func([]rpc.Proc) error) outcome {
 	spec := rec.Spec.Steps[i]
 	live := &liveState{d: d, job: rec.ID, step: i}
 	d.mu.Lock()
@@ -34,10 +36,15 @@ func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i i
 	switch {
 	case spec.Exec != nil:
 		e := spec.Exec
-		return d.runProcess(ctx, js, rec, i, e.Argv, e.Dir, e.Env, e.Stdin, live)
+		return d.runProcess(ctx, rec, i, e.Argv, e.Dir, e.Env, e.Stdin, live, start)
 	case spec.Shell != nil:
 		sh := spec.Shell
-		return d.runProcess(ctx, js, rec, i, []string{"/bin/sh", "-c", sh.Script}, sh.Dir, sh.Env, sh.Stdin, live)
+		return d.runProcess(ctx, rec, i, []string{"/bin/sh", "-c", sh.Script}, sh.Dir, sh.Env, sh.Stdin, live, start)
+	}
+	if err := start(nil); err != nil {
+		return outcome{storeErr: err}
+	}
+	switch {
 	case spec.Sleep != nil:
 		return d.runSleep(ctx, rec, i, live)
 	case spec.HTTP != nil:
@@ -213,7 +220,7 @@ func lookPath(argv0 string, env []string, dir string) (string, error) {
 // runProcess runs argv in a process group of its own, output to the step's log,
 // progress lines from fd 3, until it exits or ctx ends (then the group gets
 // SIGTERM, and SIGKILL after the kill grace).
-func (d *Daemon) runProcess(ctx context.Context, js *jobState, rec *rpc.Record, i int, argv []string, dir string, env map[string]string, stdin string, live *liveState) outcome {
+func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []string, dir string, env map[string]string, stdin string, live *liveState, start func([]rpc.Proc) error) outcome {
 	if dir == "" {
 		dir = rec.Spec.Dir
 	}
@@ -287,12 +294,9 @@ func (d *Daemon) runProcess(ctx context.Context, js *jobState, rec *rpc.Record, 
 	go func() { defer readers.Done(); _, _ = io.Copy(logw, errR) }()
 	go func() { defer readers.Done(); readProgress(progR, live) }()
 
-	// The process runs: store its identity so that a daemon that starts after a
-	// crash can find and kill what is left of it.
-	recErr := d.update(context.WithoutCancel(ctx), js, func(r *rpc.Record, now time.Time) []rpc.Event {
-		r.Run.Procs = []rpc.Proc{proc}
-		return nil
-	})
+	// The process runs: store the step's start with its identity, so that a
+	// daemon that starts after a crash can find and kill what is left of it.
+	recErr := start([]rpc.Proc{proc})
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
 	var werr error
@@ -326,7 +330,7 @@ func (d *Daemon) runProcess(ctx context.Context, js *jobState, rec *rpc.Record, 
 
 	out := outcome{}
 	if recErr != nil {
-		out.err = "could not store the process: " + recErr.Error()
+		out.storeErr = fmt.Errorf("store the started process: %w", recErr)
 		return out
 	}
 	ps := cmd.ProcessState

@@ -38,10 +38,27 @@ type outcome struct {
 	truncated bool
 	// resultText is what goes to SPOOL_RESULTS_DIR.
 	resultText string
+	// storeErr says the step's start could not be stored: nothing of the attempt
+	// counts, and its process was killed.
+	storeErr error
 }
 
-// runJob drives a running job through its steps until it is final, or until the
-// daemon stops (then it stays running in the store and resumes at the next start).
+// mutation edits a job's record for a transition and returns its events.
+type mutation func(r *rpc.Record, now time.Time) []rpc.Event
+
+// pending is a transition the runner holds back to store with the next one: the
+// start of a job or of a step goes into the same commit as the process it started
+// (or as the next step's start), which saves a commit per step.
+type pending struct {
+	fn mutation
+	// claim marks the job's start: until it is stored the job is still queued in
+	// the store, and a daemon that stops now leaves it queued.
+	claim bool
+}
+
+// runJob drives a job the scheduler picked through its steps until it is final,
+// or until the daemon stops (then a started job stays running in the store and
+// resumes at the next start).
 func (d *Daemon) runJob(js *jobState) {
 	defer d.runners.Done()
 	d.mu.Lock()
@@ -51,12 +68,16 @@ func (d *Daemon) runJob(js *jobState) {
 		close(js.cancelled)
 	}
 	d.mu.Unlock()
+	pre := &pending{fn: d.startMutation, claim: true}
 	for {
-		done, err := d.runStep(parent, js)
+		done, next, err := d.runStep(parent, js, pre)
+		if errors.Is(err, errJobOver) {
+			return
+		}
 		if err != nil {
 			if parent.Err() == nil {
 				d.log.Error("run job", "id", js.rec.ID, "err", err)
-				// A storage failure: try again shortly, the job stays running.
+				// A storage failure: nothing of it was applied; try again shortly.
 				select {
 				case <-time.After(time.Second):
 					continue
@@ -68,39 +89,91 @@ func (d *Daemon) runJob(js *jobState) {
 		if done {
 			return
 		}
+		pre = next
 	}
 }
 
-// runStep runs (or waits to retry) the job's current step and stores what came of
-// it. It reports whether the job is final.
-func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
+// startMutation moves a picked job from queued to running and, unless its current
+// step waits for a retry, starts that step.
+func (d *Daemon) startMutation(rec *rpc.Record, now time.Time) []rpc.Event {
+	rec.State = rpc.StateRunning
+	rec.Waiting = nil
+	if rec.StartedAt == nil {
+		rec.StartedAt = &now
+	}
+	if rec.Spec.Timeout > 0 && rec.Run.Deadline == nil {
+		dl := rec.StartedAt.Add(rec.Spec.Timeout.D())
+		rec.Run.Deadline = &dl
+	}
+	evs := []rpc.Event{{Time: now, Job: rec.ID, Type: rpc.EventStarted, State: rpc.StateRunning}}
+	if rec.Steps[rec.CurrentStep].State == rpc.StatePending {
+		evs = append(evs, startStep(rec, rec.CurrentStep, now))
+	}
+	return evs
+}
+
+// withPending runs what the runner held back, if anything that was started, then fn.
+func withPending(pre *pending, fn mutation) mutation {
+	return func(r *rpc.Record, now time.Time) []rpc.Event {
+		var evs []rpc.Event
+		if pre != nil && !pre.claim {
+			evs = pre.fn(r, now)
+		}
+		return append(evs, fn(r, now)...)
+	}
+}
+
+// runStep runs (or waits to retry) the job's current step, pre applied, and stores
+// what came of it. It reports whether the job is final, and what to store with
+// the next step's start.
+func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bool, *pending, error) {
 	d.mu.Lock()
 	rec := cloneRecord(js.rec)
 	d.mu.Unlock()
 	now := d.clock.Now()
+	if parent.Err() != nil {
+		// The daemon stops: store a finished step held back; a job not started
+		// stays queued.
+		if pre != nil && !pre.claim {
+			return true, nil, d.update(context.WithoutCancel(parent), js, pre.fn)
+		}
+		return true, nil, nil
+	}
 	if reason := rec.Run.CancelReason; reason != nil {
-		return true, d.finishCancelled(parent, js, *reason)
+		return true, nil, d.finishWith(parent, js, withPending(pre, func(r *rpc.Record, now time.Time) []rpc.Event {
+			return failQueued(r, *reason, rpc.StateCancelled, now)
+		}))
 	}
 	if dl := rec.Run.Deadline; dl != nil && !now.Before(*dl) {
-		return true, d.finishFailedJob(parent, js, jobTimeout{rec.Spec.Timeout.D()}.Error())
+		return true, nil, d.finishWith(parent, js, withPending(pre, d.failJobMutation(jobTimeout{rec.Spec.Timeout.D()}.Error())))
 	}
-	i := rec.CurrentStep
-	switch rec.Steps[i].State {
+	if pre == nil {
+		pre = &pending{fn: func(r *rpc.Record, now time.Time) []rpc.Event { return nil }}
+	}
+	preview := cloneRecord(rec)
+	pre.fn(&preview, now)
+	i := preview.CurrentStep
+	switch preview.Steps[i].State {
 	case rpc.StateRetrying:
-		if err := d.waitRetry(parent, js, rec); err != nil {
-			return false, err
+		if err := d.update(parent, js, pre.fn); err != nil {
+			return false, pre, err
 		}
-		return false, nil
+		next, err := d.waitRetry(parent, js, preview)
+		return false, next, err
 	case rpc.StatePending:
-		return false, d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
-			return []rpc.Event{startStep(r, i, now)}
-		})
+		inner := pre.fn
+		pre = &pending{fn: func(r *rpc.Record, now time.Time) []rpc.Event {
+			evs := inner(r, now)
+			return append(evs, startStep(r, r.CurrentStep, now))
+		}, claim: pre.claim}
+		preview = cloneRecord(rec)
+		pre.fn(&preview, now)
 	}
 
 	// The step's context: the daemon's, the job deadline, the step timeout, cancel.
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
-	if dl := rec.Run.Deadline; dl != nil {
+	if dl := preview.Run.Deadline; dl != nil {
 		// The deadline is a time of the daemon's clock: wait for it by that clock.
 		var c2 context.CancelFunc
 		ctx, c2 = context.WithTimeoutCause(ctx, dl.Sub(now), jobTimeout{rec.Spec.Timeout.D()})
@@ -122,21 +195,44 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 		}
 	}()
 
-	out := d.execute(ctx, js, &rec, i)
+	// start stores the start of the step (and what was held back) with the
+	// processes it started, once.
+	started := false
+	start := func(procs []rpc.Proc) error {
+		err := d.update(context.WithoutCancel(parent), js, func(r *rpc.Record, now time.Time) []rpc.Event {
+			evs := pre.fn(r, now)
+			r.Run.Procs = procs
+			return evs
+		})
+		if err == nil {
+			started = true
+		}
+		return err
+	}
+	out := d.execute(ctx, js, &preview, i, start)
+	if out.storeErr != nil {
+		return false, pre, out.storeErr
+	}
+	if !started {
+		if err := start(nil); err != nil {
+			return false, pre, err
+		}
+	}
 
 	if parent.Err() != nil {
-		return true, nil // interrupted: resumes at the next start
+		return true, nil, nil // interrupted: resumes at the next start
 	}
 	d.mu.Lock()
 	reason := js.rec.Run.CancelReason
+	attempt := js.rec.Steps[i].Attempt
 	d.mu.Unlock()
 	if reason != nil {
-		return true, d.finishStep(parent, js, i, out, rpc.StateCancelled, *reason)
+		return true, nil, d.finishStep(parent, js, i, out, rpc.StateCancelled, *reason)
 	}
 	cause := context.Cause(ctx)
 	var jt jobTimeout
 	if errors.As(cause, &jt) && !out.ok {
-		return true, d.finishStep(parent, js, i, out, rpc.StateFailed, jt.Error())
+		return true, nil, d.finishStep(parent, js, i, out, rpc.StateFailed, jt.Error())
 	}
 	var st stepTimeout
 	if errors.As(cause, &st) && !out.ok {
@@ -149,12 +245,9 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 	if spec.Retry != nil {
 		attempts = spec.Retry.Attempts
 	}
-	d.mu.Lock()
-	attempt := js.rec.Steps[i].Attempt
-	d.mu.Unlock()
 	if attempt < attempts {
 		wait := backoff(spec.Retry, attempt)
-		return false, d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+		return false, nil, d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
 			s := &r.Steps[i]
 			at := now.Add(wait)
 			s.State = rpc.StateRetrying
@@ -164,7 +257,7 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 			return []rpc.Event{stepEvent(r, i, rpc.EventStepRetrying, now)}
 		})
 	}
-	return true, d.finishStep(parent, js, i, out, rpc.StateFailed, stepError(spec.Name, out.err))
+	return true, nil, d.finishStep(parent, js, i, out, rpc.StateFailed, stepError(spec.Name, out.err))
 }
 
 func stepError(name, err string) string {
@@ -188,8 +281,10 @@ func backoff(r *rpc.Retry, n int) time.Duration {
 	return w + time.Duration(jitter)
 }
 
-// waitRetry waits until the step's retry_at, then starts its next attempt.
-func (d *Daemon) waitRetry(parent context.Context, js *jobState, rec rpc.Record) error {
+// waitRetry waits until the step's retry_at and returns the start of its next
+// attempt, to be stored with the process it starts. It returns nil early when a
+// cancel or the job's deadline came first.
+func (d *Daemon) waitRetry(parent context.Context, js *jobState, rec rpc.Record) (*pending, error) {
 	i := rec.CurrentStep
 	if at := rec.Steps[i].RetryAt; at != nil {
 		wait := at.Sub(d.clock.Now())
@@ -203,22 +298,22 @@ func (d *Daemon) waitRetry(parent context.Context, js *jobState, rec rpc.Record)
 			select {
 			case <-t.C:
 			case <-js.cancelled:
-				return nil
+				return nil, nil
 			case <-deadline:
-				return nil
+				return nil, nil
 			case <-parent.Done():
-				return parent.Err()
+				return nil, parent.Err()
 			}
 		}
 	}
-	return d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+	return &pending{fn: func(r *rpc.Record, now time.Time) []rpc.Event {
 		return []rpc.Event{startStep(r, i, now)}
-	})
+	}}, nil
 }
 
-// stepSucceeded stores a step's success: the next step starts in the same
-// transaction, or the job succeeds.
-func (d *Daemon) stepSucceeded(ctx context.Context, js *jobState, i int, out outcome) (bool, error) {
+// stepSucceeded stores a job's success, or returns the step's success to be
+// stored with the next step's start.
+func (d *Daemon) stepSucceeded(ctx context.Context, js *jobState, i int, out outcome) (bool, *pending, error) {
 	d.mu.Lock()
 	spec := js.rec.Spec
 	id := js.rec.ID
@@ -242,19 +337,24 @@ func (d *Daemon) stepSucceeded(ctx context.Context, js *jobState, i int, out out
 		return []rpc.Event{stepEvent(r, i, rpc.EventStepFinished, now)}
 	}
 	if i+1 < len(spec.Steps) {
-		return false, d.update(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+		return false, &pending{fn: func(r *rpc.Record, now time.Time) []rpc.Event {
 			evs := mark(r, now)
 			return append(evs, startStep(r, i+1, now))
-		})
+		}}, nil
 	}
-	if err := js.mu.lock(ctx); err != nil {
-		return false, err
-	}
-	defer js.mu.unlock()
-	return true, d.finish(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+	return true, nil, d.finishWith(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
 		evs := mark(r, now)
 		return append(evs, finalize(r, rpc.StateSucceeded, "", now))
 	})
+}
+
+// finishWith makes the job final with fn, holding its lock.
+func (d *Daemon) finishWith(ctx context.Context, js *jobState, fn mutation) error {
+	if err := js.mu.lock(ctx); err != nil {
+		return err
+	}
+	defer js.mu.unlock()
+	return d.finish(ctx, js, fn)
 }
 
 // finishStep stores the end of step i in state (failed or cancelled) and the job's
@@ -284,22 +384,10 @@ func (d *Daemon) finishStep(ctx context.Context, js *jobState, i int, out outcom
 	})
 }
 
-func (d *Daemon) finishCancelled(ctx context.Context, js *jobState, reason string) error {
-	if err := js.mu.lock(ctx); err != nil {
-		return err
-	}
-	defer js.mu.unlock()
-	return d.finish(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
-		return failQueued(r, reason, rpc.StateCancelled, now)
-	})
-}
-
-func (d *Daemon) finishFailedJob(ctx context.Context, js *jobState, reason string) error {
-	if err := js.mu.lock(ctx); err != nil {
-		return err
-	}
-	defer js.mu.unlock()
-	return d.finish(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+// failJobMutation fails a running job with reason: its current step failed, the
+// rest skipped.
+func (d *Daemon) failJobMutation(reason string) mutation {
+	return func(r *rpc.Record, now time.Time) []rpc.Event {
 		i := r.CurrentStep
 		var evs []rpc.Event
 		if s := &r.Steps[i]; !s.State.Final() {
@@ -313,7 +401,7 @@ func (d *Daemon) finishFailedJob(ctx context.Context, js *jobState, reason strin
 			r.Steps[k].State = rpc.StateSkipped
 		}
 		return append(evs, finalize(r, rpc.StateFailed, reason, now))
-	})
+	}
 }
 
 // writeResult stores a finished step's result text for the later steps of its job.

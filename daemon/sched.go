@@ -3,7 +3,6 @@ package daemon
 import (
 	"container/heap"
 	"context"
-	"sort"
 	"time"
 
 	"spool/rpc"
@@ -202,7 +201,7 @@ func (d *Daemon) nextTimer() <-chan time.Time {
 
 // schedule starts as many runnable jobs as the limits allow: the one with the
 // highest priority, then the lowest id, among the heads of the queues with room.
-func (d *Daemon) schedule(ctx context.Context) {
+func (d *Daemon) schedule() {
 	d.mu.Lock()
 	if d.closing {
 		d.mu.Unlock()
@@ -215,11 +214,7 @@ func (d *Daemon) schedule(ctx context.Context) {
 	}
 	picks := d.pickLocked()
 	d.mu.Unlock()
-	if len(picks) == 0 {
-		return
-	}
-	sort.Slice(picks, func(i, j int) bool { return picks[i].rec.ID < picks[j].rec.ID })
-	d.startJobs(ctx, picks)
+	d.startJobs(picks)
 }
 
 // pickLocked claims as many runnable jobs as the limits allow: each time the head
@@ -248,82 +243,13 @@ func (d *Daemon) pickLocked() []*jobState {
 	return picks
 }
 
-// startJobs stores the start of the picked jobs in one transaction, then hands
-// each to a runner.
-func (d *Daemon) startJobs(ctx context.Context, picks []*jobState) {
-	var ts []rpc.Transition
-	var locked []*jobState
-	var err error
+// startJobs hands each picked job to a runner. The runner stores the job's start
+// together with the process of its first step.
+func (d *Daemon) startJobs(picks []*jobState) {
+	d.runners.Add(len(picks))
 	for _, js := range picks {
-		if err = js.mu.lock(ctx); err != nil {
-			break
-		}
-		d.mu.Lock()
-		// A job cancelled between its pick and here is final and forgotten
-		// (forget counted it out as running): it does not start.
-		live := d.jobs[js.rec.ID] == js && js.rec.State == rpc.StateQueued
-		rec := cloneRecord(js.rec)
-		d.mu.Unlock()
-		if !live {
-			js.mu.unlock()
-			continue
-		}
-		locked = append(locked, js)
-		ts = append(ts, d.startTransition(rec))
-	}
-	if err == nil && len(ts) > 0 {
-		_, err = d.apply(ctx, ts)
-	}
-	d.mu.Lock()
-	if err != nil {
-		d.log.Error("start jobs", "err", err)
-		// Put back what is still queued, to be picked again.
-		for _, js := range picks {
-			if d.jobs[js.rec.ID] != js || js.rec.State != rpc.StateQueued || !js.claimed {
-				continue
-			}
-			js.claimed = false
-			q := d.queue(js.rec.Queue)
-			q.running--
-			q.queued++
-			d.running--
-			d.makeReady(js)
-		}
-		d.mu.Unlock()
-		for _, js := range locked {
-			js.mu.unlock()
-		}
-		return
-	}
-	for i, js := range locked {
-		js.rec = ts[i].Record
-	}
-	d.runners.Add(len(locked))
-	d.mu.Unlock()
-	for _, js := range locked {
-		js.mu.unlock()
 		go d.runJob(js)
 	}
-}
-
-// startTransition moves a claimed job from queued to running and, unless its
-// current step waits for a retry, starts that step.
-func (d *Daemon) startTransition(rec rpc.Record) rpc.Transition {
-	now := d.clock.Now()
-	rec.State = rpc.StateRunning
-	rec.Waiting = nil
-	if rec.StartedAt == nil {
-		rec.StartedAt = &now
-	}
-	if rec.Spec.Timeout > 0 && rec.Run.Deadline == nil {
-		dl := rec.StartedAt.Add(rec.Spec.Timeout.D())
-		rec.Run.Deadline = &dl
-	}
-	evs := []rpc.Event{{Time: now, Job: rec.ID, Type: rpc.EventStarted, State: rpc.StateRunning}}
-	if rec.Steps[rec.CurrentStep].State == rpc.StatePending {
-		evs = append(evs, startStep(&rec, rec.CurrentStep, now))
-	}
-	return rpc.Transition{Record: rec, From: rpc.StateQueued, Events: evs}
 }
 
 // startStep marks an attempt of step i as running and returns its event. An
@@ -359,7 +285,7 @@ func stepEvent(rec *rpc.Record, i int, typ string, now time.Time) rpc.Event {
 
 // waitingReason says why a queued job is not running; d.mu held.
 func (d *Daemon) waitingReason(js *jobState) *string {
-	if js.rec.State != rpc.StateQueued {
+	if js.rec.State != rpc.StateQueued || js.claimed {
 		return nil
 	}
 	r := "capacity"

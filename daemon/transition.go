@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -10,6 +11,10 @@ import (
 
 	"spool/rpc"
 )
+
+// errJobOver says a job became final (a cancel won a race) before a transition
+// of its runner could be stored: the runner has nothing left to do.
+var errJobOver = errors.New("the job is already final")
 
 // apply stores transitions and publishes their events once committed.
 func (d *Daemon) apply(ctx context.Context, ts []rpc.Transition) ([]rpc.Event, error) {
@@ -42,7 +47,11 @@ func (d *Daemon) update(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 	defer js.mu.unlock()
 	d.mu.Lock()
 	rec := cloneRecord(js.rec)
+	gone := d.jobs[rec.ID] != js || rec.State.Final()
 	d.mu.Unlock()
+	if gone {
+		return errJobOver
+	}
 	from := rec.State
 	evs := fn(&rec, d.clock.Now())
 	if _, err := d.apply(ctx, []rpc.Transition{{Record: rec, From: from, Events: evs}}); err != nil {
@@ -59,7 +68,11 @@ func (d *Daemon) update(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 func (d *Daemon) finish(ctx context.Context, js *jobState, fn func(rec *rpc.Record, now time.Time) []rpc.Event) error {
 	d.mu.Lock()
 	rec := cloneRecord(js.rec)
+	gone := d.jobs[rec.ID] != js || rec.State.Final()
 	d.mu.Unlock()
+	if gone {
+		return errJobOver
+	}
 	from := rec.State
 	now := d.clock.Now()
 	evs := fn(&rec, now)
