@@ -11,7 +11,7 @@ UNITDIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/systemd/user
 .PHONY: build run test test-short bench vet fmt clean install uninstall
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/spoold ./cmd/spool
 
 # run: build and start spoold in the foreground with the default paths.
 run: build

@@ -318,7 +318,9 @@ func (d *Daemon) stepSucceeded(ctx context.Context, js *jobState, i int, out out
 	spec := js.rec.Spec
 	id := js.rec.ID
 	d.mu.Unlock()
-	if spec.Steps[i].Result != rpc.ResultNone {
+	// Only later steps of the job read SPOOL_RESULTS_DIR: the last step's result
+	// needs no file.
+	if spec.Steps[i].Result != rpc.ResultNone && i+1 < len(spec.Steps) {
 		if err := d.writeResult(id, spec.Steps[i].Name, out.resultText); err != nil {
 			d.log.Error("write step result", "id", id, "err", err)
 		}

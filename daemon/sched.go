@@ -18,6 +18,7 @@ type jobState struct {
 	heapIdx  int            // index in its queue's ready heap, -1 when not in it
 	timerIdx int            // index in the not-before heap, -1 when not in it
 	claimed  bool           // picked by the scheduler, runner started
+	freed    bool           // its slot was given back before its final commit
 
 	cancelled chan struct{} // closed when a cancel of the running job was stored
 	live      *liveState    // progress and last output line of the running step
@@ -167,10 +168,10 @@ func (d *Daemon) makeReady(js *jobState) {
 func (d *Daemon) forget(js *jobState) {
 	delete(d.jobs, js.rec.ID)
 	q := d.queue(js.rec.Queue)
-	if js.claimed {
-		q.running--
-		d.running--
-	} else {
+	switch {
+	case js.claimed:
+		d.freeSlot(js)
+	default:
 		q.queued--
 	}
 	if js.heapIdx >= 0 {
@@ -183,6 +184,17 @@ func (d *Daemon) forget(js *jobState) {
 		close(ch)
 	}
 	delete(d.waiters, js.rec.ID)
+}
+
+// freeSlot gives back a running job's slot in its queue and the global limit, once;
+// d.mu held.
+func (d *Daemon) freeSlot(js *jobState) {
+	if !js.claimed || js.freed {
+		return
+	}
+	js.freed = true
+	d.queue(js.rec.Queue).running--
+	d.running--
 }
 
 // nextTimer returns a channel that fires when the earliest not_before is due.

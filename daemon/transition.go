@@ -102,6 +102,14 @@ func (d *Daemon) finish(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 			ts = append(ts, rpc.Transition{Record: crec, From: rpc.StateQueued, Events: cevs})
 		}
 	}
+	if rec.State.Final() {
+		// The job's work is over: its slot goes to the next job now, whose start
+		// can then share a commit with this one.
+		d.mu.Lock()
+		d.freeSlot(js)
+		d.mu.Unlock()
+		d.kick()
+	}
 	if _, err := d.apply(ctx, ts); err != nil {
 		return err
 	}

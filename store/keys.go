@@ -94,6 +94,11 @@ func buckets(tx *bbolt.Tx) (*txb, error) {
 			return nil, fmt.Errorf("bucket %q is missing", p.name)
 		}
 	}
+	// Ids and seqs only grow: pages of these buckets fill up and are rarely
+	// split again, so fill them well (bbolt's default leaves half of each empty).
+	b.jobs.FillPercent = 0.9
+	b.specs.FillPercent = 0.9
+	b.events.FillPercent = 0.9
 	return b, nil
 }
 
