@@ -590,6 +590,22 @@ func (cc *conn) writer() {
 		if failed {
 			continue
 		}
+		// Whatever else is queued goes out in the same system call.
+		bufs := net.Buffers{b}
+		size := len(b)
+	more:
+		for size < writeBatch {
+			select {
+			case nb, ok := <-cc.out:
+				if !ok {
+					break more
+				}
+				bufs = append(bufs, nb)
+				size += len(nb)
+			default:
+				break more
+			}
+		}
 		cc.deadlineMu.Lock()
 		deadline := time.Now().Add(cc.s.cfg.WriteStall)
 		if !cc.flushBy.IsZero() && cc.flushBy.Before(deadline) {
@@ -597,7 +613,7 @@ func (cc *conn) writer() {
 		}
 		cc.c.SetWriteDeadline(deadline)
 		cc.deadlineMu.Unlock()
-		if _, err := cc.c.Write(b); err != nil {
+		if _, err := bufs.WriteTo(cc.c); err != nil {
 			failed = true
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() && cc.ctx.Err() == nil {
@@ -607,6 +623,9 @@ func (cc *conn) writer() {
 		}
 	}
 }
+
+// writeBatch is how many queued bytes the writer gathers into one write.
+const writeBatch = 256 << 10
 
 // kill ends the connection after its writer failed: nothing more can be sent.
 func (cc *conn) kill() {
