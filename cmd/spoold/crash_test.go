@@ -334,7 +334,7 @@ func finalEvent(typ string) bool {
 // check verifies the invariants against the running daemon. It reads the event
 // log from seq 0, lists the jobs after the log's snapshot, then follows the live
 // log until every job listed as final has shown its final event.
-func (m *crashMatrix) check(ctx context.Context, quiet bool) (jobs map[int64]rpc.Job, events int) {
+func (m *crashMatrix) check(ctx context.Context, quiet bool) (jobs map[int64]rpc.Job, events, interrupted int) {
 	t := m.t
 	t.Helper()
 	is := is.New(t)
@@ -398,8 +398,11 @@ func (m *crashMatrix) check(ctx context.Context, quiet bool) (jobs map[int64]rpc
 	}
 	submitted := map[int64]bool{}
 	for _, ev := range evs {
-		if ev.Type == rpc.EventSubmitted {
+		switch ev.Type {
+		case rpc.EventSubmitted:
 			submitted[ev.Job] = true
+		case rpc.EventInterrupted:
+			interrupted++
 		}
 	}
 	for id := range jobs {
@@ -414,7 +417,7 @@ func (m *crashMatrix) check(ctx context.Context, quiet bool) (jobs map[int64]rpc
 	if !quiet {
 		t.Logf("checked %d jobs, %d events", len(jobs), len(evs))
 	}
-	return jobs, len(evs)
+	return jobs, len(evs), interrupted
 }
 
 // checkOrder replays the log of the ordered queue (parallel 1, batches added
@@ -515,7 +518,7 @@ func TestCrashMatrix(t *testing.T) {
 		m.offlineCheck()
 		checkNoRace(t, p)
 		p.start()
-		jobs, _ := m.check(ctx, true)
+		jobs, _, _ := m.check(ctx, true)
 		running := 0
 		for _, j := range jobs {
 			if !j.Final() {
@@ -542,7 +545,7 @@ func TestCrashMatrix(t *testing.T) {
 		is.NoErr(err)        // wait for the job
 		is.True(got.Final()) // every job ends
 	}
-	jobs, events := m.check(ctx, true)
+	jobs, events, interrupted := m.check(ctx, true)
 	counts := map[rpc.State]int{}
 	for _, j := range jobs {
 		is.True(j.Final()) // nothing is left unfinished
@@ -558,8 +561,8 @@ func TestCrashMatrix(t *testing.T) {
 	}
 	slices.Sort(states)
 	checkNoRace(t, p)
-	t.Logf("crash matrix done: %d rounds, %d jobs acknowledged, %d stored (%s), %d unfinished at the kills, %d events; seed %d",
-		rounds, acked, len(jobs), strings.Join(states, ", "), unfinished, events, seed)
+	t.Logf("crash matrix done: %d rounds, %d jobs acknowledged, %d stored (%s), %d found running at a restart (interrupted), %d unfinished at the kills (summed over the rounds), %d events; seed %d",
+		rounds, acked, len(jobs), strings.Join(states, ", "), interrupted, unfinished, events, seed)
 }
 
 // checkNoRace fails the test when the daemon (built with -race) reported a data

@@ -280,7 +280,7 @@ func TestHostileClients(t *testing.T) {
 
 	// More connections than the daemon serves: the ones past the limit are
 	// answered 1005 and closed; the held ones are served.
-	const flood = 1100
+	const flood = 2000
 	var floodConns []net.Conn
 	for i := 0; i < flood; i++ {
 		c := dial()
