@@ -45,6 +45,9 @@ func (h *hub) publish(evs []rpc.Event) {
 	if len(evs) == 0 {
 		return
 	}
+	for i := range evs {
+		evs[i].Freeze()
+	}
 	h.mu.Lock()
 	for _, ev := range evs {
 		if ev.Seq > h.last {

@@ -754,7 +754,7 @@ func (cc *conn) pump(w *watch) {
 		if w.stopped.Load() {
 			continue // unwatched: drain to io.EOF without sending
 		}
-		body, err := json.Marshal(notification{JSONRPC: "2.0", Method: MethodEvent, Params: EventParams{Token: w.token, Event: ev}})
+		body, err := eventNotification(w.token, ev)
 		if err != nil {
 			cc.s.log.Error("cannot encode an event", "err", err)
 			continue
@@ -763,6 +763,25 @@ func (cc *conn) pump(w *watch) {
 			return
 		}
 	}
+}
+
+// eventNotification encodes a job.event notification. The event's own encoding is
+// made once however many watchers send it (Event.JSON).
+func eventNotification(token string, ev *Event) ([]byte, error) {
+	evJSON, err := ev.JSON()
+	if err != nil {
+		return nil, err
+	}
+	tok, err := json.Marshal(token)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, len(evJSON)+len(tok)+64)
+	b = append(b, `{"jsonrpc":"2.0","method":"`+MethodEvent+`","params":{"token":`...)
+	b = append(b, tok...)
+	b = append(b, `,"event":`...)
+	b = append(b, evJSON...)
+	return append(b, "}}"...), nil
 }
 
 // unwatch handles job.unwatch: it ends the watch with that token, if any.

@@ -536,7 +536,21 @@ func TestServerStalledWatcher(t *testing.T) {
 	// Wait until the server has produced more than the queue can hold: its writes to
 	// the client are blocked.
 	deadline := time.Now().Add(ioTimeout)
-	for ts.svc.watcher(0) == nil || ts.svc.watcher(0).next.Load() < writeQueue {
+	// (The writer sends what is queued in batches, and a slow machine may reach the
+	// stall before the queue is full again: a closed watch counts as blocked too.)
+	blocked := func() bool {
+		w := ts.svc.watcher(0)
+		if w == nil {
+			return false
+		}
+		select {
+		case <-w.closed:
+			return true
+		default:
+			return w.next.Load() >= writeQueue
+		}
+	}
+	for !blocked() {
 		if time.Now().After(deadline) {
 			t.Fatal("the watch produced nothing")
 		}

@@ -266,6 +266,26 @@ type Event struct {
 	LastLine *string         `json:"last_line,omitempty"`
 	Offset   *int64          `json:"offset,omitempty"`
 	Data     *string         `json:"data,omitempty"`
+
+	// raw is the event's encoding once frozen; copies of the event share it.
+	raw []byte
+}
+
+// Freeze encodes the event once, so that each watcher that sends it reuses the
+// encoding. The event must not change afterwards.
+func (e *Event) Freeze() {
+	e.raw = nil
+	if b, err := json.Marshal(e); err == nil {
+		e.raw = b
+	}
+}
+
+// JSON returns the event's encoding: the frozen one, or a new one.
+func (e *Event) JSON() ([]byte, error) {
+	if e.raw != nil {
+		return e.raw, nil
+	}
+	return json.Marshal(e)
 }
 
 // Event types.
