@@ -309,6 +309,8 @@ func (d *Daemon) waitingReason(js *jobState) *string {
 		r = "not_before"
 	case q.paused:
 		r = "paused"
+	case d.running < d.cfg.MaxParallel && (q.parallel == nil || q.running < *q.parallel):
+		return nil // there is room: the scheduler is about to start it
 	}
 	return &r
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -134,8 +135,13 @@ func (d *Daemon) submit(ctx context.Context, news []rpc.NewJob) ([]rpc.Record, e
 	out := make([]rpc.Record, len(recs))
 	for i, r := range recs {
 		out[i] = r
-		out[i].Job.Spec = nil
+		if len(recs) > 1 {
+			out[i].Job.Spec = nil // a batch answers like job.list, without specs
+		}
 		d.present(&out[i].Job, false)
+		if out[i].Job.Result == nil {
+			out[i].Job.Result = json.RawMessage("null")
+		}
 	}
 	return out, nil
 }

@@ -64,7 +64,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.DurationVar(&o.writeStall, "write-stall", 60*time.Second, "close a connection whose writes are blocked this long")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: spoold [flags]\n       spoold check [--state-dir DIR]\n\nflags:\n")
+		fmt.Fprintf(stderr, "usage: spoold [flags]\n       spoold check|compact [--state-dir DIR]\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -149,7 +149,7 @@ func parseDays(s string) (time.Duration, error) {
 }
 
 func realMain(args []string, stderr io.Writer, getenv func(string) string) int {
-	if len(args) > 0 && (args[0] == "check") {
+	if len(args) > 0 && (args[0] == "check" || args[0] == "compact") {
 		return offline(args[0], args[1:], stderr, getenv)
 	}
 	o, err := parseFlags(args, stderr, getenv)
@@ -356,6 +356,17 @@ func offline(cmd string, args []string, stderr io.Writer, getenv func(string) st
 			return 1
 		}
 		fmt.Fprintf(stderr, "spoold check: %s is consistent\n", path)
+		return 0
+	case "compact":
+		if err := store.Compact(path, store.Options{Timeout: 500 * time.Millisecond}); err != nil {
+			if errors.Is(err, store.ErrLocked) {
+				fmt.Fprintf(stderr, "spoold compact: a running spoold holds %s: stop it first\n", path)
+				return 1
+			}
+			fmt.Fprintf(stderr, "spoold compact: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "spoold compact: %s compacted\n", path)
 		return 0
 	}
 	return 2
