@@ -45,10 +45,13 @@ func (h *hub) publish(evs []rpc.Event) {
 	if len(evs) == 0 {
 		return
 	}
-	for i := range evs {
-		evs[i].Freeze()
-	}
 	h.mu.Lock()
+	if len(h.watchers) > 1 {
+		// Encode once here rather than once per watcher.
+		for i := range evs {
+			evs[i].Freeze()
+		}
+	}
 	for _, ev := range evs {
 		if ev.Seq > h.last {
 			h.pending[ev.Seq] = ev
