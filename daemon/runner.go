@@ -227,19 +227,29 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 	attempt := js.rec.Steps[i].Attempt
 	d.mu.Unlock()
 	if reason != nil {
-		return true, nil, d.finishStep(parent, js, i, out, rpc.StateCancelled, *reason)
+		return true, nil, d.storeOutcome(parent, func() error {
+			return d.finishStep(parent, js, i, out, rpc.StateCancelled, *reason)
+		})
 	}
 	cause := context.Cause(ctx)
 	var jt jobTimeout
 	if errors.As(cause, &jt) && !out.ok {
-		return true, nil, d.finishStep(parent, js, i, out, rpc.StateFailed, jt.Error())
+		return true, nil, d.storeOutcome(parent, func() error {
+			return d.finishStep(parent, js, i, out, rpc.StateFailed, jt.Error())
+		})
 	}
 	var st stepTimeout
 	if errors.As(cause, &st) && !out.ok {
 		out.err = st.Error()
 	}
 	if out.ok {
-		return d.stepSucceeded(parent, js, i, out)
+		var done bool
+		var next *pending
+		err := d.storeOutcome(parent, func() (err error) {
+			done, next, err = d.stepSucceeded(parent, js, i, out)
+			return err
+		})
+		return done, next, err
 	}
 	attempts := 1
 	if spec.Retry != nil {
@@ -247,17 +257,42 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 	}
 	if attempt < attempts {
 		wait := backoff(spec.Retry, attempt)
-		return false, nil, d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
-			s := &r.Steps[i]
-			at := now.Add(wait)
-			s.State = rpc.StateRetrying
-			s.RetryAt = &at
-			s.ExitCode, s.Signal, s.Error = out.exitCode, out.signal, out.err
-			r.Run.Procs = nil
-			return []rpc.Event{stepEvent(r, i, rpc.EventStepRetrying, now)}
+		return false, nil, d.storeOutcome(parent, func() error {
+			return d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+				s := &r.Steps[i]
+				at := now.Add(wait)
+				s.State = rpc.StateRetrying
+				s.RetryAt = &at
+				s.ExitCode, s.Signal, s.Error = out.exitCode, out.signal, out.err
+				r.Run.Procs = nil
+				return []rpc.Event{stepEvent(r, i, rpc.EventStepRetrying, now)}
+			})
 		})
 	}
-	return true, nil, d.finishStep(parent, js, i, out, rpc.StateFailed, stepError(spec.Name, out.err))
+	return true, nil, d.storeOutcome(parent, func() error {
+		return d.finishStep(parent, js, i, out, rpc.StateFailed, stepError(spec.Name, out.err))
+	})
+}
+
+// storeOutcome stores what came of an attempt, trying again while the store fails
+// (a full disk, say): the attempt is over and must not run again because its
+// outcome could not be written at once. Only a daemon that stops gives up; the
+// step then counts as interrupted.
+func (d *Daemon) storeOutcome(ctx context.Context, store func() error) error {
+	wait := 100 * time.Millisecond
+	for {
+		err := store()
+		if err == nil || errors.Is(err, errJobOver) || ctx.Err() != nil {
+			return err
+		}
+		d.log.Error("store a step's outcome; trying again", "err", err, "in", wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 func stepError(name, err string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -380,6 +381,9 @@ func (d *Daemon) Cancel(ctx context.Context, p rpc.CancelParams) (*rpc.Job, erro
 		err = d.cancelRunning(ctx, js, reason, state)
 	}
 	js.mu.unlock()
+	if errors.Is(err, errJobOver) {
+		gone, err = true, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -388,7 +392,12 @@ func (d *Daemon) Cancel(ctx context.Context, p rpc.CancelParams) (*rpc.Job, erro
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	return d.Get(ctx, rpc.GetParams{ID: p.ID})
+	j, err := d.Get(ctx, rpc.GetParams{ID: p.ID})
+	if err == nil && gone && j.State != rpc.StateCancelled {
+		// The job ended on its own before the cancel could be stored.
+		return nil, rpc.BadState(p.ID, j.State, "already final")
+	}
+	return j, err
 }
 
 // cancelRunning stores a cancel request of a running job (js.mu held) and tells
