@@ -195,14 +195,16 @@ func (r *frameReader) nextLSP() ([]byte, error) {
 	if length > r.max {
 		return nil, errTooLarge
 	}
-	msg := make([]byte, length)
-	if _, err := io.ReadFull(r.br, msg); err != nil {
+	// The body is read as it comes: a header alone does not reserve its length.
+	var buf bytes.Buffer
+	buf.Grow(int(min(length, 64<<10)))
+	if _, err := io.CopyN(&buf, r.br, length); err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			return nil, &parseError{"the stream ended inside a message"}
 		}
 		return nil, err
 	}
-	msg = bytes.TrimSpace(msg)
+	msg := bytes.TrimSpace(buf.Bytes())
 	if len(msg) == 0 || !json.Valid(msg) {
 		return nil, &parseError{"malformed JSON"}
 	}
