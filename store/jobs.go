@@ -227,7 +227,7 @@ func applyTx(b *txb, ts []rpc.Transition) ([]rpc.Event, error) {
 		old, ok := moved[id]
 		if !ok {
 			var err error
-			if old, err = b.getRecord(id); err != nil {
+			if old, err = b.getIndexed(id); err != nil {
 				return nil, err
 			}
 			if old == nil {
@@ -249,14 +249,19 @@ func applyTx(b *txb, ts []rpc.Transition) ([]rpc.Event, error) {
 		t := &ts[i]
 		rec := t.Record
 		rec.Spec = nil
-		if err := b.unindex(olds[i]); err != nil {
-			return nil, err
+		reindex := !sameIndex(olds[i], &rec)
+		if reindex {
+			if err := b.unindex(olds[i]); err != nil {
+				return nil, err
+			}
 		}
 		if err := b.putRecord(&rec); err != nil {
 			return nil, err
 		}
-		if err := b.index(&rec); err != nil {
-			return nil, err
+		if reindex {
+			if err := b.index(&rec); err != nil {
+				return nil, err
+			}
 		}
 		c[olds[i].State]--
 		c[rec.State]++

@@ -3,12 +3,43 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"spool/rpc"
 )
 
 // getRecord reads job id without its spec; nil when there is no such job.
+// indexed is the part of a stored record that its index entries derive from.
+type indexed struct {
+	ID       int64     `json:"id"`
+	Queue    string    `json:"queue"`
+	Priority int       `json:"priority"`
+	State    rpc.State `json:"state"`
+	After    []int64   `json:"after"`
+	Key      *string   `json:"key"`
+}
+
+// getIndexed reads only what a record's index entries derive from (cheaper than
+// the whole record, which a transition replaces anyway).
+func (b *txb) getIndexed(id int64) (*rpc.Record, error) {
+	raw := b.jobs.Get(itob(id))
+	if raw == nil {
+		return nil, nil
+	}
+	var f indexed
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return nil, fmt.Errorf("decode job %d: %w", id, err)
+	}
+	return &rpc.Record{Job: rpc.Job{ID: f.ID, Queue: f.Queue, Priority: f.Priority, State: f.State, After: f.After, Key: f.Key}}, nil
+}
+
+// sameIndex reports whether two versions of a record have the same index entries.
+func sameIndex(a, b *rpc.Record) bool {
+	return a.State == b.State && a.Queue == b.Queue && a.Priority == b.Priority &&
+		slices.Equal(a.After, b.After) && (a.Key == nil) == (b.Key == nil) && (a.Key == nil || *a.Key == *b.Key)
+}
+
 func (b *txb) getRecord(id int64) (*rpc.Record, error) {
 	raw := b.jobs.Get(itob(id))
 	if raw == nil {
