@@ -5,6 +5,7 @@
 package client
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -122,15 +123,16 @@ func (e *wireError) rebuild() *rpc.Error {
 // read is the connection's only reader. It never blocks on a caller: responses go
 // to buffered channels and events to unbounded queues.
 func (c *Client) read() {
-	dec := json.NewDecoder(c.conn)
+	// The server writes each message on a line of its own.
+	br := bufio.NewReaderSize(c.conn, 64<<10)
 	var err error
 	for {
-		var raw json.RawMessage
-		if err = dec.Decode(&raw); err != nil {
+		var line []byte
+		if line, err = br.ReadBytes('\n'); err != nil {
 			break
 		}
 		var m message
-		if json.Unmarshal(raw, &m) != nil {
+		if json.Unmarshal(line, &m) != nil {
 			continue // not an object: nothing we can match it to
 		}
 		c.dispatch(&m)
