@@ -158,20 +158,29 @@ func (a *app) fillSpecs(ctx context.Context, c *client.Client, jobs []rpc.Job) {
 	wg.Wait()
 }
 
+// oneJob reads the one job id a command takes and connects to the daemon.
+func (a *app) oneJob(ctx context.Context, cmd string, args []string) (int64, *client.Client, error) {
+	if len(args) != 1 {
+		return 0, nil, usagef("%s takes one job id", cmd)
+	}
+	ids, err := parseIDs(args)
+	if err != nil {
+		return 0, nil, err
+	}
+	c, err := a.client(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	return ids[0], c, nil
+}
+
 func defineShow(a *app, fs *flag.FlagSet) runner {
 	return func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return usagef("show takes one job id")
-		}
-		ids, err := parseIDs(args)
+		id, c, err := a.oneJob(ctx, "show", args)
 		if err != nil {
 			return err
 		}
-		c, err := a.client(ctx)
-		if err != nil {
-			return err
-		}
-		j, err := c.Get(ctx, rpc.GetParams{ID: ids[0]})
+		j, err := c.Get(ctx, rpc.GetParams{ID: id})
 		if err != nil {
 			return err
 		}
@@ -462,18 +471,11 @@ func defineCancel(a *app, fs *flag.FlagSet) runner {
 
 func defineRetry(a *app, fs *flag.FlagSet) runner {
 	return func(ctx context.Context, args []string) error {
-		if len(args) != 1 {
-			return usagef("retry takes one job id")
-		}
-		ids, err := parseIDs(args)
+		id, c, err := a.oneJob(ctx, "retry", args)
 		if err != nil {
 			return err
 		}
-		c, err := a.client(ctx)
-		if err != nil {
-			return err
-		}
-		j, err := c.Retry(ctx, rpc.RetryParams{ID: ids[0]})
+		j, err := c.Retry(ctx, rpc.RetryParams{ID: id})
 		if err != nil {
 			return err
 		}
