@@ -21,7 +21,9 @@ import (
 // execute runs one attempt of step i and reports how it ended. start stores the
 // step's start: a process step calls it once its process runs, with the process;
 // other steps before they begin. A failure to store ends the attempt with storeErr.
-func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i int, start func([]rpc.Proc) error) outcome {
+//
+// exited, if not nil, is called once a process step's main process is gone.
+func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i int, start func([]rpc.Proc) error, exited func()) outcome {
 	spec := rec.Spec.Steps[i]
 	live := &liveState{d: d, job: rec.ID, step: i}
 	d.mu.Lock()
@@ -36,10 +38,10 @@ func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i i
 	switch {
 	case spec.Exec != nil:
 		e := spec.Exec
-		return d.runProcess(ctx, rec, i, e.Argv, e.Dir, e.Env, e.Stdin, live, start)
+		return d.runProcess(ctx, rec, i, e.Argv, e.Dir, e.Env, e.Stdin, live, start, exited)
 	case spec.Shell != nil:
 		sh := spec.Shell
-		return d.runProcess(ctx, rec, i, []string{"/bin/sh", "-c", sh.Script}, sh.Dir, sh.Env, sh.Stdin, live, start)
+		return d.runProcess(ctx, rec, i, []string{"/bin/sh", "-c", sh.Script}, sh.Dir, sh.Env, sh.Stdin, live, start, exited)
 	}
 	if err := start(nil); err != nil {
 		return outcome{storeErr: err}
@@ -220,7 +222,7 @@ func lookPath(argv0 string, env []string, dir string) (string, error) {
 // runProcess runs argv in a process group of its own, output to the step's log,
 // progress lines from fd 3, until it exits or ctx ends (then the group gets
 // SIGTERM, and SIGKILL after the kill grace).
-func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []string, dir string, env map[string]string, stdin string, live *liveState, start func([]rpc.Proc) error) outcome {
+func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []string, dir string, env map[string]string, stdin string, live *liveState, start func([]rpc.Proc) error, exited func()) outcome {
 	if dir == "" {
 		dir = rec.Spec.Dir
 	}
@@ -295,21 +297,37 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	go func() { defer readers.Done(); readProgress(progR, live) }()
 
 	// The process runs: store the step's start with its identity, so that a
-	// daemon that starts after a crash can find and kill what is left of it.
-	recErr := start([]rpc.Proc{proc})
+	// daemon that starts after a crash can find and kill what is left of it. The
+	// commit and the process run side by side.
+	startDone := make(chan error, 1)
+	go func() { startDone <- start([]rpc.Proc{proc}) }()
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
-	var werr error
-	if recErr != nil {
-		d.log.Error("store process", "id", rec.ID, "err", recErr)
-		killGroup(proc.PGID, syscall.SIGKILL)
-		werr = <-waited
-	} else {
+	var werr, recErr error
+	stored, exitedNow := false, false
+	for !exitedNow {
 		select {
+		case recErr = <-startDone:
+			stored = true
+			if recErr != nil {
+				d.log.Error("store process", "id", rec.ID, "err", recErr)
+				killGroup(proc.PGID, syscall.SIGKILL)
+				startDone = nil
+				continue
+			}
+			startDone = nil
 		case werr = <-waited:
+			exitedNow = true
 		case <-ctx.Done():
 			werr = d.stopGroup(proc.PGID, waited)
+			exitedNow = true
 		}
+	}
+	if exited != nil {
+		exited()
+	}
+	if !stored {
+		recErr = <-startDone
 	}
 	// The main process is gone: the rest of its group gets SIGTERM, then SIGKILL.
 	d.reapGroup(proc.PGID)

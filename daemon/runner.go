@@ -209,8 +209,27 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 		}
 		return err
 	}
-	out := d.execute(ctx, js, &preview, i, start)
+	// When this is the job's last try of its last step, its slot goes to the next
+	// job as soon as the process is gone: the next start then overlaps this job's
+	// last commits. (A job that may still retry keeps its slot.)
+	tries := 1
+	if spec.Retry != nil {
+		tries = spec.Retry.Attempts
+	}
+	lastTry := i == len(rec.Spec.Steps)-1 && preview.Steps[i].Attempt >= tries
+	exited := func() {
+		if lastTry {
+			d.mu.Lock()
+			d.freeSlot(js)
+			d.mu.Unlock()
+			d.kick()
+		}
+	}
+	out := d.execute(ctx, js, &preview, i, start, exited)
 	if out.storeErr != nil {
+		d.mu.Lock()
+		d.takeSlotBack(js)
+		d.mu.Unlock()
 		return false, pre, out.storeErr
 	}
 	if !started {

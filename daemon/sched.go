@@ -197,6 +197,16 @@ func (d *Daemon) freeSlot(js *jobState) {
 	d.running--
 }
 
+// takeSlotBack undoes freeSlot for a job that must run its step again; d.mu held.
+func (d *Daemon) takeSlotBack(js *jobState) {
+	if !js.freed || d.jobs[js.rec.ID] != js || js.rec.State.Final() {
+		return // forget has counted it out already
+	}
+	js.freed = false
+	d.queue(js.rec.Queue).running++
+	d.running++
+}
+
 // nextTimer returns a channel that fires when the earliest not_before is due.
 func (d *Daemon) nextTimer() <-chan time.Time {
 	d.mu.Lock()
