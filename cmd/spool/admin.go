@@ -142,11 +142,7 @@ func defineTemplate(a *app, fs *flag.FlagSet) runner {
 			if err != nil {
 				return err
 			}
-			if a.json {
-				return a.printJSON(t)
-			}
-			a.printf("template %s stored\n", t.Name)
-			return nil
+			return a.result(t, func() { a.printf("template %s stored\n", t.Name) })
 		case "get", "show":
 			if err := want(1, "get NAME"); err != nil {
 				return err
@@ -159,11 +155,7 @@ func defineTemplate(a *app, fs *flag.FlagSet) runner {
 			if err != nil {
 				return err
 			}
-			if a.json {
-				return a.printJSON(t)
-			}
-			a.printTemplate(t)
-			return nil
+			return a.result(t, func() { a.printTemplate(t) })
 		case "list", "ls":
 			if err := want(0, "list"); err != nil {
 				return err
@@ -315,11 +307,7 @@ func defineRun(a *app, fs *flag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		if a.json {
-			return a.printJSON(j)
-		}
-		a.printf("%d\n", j.ID)
-		return nil
+		return a.result(j, func() { a.printf("%d\n", j.ID) })
 	}
 }
 

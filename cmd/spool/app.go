@@ -211,6 +211,15 @@ func (a *app) socketPath() string {
 }
 
 // client dials the daemon once per run.
+// result prints v as JSON with --json, or as human prints it otherwise.
+func (a *app) result(v any, human func()) error {
+	if a.json {
+		return a.printJSON(v)
+	}
+	human()
+	return nil
+}
+
 func (a *app) client(ctx context.Context) (*client.Client, error) {
 	if a.conn != nil {
 		return a.conn, nil

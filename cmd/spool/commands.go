@@ -184,11 +184,7 @@ func defineShow(a *app, fs *flag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		if a.json {
-			return a.printJSON(j)
-		}
-		a.printJob(j)
-		return nil
+		return a.result(j, func() { a.printJob(j) })
 	}
 }
 
@@ -479,11 +475,7 @@ func defineRetry(a *app, fs *flag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		if a.json {
-			return a.printJSON(j)
-		}
-		a.printf("%d\n", j.ID)
-		return nil
+		return a.result(j, func() { a.printf("%d\n", j.ID) })
 	}
 }
 
@@ -504,11 +496,7 @@ func defineRemove(a *app, fs *flag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		if a.json {
-			return a.printJSON(r)
-		}
-		a.printf("removed %d\n", r.Removed)
-		return nil
+		return a.result(r, func() { a.printf("removed %d\n", r.Removed) })
 	}
 }
 
@@ -536,10 +524,6 @@ func definePrune(a *app, fs *flag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		if a.json {
-			return a.printJSON(r)
-		}
-		a.printf("removed %d\n", r.Removed)
-		return nil
+		return a.result(r, func() { a.printf("removed %d\n", r.Removed) })
 	}
 }
