@@ -70,7 +70,7 @@ type Daemon struct {
 	jobs    map[int64]*jobState // unfinished jobs
 	queues  map[string]*queueState
 	running int
-	timers  notBeforeHeap
+	timers  jobHeap // jobs waiting for their not_before
 	waiters map[int64][]chan struct{}
 	// dependents lists, for an unfinished job, the queued jobs waiting for it.
 	dependents map[int64][]int64
@@ -133,6 +133,7 @@ func New(cfg Config) (*Daemon, error) {
 		resDir:     filepath.Join(cfg.StateDir, "results"),
 		jobs:       map[int64]*jobState{},
 		queues:     map[string]*queueState{},
+		timers:     notBeforeHeap(),
 		waiters:    map[int64][]chan struct{}{},
 		dependents: map[int64][]int64{},
 		ready:      make(chan struct{}),

@@ -47,15 +47,33 @@ type queueState struct {
 	paused   bool
 	queued   int
 	running  int
-	ready    readyHeap
+	ready    jobHeap
 }
 
 func (q *queueState) hasRoom() bool {
-	return !q.paused && (q.parallel == nil || q.running < *q.parallel) && len(q.ready) > 0
+	return !q.paused && (q.parallel == nil || q.running < *q.parallel) && len(q.ready.jobs) > 0
+}
+
+// jobHeap is a heap of jobs in the order of less; each job keeps its index in the
+// heap in the field that at names, -1 when it is not in it.
+type jobHeap struct {
+	jobs []*jobState
+	less func(a, b *jobState) bool
+	at   func(js *jobState) *int
 }
 
 // readyHeap orders runnable jobs: higher priority first, then lower id.
-type readyHeap []*jobState
+func readyHeap() jobHeap {
+	return jobHeap{less: before, at: func(js *jobState) *int { return &js.heapIdx }}
+}
+
+// notBeforeHeap orders jobs waiting for their not_before time.
+func notBeforeHeap() jobHeap {
+	return jobHeap{
+		less: func(a, b *jobState) bool { return a.rec.NotBefore.Before(*b.rec.NotBefore) },
+		at:   func(js *jobState) *int { return &js.timerIdx },
+	}
+}
 
 func before(a, b *jobState) bool {
 	if a.rec.Priority != b.rec.Priority {
@@ -64,48 +82,23 @@ func before(a, b *jobState) bool {
 	return a.rec.ID < b.rec.ID
 }
 
-func (h readyHeap) Len() int           { return len(h) }
-func (h readyHeap) Less(i, j int) bool { return before(h[i], h[j]) }
-func (h readyHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx, h[j].heapIdx = i, j
+func (h *jobHeap) Len() int           { return len(h.jobs) }
+func (h *jobHeap) Less(i, j int) bool { return h.less(h.jobs[i], h.jobs[j]) }
+func (h *jobHeap) Swap(i, j int) {
+	h.jobs[i], h.jobs[j] = h.jobs[j], h.jobs[i]
+	*h.at(h.jobs[i]), *h.at(h.jobs[j]) = i, j
 }
-func (h *readyHeap) Push(x any) {
+func (h *jobHeap) Push(x any) {
 	js := x.(*jobState)
-	js.heapIdx = len(*h)
-	*h = append(*h, js)
+	*h.at(js) = len(h.jobs)
+	h.jobs = append(h.jobs, js)
 }
-func (h *readyHeap) Pop() any {
-	old := *h
+func (h *jobHeap) Pop() any {
+	old := h.jobs
 	js := old[len(old)-1]
 	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	js.heapIdx = -1
-	return js
-}
-
-// notBeforeHeap orders jobs waiting for their not_before time.
-type notBeforeHeap []*jobState
-
-func (h notBeforeHeap) Len() int { return len(h) }
-func (h notBeforeHeap) Less(i, j int) bool {
-	return h[i].rec.NotBefore.Before(*h[j].rec.NotBefore)
-}
-func (h notBeforeHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].timerIdx, h[j].timerIdx = i, j
-}
-func (h *notBeforeHeap) Push(x any) {
-	js := x.(*jobState)
-	js.timerIdx = len(*h)
-	*h = append(*h, js)
-}
-func (h *notBeforeHeap) Pop() any {
-	old := *h
-	js := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	js.timerIdx = -1
+	h.jobs = old[:len(old)-1]
+	*h.at(js) = -1
 	return js
 }
 
@@ -113,7 +106,7 @@ func (h *notBeforeHeap) Pop() any {
 func (d *Daemon) queue(name string) *queueState {
 	q := d.queues[name]
 	if q == nil {
-		q = &queueState{name: name}
+		q = &queueState{name: name, ready: readyHeap()}
 		d.queues[name] = q
 	}
 	return q
@@ -211,10 +204,10 @@ func (d *Daemon) takeSlotBack(js *jobState) {
 func (d *Daemon) nextTimer() <-chan time.Time {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(d.timers) == 0 {
+	if len(d.timers.jobs) == 0 {
 		return nil
 	}
-	wait := d.timers[0].rec.NotBefore.Sub(d.clock.Now())
+	wait := d.timers.jobs[0].rec.NotBefore.Sub(d.clock.Now())
 	if wait < 0 {
 		wait = 0
 	}
@@ -230,7 +223,7 @@ func (d *Daemon) schedule() {
 		return
 	}
 	now := d.clock.Now()
-	for len(d.timers) > 0 && !d.timers[0].rec.NotBefore.After(now) {
+	for len(d.timers.jobs) > 0 && !d.timers.jobs[0].rec.NotBefore.After(now) {
 		js := heap.Pop(&d.timers).(*jobState)
 		d.makeReady(js)
 	}
@@ -248,7 +241,7 @@ func (d *Daemon) pickLocked() []*jobState {
 	for d.running < d.cfg.MaxParallel {
 		var best *queueState
 		for _, q := range d.queues {
-			if q.hasRoom() && (best == nil || before(q.ready[0], best.ready[0])) {
+			if q.hasRoom() && (best == nil || before(q.ready.jobs[0], best.ready.jobs[0])) {
 				best = q
 			}
 		}
