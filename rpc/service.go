@@ -97,21 +97,22 @@ func (r SubmitResult) MarshalJSON() ([]byte, error) {
 	}{jobs})
 }
 
-// UnmarshalJSON reads either shape.
+// UnmarshalJSON reads either shape, in one pass: a job has no "jobs" field.
 func (r *SubmitResult) UnmarshalJSON(b []byte) error {
-	var probe struct {
+	var both struct {
+		Job
 		Jobs *[]Job `json:"jobs"`
 	}
-	if err := json.Unmarshal(b, &probe); err != nil {
+	if err := json.Unmarshal(b, &both); err != nil {
 		return err
 	}
-	if probe.Jobs != nil {
-		r.Job, r.Jobs = nil, *probe.Jobs
+	if both.Jobs != nil {
+		r.Job, r.Jobs = nil, *both.Jobs
 		return nil
 	}
-	r.Jobs = nil
-	r.Job = new(Job)
-	return json.Unmarshal(b, r.Job)
+	j := both.Job
+	r.Job, r.Jobs = &j, nil
+	return nil
 }
 
 // GetParams names a job.

@@ -276,6 +276,7 @@ func (s *Store) do(ctx context.Context, o *op) error {
 // transaction, until Close. A lone call is applied at once: there is no delay.
 func (s *Store) writer() {
 	defer s.wg.Done()
+	last := 1 // requests in the previous commit
 	for {
 		var first *op
 		select {
@@ -285,19 +286,47 @@ func (s *Store) writer() {
 		}
 		batch := []*op{first}
 		weight := first.weight
+		// When the last commit was shared, its writers are likely on their way
+		// back: wait a moment for them, so that they share this one too. A lone
+		// writer (last == 1) never waits.
+		var gather <-chan time.Time
+		var timer *time.Timer
+		if last > 1 {
+			timer = time.NewTimer(gatherWait)
+			gather = timer.C
+		}
 	drain:
 		for len(batch) < maxBatchOps && weight < maxBatchWeight {
 			select {
 			case o := <-s.ops:
 				batch = append(batch, o)
 				weight += o.weight
+				continue
 			default:
+			}
+			if gather == nil || len(batch) >= last {
+				break
+			}
+			select {
+			case o := <-s.ops:
+				batch = append(batch, o)
+				weight += o.weight
+			case <-gather:
+				gather = nil
+			case <-s.quit:
 				break drain
 			}
 		}
+		if timer != nil {
+			timer.Stop()
+		}
+		last = len(batch)
 		s.commit(batch)
 	}
 }
+
+// gatherWait is the longest a commit waits for the writers of the previous one.
+const gatherWait = 200 * time.Microsecond
 
 // errRollback ends a transaction in which no call wrote anything.
 var errRollback = errors.New("nothing to commit")

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"spool/client"
+	"spool/daemon"
+	"spool/rpc"
+	"spool/store"
+)
+
+// BenchmarkSubmitOverSocket submits single jobs from 8 clients through the whole
+// path in one process (client, socket, server, daemon, store), for profiling.
+func BenchmarkSubmitOverSocket(b *testing.B) {
+	dir, err := os.MkdirTemp("", "sb")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	st, err := store.Open(filepath.Join(dir, "spool.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	d, err := daemon.New(daemon.Config{Store: st, StateDir: dir, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = d.Run(ctx) }()
+	<-d.Ready()
+	if _, err := d.QueueSet(ctx, rpc.QueueSetParams{Name: "held", Paused: new(bool)}); err != nil {
+		b.Fatal(err)
+	}
+	paused := true
+	if _, err := d.QueueSet(ctx, rpc.QueueSetParams{Name: "held", Paused: &paused}); err != nil {
+		b.Fatal(err)
+	}
+	sock := filepath.Join(dir, "s.sock")
+	ln, err := rpc.Listen(sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := rpc.NewServer(rpc.ServerConfig{Service: d})
+	go func() { _ = srv.Serve(ctx, ln) }()
+	const clients = 8
+	cs := make([]*client.Client, clients)
+	for i := range cs {
+		if cs[i], err = client.Dial(ctx, sock); err != nil {
+			b.Fatal(err)
+		}
+		defer cs[i].Close()
+	}
+	spec := rpc.Spec{Queue: "held", Steps: []rpc.Step{{Exec: &rpc.ExecStep{Argv: []string{"true"}}}}}
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	per := b.N/clients + 1
+	for _, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range per {
+				s := spec
+				if _, err := c.Submit(ctx, rpc.SubmitParams{Job: &s}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(per*clients)/b.Elapsed().Seconds(), "jobs/s")
+}
