@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -94,28 +93,6 @@ func copyCompacted(tmp string, src *bbolt.DB, noSync bool) error {
 		err = fmt.Errorf("close %s: %w", tmp, cerr)
 	}
 	return err
-}
-
-// checkLayout checks that tx is a spool database of a schema this package knows.
-func checkLayout(tx *bbolt.Tx) error {
-	meta := tx.Bucket([]byte(bMeta))
-	if meta == nil {
-		return errors.New("not a spool database: no meta bucket")
-	}
-	raw := meta.Get([]byte(metaVersion))
-	v, err := strconv.Atoi(string(raw))
-	if err != nil || v < 1 {
-		return fmt.Errorf("not a spool database: bad schema version %q", raw)
-	}
-	if v > schemaVersion {
-		return fmt.Errorf("database schema version %d is newer than this program supports (%d): use a newer spoold", v, schemaVersion)
-	}
-	for _, name := range bucketNames() {
-		if tx.Bucket([]byte(name)) == nil {
-			return fmt.Errorf("damaged database: bucket %q is missing", name)
-		}
-	}
-	return nil
 }
 
 // syncDir flushes a folder's entries (a rename in it) to disk.

@@ -145,6 +145,28 @@ func guard(fn func() error) (err error) {
 	return fn()
 }
 
+// checkLayout checks that tx is a spool database of a schema this package knows.
+func checkLayout(tx *bbolt.Tx) error {
+	meta := tx.Bucket([]byte(bMeta))
+	if meta == nil {
+		return errors.New("not a spool database: no meta bucket")
+	}
+	raw := meta.Get([]byte(metaVersion))
+	v, err := strconv.Atoi(string(raw))
+	if err != nil || v < 1 {
+		return fmt.Errorf("not a spool database: bad schema version %q", raw)
+	}
+	if v > schemaVersion {
+		return fmt.Errorf("database schema version %d is newer than this program supports (%d): use a newer spoold", v, schemaVersion)
+	}
+	for _, name := range bucketNames() {
+		if tx.Bucket([]byte(name)) == nil {
+			return fmt.Errorf("damaged database: bucket %q is missing", name)
+		}
+	}
+	return nil
+}
+
 // setup checks the schema of an existing database, or lays out a new one.
 func (s *Store) setup() error {
 	fresh := false
@@ -164,18 +186,8 @@ func (s *Store) setup() error {
 			fresh = true
 			return nil
 		}
-		raw := meta.Get([]byte(metaVersion))
-		v, err := strconv.Atoi(string(raw))
-		if err != nil || v < 1 {
-			return fmt.Errorf("not a spool database: bad schema version %q", raw)
-		}
-		if v > schemaVersion {
-			return fmt.Errorf("database schema version %d is newer than this program supports (%d): use a newer spoold", v, schemaVersion)
-		}
-		for _, name := range bucketNames() {
-			if tx.Bucket([]byte(name)) == nil {
-				return fmt.Errorf("damaged database: bucket %q is missing", name)
-			}
+		if err := checkLayout(tx); err != nil {
+			return err
 		}
 		id := meta.Get([]byte(metaStoreID))
 		if len(id) == 0 {
