@@ -438,10 +438,13 @@ func (d *Daemon) Wait(ctx context.Context, p rpc.WaitParams) (*rpc.Job, error) {
 	if err := d.waitReady(ctx); err != nil {
 		return nil, err
 	}
-	if _, err := d.store.Get(ctx, p.ID); err != nil {
-		return nil, err
-	}
 	final := d.waitChan(p.ID)
+	select {
+	case <-final:
+		// Final or unknown: Get below answers either way.
+		return d.Get(ctx, rpc.GetParams{ID: p.ID})
+	default:
+	}
 	var timeout <-chan time.Time
 	if p.Timeout > 0 {
 		t := time.NewTimer(p.Timeout.D())

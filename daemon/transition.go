@@ -38,6 +38,17 @@ func cloneRecord(r rpc.Record) rpc.Record {
 	return r
 }
 
+// current copies the job's record for its next transition, or says errJobOver
+// when the job became final meanwhile. The caller holds js.mu.
+func (d *Daemon) current(js *jobState) (rpc.Record, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.jobs[js.rec.ID] != js || js.rec.State.Final() {
+		return rpc.Record{}, errJobOver
+	}
+	return cloneRecord(js.rec), nil
+}
+
 // update stores a change of a job that stays unfinished. fn edits the record and
 // returns the events of the change.
 func (d *Daemon) update(ctx context.Context, js *jobState, fn func(rec *rpc.Record, now time.Time) []rpc.Event) error {
@@ -45,12 +56,9 @@ func (d *Daemon) update(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 		return err
 	}
 	defer js.mu.unlock()
-	d.mu.Lock()
-	rec := cloneRecord(js.rec)
-	gone := d.jobs[rec.ID] != js || rec.State.Final()
-	d.mu.Unlock()
-	if gone {
-		return errJobOver
+	rec, err := d.current(js)
+	if err != nil {
+		return err
 	}
 	from := rec.State
 	evs := fn(&rec, d.clock.Now())
@@ -66,12 +74,9 @@ func (d *Daemon) update(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 // finish stores a job's final state, made by fn, and fails its queued dependents,
 // and theirs, in the same transaction. The caller holds js.mu.
 func (d *Daemon) finish(ctx context.Context, js *jobState, fn func(rec *rpc.Record, now time.Time) []rpc.Event) error {
-	d.mu.Lock()
-	rec := cloneRecord(js.rec)
-	gone := d.jobs[rec.ID] != js || rec.State.Final()
-	d.mu.Unlock()
-	if gone {
-		return errJobOver
+	rec, err := d.current(js)
+	if err != nil {
+		return err
 	}
 	from := rec.State
 	now := d.clock.Now()
@@ -222,19 +227,28 @@ func (d *Daemon) failDependency(ctx context.Context, id int64) {
 		return
 	}
 	defer js.mu.unlock()
+	// Which dependencies are over is known under the lock; their states are read
+	// from the store after it.
 	d.mu.Lock()
 	ok := d.jobs[id] == js && js.rec.State == rpc.StateQueued && !js.claimed
-	var dep int64
+	var over []int64
 	for _, a := range js.rec.After {
 		if _, inMem := d.jobs[a]; !inMem {
-			if st, err := d.depState(ctx, a); err == nil && st != rpc.StateSucceeded {
-				dep = a
-				break
-			}
+			over = append(over, a)
 		}
 	}
 	d.mu.Unlock()
-	if !ok || dep == 0 {
+	if !ok {
+		return
+	}
+	var dep int64
+	for _, a := range over {
+		if st, err := d.depState(ctx, a); err == nil && st != rpc.StateSucceeded {
+			dep = a
+			break
+		}
+	}
+	if dep == 0 {
 		return
 	}
 	err := d.finish(ctx, js, func(rec *rpc.Record, now time.Time) []rpc.Event {
