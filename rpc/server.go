@@ -65,6 +65,7 @@ type Server struct {
 	log     *slog.Logger
 	uid     int
 	methods map[string]method
+	dec     *Decoder // params, for every connection
 	conns   atomic.Int64
 }
 
@@ -94,14 +95,15 @@ func NewServer(cfg ServerConfig) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log, uid: os.Getuid(), methods: methods(cfg.Service)}
+	dec := NewDecoder()
+	return &Server{cfg: cfg, log: log, uid: os.Getuid(), methods: methods(cfg.Service, dec), dec: dec}
 }
 
 // withParams adapts a Service method that takes params.
-func withParams[P, R any](f func(context.Context, P) (R, error)) func(context.Context, json.RawMessage) (any, error) {
+func withParams[P, R any](dec *Decoder, f func(context.Context, P) (R, error)) func(context.Context, json.RawMessage) (any, error) {
 	return func(ctx context.Context, raw json.RawMessage) (any, error) {
 		var p P
-		if err := DecodeParams(raw, &p); err != nil {
+		if err := dec.Params(raw, &p); err != nil {
 			return nil, err
 		}
 		return f(ctx, p)
@@ -109,10 +111,10 @@ func withParams[P, R any](f func(context.Context, P) (R, error)) func(context.Co
 }
 
 // noParams adapts a Service method that takes no params ({} or none).
-func noParams[R any](f func(context.Context) (R, error)) func(context.Context, json.RawMessage) (any, error) {
+func noParams[R any](dec *Decoder, f func(context.Context) (R, error)) func(context.Context, json.RawMessage) (any, error) {
 	return func(ctx context.Context, raw json.RawMessage) (any, error) {
 		var p Empty
-		if err := DecodeParams(raw, &p); err != nil {
+		if err := dec.Params(raw, &p); err != nil {
 			return nil, err
 		}
 		return f(ctx)
@@ -126,26 +128,26 @@ func noResult[P any](f func(context.Context, P) error) func(context.Context, P) 
 
 // methods is the dispatch table. job.watch, job.unwatch and $/cancelRequest are the
 // connection's own business and are not in it.
-func methods(svc Service) map[string]method {
+func methods(svc Service, dec *Decoder) map[string]method {
 	return map[string]method{
-		MethodSubmit:         {call: withParams(svc.Submit)},
-		MethodGet:            {call: withParams(svc.Get)},
-		MethodList:           {call: withParams(svc.List)},
-		MethodCancel:         {slow: true, call: withParams(svc.Cancel)},
-		MethodWait:           {slow: true, call: withParams(svc.Wait)},
-		MethodLogs:           {call: withParams(svc.Logs)},
-		MethodRetry:          {call: withParams(svc.Retry)},
-		MethodRemove:         {call: withParams(svc.Remove)},
-		MethodPrune:          {call: withParams(svc.Prune)},
-		MethodQueueList:      {call: noParams(svc.QueueList)},
-		MethodQueueSet:       {call: withParams(svc.QueueSet)},
-		MethodTemplatePut:    {call: withParams(svc.TemplatePut)},
-		MethodTemplateGet:    {call: withParams(svc.TemplateGet)},
-		MethodTemplateList:   {call: noParams(svc.TemplateList)},
-		MethodTemplateRemove: {call: withParams(noResult(svc.TemplateRemove))},
-		MethodTemplateRun:    {call: withParams(svc.TemplateRun)},
-		MethodInfo:           {call: noParams(svc.Info)},
-		MethodShutdown:       {slow: true, call: withParams(noResult(svc.Shutdown))},
+		MethodSubmit:         {call: withParams(dec, svc.Submit)},
+		MethodGet:            {call: withParams(dec, svc.Get)},
+		MethodList:           {call: withParams(dec, svc.List)},
+		MethodCancel:         {slow: true, call: withParams(dec, svc.Cancel)},
+		MethodWait:           {slow: true, call: withParams(dec, svc.Wait)},
+		MethodLogs:           {call: withParams(dec, svc.Logs)},
+		MethodRetry:          {call: withParams(dec, svc.Retry)},
+		MethodRemove:         {call: withParams(dec, svc.Remove)},
+		MethodPrune:          {call: withParams(dec, svc.Prune)},
+		MethodQueueList:      {call: noParams(dec, svc.QueueList)},
+		MethodQueueSet:       {call: withParams(dec, svc.QueueSet)},
+		MethodTemplatePut:    {call: withParams(dec, svc.TemplatePut)},
+		MethodTemplateGet:    {call: withParams(dec, svc.TemplateGet)},
+		MethodTemplateList:   {call: noParams(dec, svc.TemplateList)},
+		MethodTemplateRemove: {call: withParams(dec, noResult(svc.TemplateRemove))},
+		MethodTemplateRun:    {call: withParams(dec, svc.TemplateRun)},
+		MethodInfo:           {call: noParams(dec, svc.Info)},
+		MethodShutdown:       {slow: true, call: withParams(dec, noResult(svc.Shutdown))},
 	}
 }
 
@@ -663,7 +665,7 @@ func (cc *conn) cancelRequest(params json.RawMessage) {
 // watch's events starts, so it comes first.
 func (cc *conn) watch(req request) {
 	var p WatchParams
-	if err := DecodeParams(req.params, &p); err != nil {
+	if err := cc.s.dec.Params(req.params, &p); err != nil {
 		cc.reply(req, nil, err)
 		return
 	}
@@ -787,7 +789,7 @@ func eventNotification(token string, ev *Event) ([]byte, error) {
 // unwatch handles job.unwatch: it ends the watch with that token, if any.
 func (cc *conn) unwatch(req request) {
 	var p UnwatchParams
-	if err := DecodeParams(req.params, &p); err != nil {
+	if err := cc.s.dec.Params(req.params, &p); err != nil {
 		cc.reply(req, nil, err)
 		return
 	}

@@ -152,22 +152,31 @@ func FuzzDecodeParams(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var got SubmitParams
 		err := DecodeParams(raw, &got)
+		var want SubmitParams
+		trimmed := bytes.TrimSpace(raw)
+		if len(trimmed) == 0 || string(trimmed) == "null" {
+			trimmed = []byte("{}")
+		}
+		dec := json.NewDecoder(bytes.NewReader(trimmed))
+		dec.DisallowUnknownFields()
+		stockErr := dec.Decode(&want)
+		if stockErr == nil && !json.Valid(trimmed) {
+			stockErr = errors.New("not one JSON value")
+		}
 		if err != nil {
 			var e *Error
 			if !errors.As(err, &e) || e.Code != CodeInvalidParams {
 				t.Fatalf("error %v is not -32602", err)
 			}
+			// What the stock decoder takes is refused only for a key that matches
+			// a field in another case (the stock decoder ignores case).
+			if stockErr == nil && trimmed[0] == '{' && (e.Data == nil || e.Data.Reason != "unknown field") {
+				t.Fatalf("DecodeParams refused %q, which the stock decoder takes: %v", raw, err)
+			}
 			return
 		}
-		var want SubmitParams
-		trimmed := bytes.TrimSpace(raw)
-		if len(trimmed) == 0 {
-			trimmed = []byte("{}")
-		}
-		dec := json.NewDecoder(bytes.NewReader(trimmed))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&want); err != nil {
-			t.Fatalf("DecodeParams accepted %q, which the stock decoder rejects: %v", raw, err)
+		if stockErr != nil {
+			t.Fatalf("DecodeParams accepted %q, which the stock decoder rejects: %v", raw, stockErr)
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("DecodeParams(%q) = %+v, stock decoder %+v", raw, got, want)

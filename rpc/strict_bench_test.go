@@ -1,0 +1,56 @@
+package rpc
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// submitBatch is job.submit params with n jobs shaped like a typical CLI submit.
+func submitBatch(n int) json.RawMessage {
+	job := `{"name": "build", "queue": "default", "priority": 2, "labels": {"team": "a"}, "timeout": "1h",
+		"steps": [{"exec": {"argv": ["make", "-j2", "test"], "dir": "/src"}, "retry": {"attempts": 3, "backoff": "1s"}}]}`
+	if n == 1 {
+		return json.RawMessage(`{"job": ` + job + `}`)
+	}
+	return json.RawMessage(`{"jobs": [` + strings.TrimSuffix(strings.Repeat(job+",", n), ",") + `]}`)
+}
+
+func BenchmarkDecodeParamsSubmitOne(b *testing.B) {
+	raw := submitBatch(1)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	dec := NewDecoder()
+	for b.Loop() {
+		var p SubmitParams
+		if err := dec.Params(raw, &p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeParamsSubmit1000(b *testing.B) {
+	raw := submitBatch(1000)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	dec := NewDecoder()
+	for b.Loop() {
+		var p SubmitParams
+		if err := dec.Params(raw, &p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkUnmarshalSubmit1000 is the baseline: encoding/json alone, no checks.
+func BenchmarkUnmarshalSubmit1000(b *testing.B) {
+	raw := submitBatch(1000)
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var p SubmitParams
+		if err := json.Unmarshal(raw, &p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
