@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -283,10 +284,20 @@ type notification struct {
 // encodeResponse encodes a response with either a result (already encoded) or an
 // error.
 func encodeResponse(id json.RawMessage, result json.RawMessage, e *Error) []byte {
-	r := response{JSONRPC: "2.0", ID: id, Result: result, Error: e}
-	if e == nil && len(result) == 0 {
-		r.Result = json.RawMessage("null")
+	if e == nil {
+		// id is as the request sent it and result comes from an encoder, so both
+		// are valid JSON: the envelope is written around them as they are.
+		if len(result) == 0 {
+			result = json.RawMessage("null")
+		}
+		b := make([]byte, 0, len(`{"jsonrpc":"2.0","id":,"result":}`)+len(id)+len(result))
+		b = append(b, `{"jsonrpc":"2.0","id":`...)
+		b = append(b, id...)
+		b = append(b, `,"result":`...)
+		b = append(b, result...)
+		return append(b, '}')
 	}
+	r := response{JSONRPC: "2.0", ID: id, Error: e}
 	b, err := json.Marshal(r)
 	if err != nil {
 		// Only an id or error data that cannot be encoded gets here.
@@ -326,13 +337,27 @@ func parseRequest(msg []byte) (request, *Error) {
 	if len(msg) == 0 || msg[0] != '{' {
 		return invalid("not a JSON-RPC 2.0 request object")
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(msg, &fields); err != nil {
+	// One pass over the members finds the four that matter; params stays as it
+	// is, a slice of msg, for its method's decoder.
+	var id, version, method json.RawMessage
+	err := eachMember(msg, func(key []byte, val json.RawMessage) {
+		switch string(key) {
+		case "id":
+			id = val
+		case "jsonrpc":
+			version = val
+		case "method":
+			method = val
+		case "params":
+			req.params = val
+		}
+	})
+	if err != nil {
 		return invalid("not a JSON-RPC 2.0 request object")
 	}
-	if id, ok := fields["id"]; ok {
+	if id != nil {
 		switch {
-		case len(id) > 0 && (id[0] == '"' || id[0] == '-' || id[0] >= '0' && id[0] <= '9'):
+		case id[0] == '"' || id[0] == '-' || id[0] >= '0' && id[0] <= '9':
 			req.id = id
 		case string(id) == "null":
 			req.id = nullID
@@ -341,16 +366,81 @@ func parseRequest(msg []byte) (request, *Error) {
 			return invalid("id must be a string or a number")
 		}
 	}
-	var version string
-	if raw, ok := fields["jsonrpc"]; !ok || json.Unmarshal(raw, &version) != nil || version != "2.0" {
+	if v, ok := jsonString(version); !ok || v != "2.0" {
 		return invalid(`"jsonrpc" must be "2.0"`)
 	}
-	raw, ok := fields["method"]
-	if !ok || json.Unmarshal(raw, &req.method) != nil {
+	m, ok := jsonString(method)
+	if !ok {
 		return invalid(`"method" must be a string`)
 	}
-	req.params = fields["params"]
+	req.method = m
 	return req, nil
+}
+
+// eachMember calls f with each member of the JSON object msg, in order, with keys
+// unescaped. The slices it passes are parts of msg.
+func eachMember(msg []byte, f func(key []byte, val json.RawMessage)) error {
+	s := scanner{data: msg}
+	if s.peek() != '{' {
+		return errSyntax
+	}
+	s.i++
+	if s.peek() == '}' {
+		s.i++
+	} else {
+		for {
+			if s.peek() != '"' {
+				return errSyntax
+			}
+			start := s.i
+			esc, err := s.str()
+			if err != nil {
+				return err
+			}
+			key := msg[start+1 : s.i-1]
+			if esc {
+				key = []byte(unquote(key))
+			}
+			if s.peek() != ':' {
+				return errSyntax
+			}
+			s.i++
+			s.ws()
+			start = s.i
+			if err := s.skip(); err != nil {
+				return err
+			}
+			f(key, msg[start:s.i:s.i])
+			c := s.peek()
+			s.i++
+			if c == '}' {
+				break
+			}
+			if c != ',' {
+				return errSyntax
+			}
+		}
+	}
+	s.ws()
+	if s.i != len(msg) {
+		return errSyntax
+	}
+	return nil
+}
+
+// jsonString decodes a JSON string value; ok is false for any other value.
+func jsonString(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", false
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw[1 : len(raw)-1]), true
+	}
+	var v string
+	if json.Unmarshal(raw, &v) != nil {
+		return "", false
+	}
+	return v, true
 }
 
 // idKey identifies a request id for $/cancelRequest: strings by their value,
@@ -556,13 +646,24 @@ func (cc *conn) reply(req request, res any, err error) {
 		cc.send(encodeResponse(req.id, nil, AsError(err)))
 		return
 	}
-	b, merr := json.Marshal(res)
+	b, merr := encodeResult(res)
 	if merr != nil {
 		cc.s.log.Error("cannot encode a result", "method", req.method, "err", merr)
 		cc.send(encodeResponse(req.id, nil, &Error{Code: CodeInternal, Message: "internal error: cannot encode the result"}))
 		return
 	}
 	cc.send(encodeResponse(req.id, b, nil))
+}
+
+// encodeResult encodes a method's result. A result that encodes itself is asked
+// directly: encoding/json would check and compact its output once more.
+func encodeResult(res any) ([]byte, error) {
+	if m, ok := res.(json.Marshaler); ok {
+		if v := reflect.ValueOf(res); v.Kind() != reflect.Pointer || !v.IsNil() {
+			return m.MarshalJSON()
+		}
+	}
+	return json.Marshal(res)
 }
 
 // send queues a message for the writer, waiting while the queue is full. It reports

@@ -183,3 +183,35 @@ func FuzzDecodeParams(f *testing.F) {
 		}
 	})
 }
+
+func TestParseRequest(t *testing.T) {
+	cases := []struct {
+		msg, method, id, params string
+		code                    int
+	}{
+		{msg: `{"jsonrpc":"2.0","id":1,"method":"job.get","params":{"id":3}}`, method: "job.get", id: "1", params: `{"id":3}`},
+		{msg: `{ "params" : [ 1 ] , "method" : "m", "id" : "x", "jsonrpc" : "2.0" } `, method: "m", id: `"x"`, params: `[ 1 ]`},
+		{msg: `{"jsonrpc":"2.0","method":"note"}`, method: "note"},
+		{msg: `{"\u006aso\u006erpc":"2\u002e0","\u0069d":null,"method":"a\u0062"}`, method: "ab", id: "null"},
+		{msg: `{"jsonrpc":"2.0","method":"a","method":"b","id":1}`, method: "b", id: "1"},
+		{msg: `{"jsonrpc":"2.0","method":"a","id":{}}`, code: CodeInvalidRequest},
+		{msg: `{"jsonrpc":"1.0","method":"a","id":1}`, code: CodeInvalidRequest},
+		{msg: `{"jsonrpc":"2.0","method":7,"id":1}`, code: CodeInvalidRequest},
+		{msg: `{"jsonrpc":"2.0","id":1}`, code: CodeInvalidRequest},
+		{msg: `{"jsonrpc":"2.0","method":"a",}`, code: CodeInvalidRequest},
+		{msg: `{"jsonrpc":"2.0","method":"a"} x`, code: CodeInvalidRequest},
+	}
+	for _, c := range cases {
+		is := is.New(t)
+		req, err := parseRequest([]byte(c.msg))
+		if c.code != 0 {
+			is.True(err != nil)        // the request is refused
+			is.Equal(err.Code, c.code) // as an invalid request
+			continue
+		}
+		is.True(err == nil)                    // the request is taken
+		is.Equal(req.method, c.method)         // its method, unescaped
+		is.Equal(string(req.id), c.id)         // its id as sent
+		is.Equal(string(req.params), c.params) // its params as sent
+	}
+}

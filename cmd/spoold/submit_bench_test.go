@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"spool/client"
 	"spool/daemon"
@@ -58,6 +60,7 @@ func BenchmarkSubmitOverSocket(b *testing.B) {
 		defer cs[i].Close()
 	}
 	spec := rpc.Spec{Queue: "held", Steps: []rpc.Step{{Exec: &rpc.ExecStep{Argv: []string{"true"}}}}}
+	cpu0 := cpuTime()
 	b.ResetTimer()
 	var wg sync.WaitGroup
 	per := b.N/clients + 1
@@ -76,4 +79,15 @@ func BenchmarkSubmitOverSocket(b *testing.B) {
 	}
 	wg.Wait()
 	b.ReportMetric(float64(per*clients)/b.Elapsed().Seconds(), "jobs/s")
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(per*clients), "cpu-µs/job")
+}
+
+// cpuTime is the CPU time this process has used, user and system: clients, server,
+// daemon and store together.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
