@@ -467,7 +467,13 @@ type conn struct {
 	// cancel ends the connection's context: pending requests and watch pumps.
 	cancel context.CancelFunc
 
-	out        chan []byte
+	out chan []byte
+	// wmu is held while writing to c. queued counts the messages in out or in
+	// the writer's hands; while it is zero a sender writes its message itself,
+	// which saves waking the writer.
+	wmu        sync.Mutex
+	queued     int
+	failed     bool          // a write failed: nothing more is written
 	dead       chan struct{} // closed once the writer gave up
 	deadOnce   sync.Once
 	writerDone chan struct{}
@@ -666,8 +672,9 @@ func encodeResult(res any) ([]byte, error) {
 	return json.Marshal(res)
 }
 
-// send queues a message for the writer, waiting while the queue is full. It reports
-// false when the connection's writer gave up.
+// send writes a message, or queues it for the writer when others are ahead of it,
+// waiting while the queue is full. It reports false when the connection's writer
+// gave up.
 func (cc *conn) send(body []byte) bool {
 	b := frame(cc.fr.mode, body)
 	select {
@@ -675,25 +682,30 @@ func (cc *conn) send(body []byte) bool {
 		return false
 	default:
 	}
+	cc.wmu.Lock()
+	if cc.queued == 0 {
+		ok := cc.write(net.Buffers{b})
+		cc.wmu.Unlock()
+		return ok
+	}
+	cc.queued++
+	cc.wmu.Unlock()
 	select {
 	case cc.out <- b:
 		return true
 	case <-cc.dead:
+		cc.wmu.Lock()
+		cc.queued--
+		cc.wmu.Unlock()
 		return false
 	}
 }
 
-// writer writes the queued messages in order, each within WriteStall (or by the
-// flush deadline once the connection is closing). A write that fails or stalls
-// kills the connection; the rest of the queue is then dropped.
+// writer writes the queued messages in order. Whatever else is queued goes out in
+// the same system call.
 func (cc *conn) writer() {
 	defer close(cc.writerDone)
-	failed := false
 	for b := range cc.out {
-		if failed {
-			continue
-		}
-		// Whatever else is queued goes out in the same system call.
 		bufs := net.Buffers{b}
 		size := len(b)
 	more:
@@ -709,22 +721,38 @@ func (cc *conn) writer() {
 				break more
 			}
 		}
-		cc.deadlineMu.Lock()
-		deadline := time.Now().Add(cc.s.cfg.WriteStall)
-		if !cc.flushBy.IsZero() && cc.flushBy.Before(deadline) {
-			deadline = cc.flushBy
-		}
-		cc.c.SetWriteDeadline(deadline)
-		cc.deadlineMu.Unlock()
-		if _, err := bufs.WriteTo(cc.c); err != nil {
-			failed = true
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && cc.ctx.Err() == nil {
-				cc.s.log.Warn("closing a connection whose writes stalled", "stall", cc.s.cfg.WriteStall)
-			}
-			cc.kill()
-		}
+		n := len(bufs)
+		cc.wmu.Lock()
+		cc.write(bufs)
+		cc.queued -= n
+		cc.wmu.Unlock()
 	}
+}
+
+// write writes bufs within WriteStall (or by the flush deadline once the connection
+// is closing); the caller holds wmu. A write that fails or stalls kills the
+// connection; what comes after it is dropped.
+func (cc *conn) write(bufs net.Buffers) bool {
+	if cc.failed {
+		return false
+	}
+	cc.deadlineMu.Lock()
+	deadline := time.Now().Add(cc.s.cfg.WriteStall)
+	if !cc.flushBy.IsZero() && cc.flushBy.Before(deadline) {
+		deadline = cc.flushBy
+	}
+	cc.c.SetWriteDeadline(deadline)
+	cc.deadlineMu.Unlock()
+	if _, err := bufs.WriteTo(cc.c); err != nil {
+		cc.failed = true
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && cc.ctx.Err() == nil {
+			cc.s.log.Warn("closing a connection whose writes stalled", "stall", cc.s.cfg.WriteStall)
+		}
+		cc.kill()
+		return false
+	}
+	return true
 }
 
 // writeBatch is how many queued bytes the writer gathers into one write.

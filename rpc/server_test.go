@@ -577,12 +577,26 @@ func TestServerStalledWatcherDoesNotBlockOthers(t *testing.T) {
 	stalled := dial(t, ts.path, false)
 	stalled.send(`{"jsonrpc":"2.0","id":1,"method":"job.watch","params":{"output":true}}`)
 	stalled.send(`{"jsonrpc":"2.0","id":2,"method":"daemon.info"}`)
+	// Wait until the watch is stuck: it produced events, then no more for a while,
+	// the socket and the connection's queue being full.
 	deadline := time.Now().Add(ioTimeout)
-	for ts.svc.watcher(0) == nil || ts.svc.watcher(0).next.Load() < writeQueue {
+	last, since := int64(-1), time.Now()
+	for {
 		if time.Now().After(deadline) {
-			t.Fatal("the watch produced nothing")
+			t.Fatal("the watch never stalled")
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+		w := ts.svc.watcher(0)
+		if w == nil {
+			continue
+		}
+		if n := w.next.Load(); n != last {
+			last, since = n, time.Now()
+			continue
+		}
+		if last > 0 && time.Since(since) > 200*time.Millisecond {
+			break
+		}
 	}
 	other := dial(t, ts.path, true)
 	is.True(other.call(1, MethodSubmit, `{"job":{"steps":[{"exec":{"argv":["x"]}}]}}`).Error == nil) // others submit
