@@ -228,6 +228,17 @@ func (w *fakeWatcher) Next(ctx context.Context) (*Event, error) {
 	}
 }
 
+// Buffered makes the fake a BufferedWatcher: what is left of the script is ready.
+func (w *fakeWatcher) Buffered() int {
+	if n := int64(len(w.script)) - w.next.Load(); n > 0 {
+		return int(n)
+	}
+	if w.endless != "" {
+		return 1
+	}
+	return 0
+}
+
 func (w *fakeWatcher) Close() error {
 	w.once.Do(func() { close(w.closed) })
 	return nil

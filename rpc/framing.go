@@ -235,13 +235,17 @@ func (r *frameReader) readLine() (string, error) {
 // frame delimits the encoded message body for the framing mode: a newline after it,
 // or an LSP header before it. body holds no newline (encoding/json escapes them).
 func frame(mode framing, body []byte) []byte {
+	return appendFrame(make([]byte, 0, len(body)+32), mode, body)
+}
+
+// appendFrame appends body, framed, to out.
+func appendFrame(out []byte, mode framing, body []byte) []byte {
 	if mode == framingLSP {
-		header := "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n"
-		out := make([]byte, 0, len(header)+len(body))
-		out = append(out, header...)
+		out = append(out, "Content-Length: "...)
+		out = strconv.AppendInt(out, int64(len(body)), 10)
+		out = append(out, "\r\n\r\n"...)
 		return append(out, body...)
 	}
-	out := make([]byte, 0, len(body)+1)
 	out = append(out, body...)
 	return append(out, '\n')
 }

@@ -676,7 +676,11 @@ func encodeResult(res any) ([]byte, error) {
 // waiting while the queue is full. It reports false when the connection's writer
 // gave up.
 func (cc *conn) send(body []byte) bool {
-	b := frame(cc.fr.mode, body)
+	return cc.sendFramed(frame(cc.fr.mode, body))
+}
+
+// sendFramed is send for bytes already framed: one message or several.
+func (cc *conn) sendFramed(b []byte) bool {
 	select {
 	case <-cc.dead:
 		return false
@@ -874,26 +878,44 @@ func (cc *conn) pump(w *watch) {
 		}
 		cc.mu.Unlock()
 	}()
+	buffered, _ := w.w.(BufferedWatcher)
 	for {
 		ev, err := w.w.Next(cc.ctx)
+		// The events the watcher holds already go out with this one, in one write.
+		var msgs []byte
+		for n := 0; err == nil; n++ {
+			if !w.stopped.Load() { // unwatched: drain to io.EOF without sending
+				if msgs, err = cc.appendEvent(msgs, w.token, ev); err != nil {
+					cc.s.log.Error("cannot encode an event", "err", err)
+				}
+			}
+			if buffered == nil || buffered.Buffered() == 0 || n >= maxEventsPerWrite || len(msgs) >= writeBatch {
+				break
+			}
+			ev, err = w.w.Next(cc.ctx)
+		}
+		if len(msgs) > 0 && !cc.sendFramed(msgs) {
+			return
+		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && cc.ctx.Err() == nil && !w.stopped.Load() {
 				cc.s.log.Error("watch ended with an error", "err", err)
 			}
 			return
 		}
-		if w.stopped.Load() {
-			continue // unwatched: drain to io.EOF without sending
-		}
-		body, err := eventNotification(w.token, ev)
-		if err != nil {
-			cc.s.log.Error("cannot encode an event", "err", err)
-			continue
-		}
-		if !cc.send(body) {
-			return
-		}
 	}
+}
+
+// maxEventsPerWrite bounds how many events a watch writes at once.
+const maxEventsPerWrite = 256
+
+// appendEvent appends a job.event notification for ev, framed, to msgs.
+func (cc *conn) appendEvent(msgs []byte, token string, ev *Event) ([]byte, error) {
+	body, err := eventNotification(token, ev)
+	if err != nil {
+		return msgs, err
+	}
+	return appendFrame(msgs, cc.fr.mode, body), nil
 }
 
 // eventNotification encodes a job.event notification. The event's own encoding is

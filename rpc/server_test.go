@@ -728,3 +728,25 @@ func TestHelperPeer(t *testing.T) {
 	}
 	fmt.Printf("answer=%d bytes\n", len(b))
 }
+
+// TestServerWatchEventsTogether: events the watcher holds are written together;
+// each still arrives as a message of its own, in order, in both framings.
+func TestServerWatchEventsTogether(t *testing.T) {
+	for _, lsp := range []bool{false, true} {
+		is := is.New(t)
+		ts := startServer(t, ServerConfig{})
+		for i := range 300 {
+			ts.svc.script = append(ts.svc.script, &Event{Seq: int64(i + 1), Job: 1, Type: EventSubmitted, State: StateQueued})
+		}
+		tc := dial(t, ts.path, lsp)
+		m := tc.call(1, MethodWatch, `{"token":"t"}`)
+		is.True(m.Error == nil) // the watch starts
+		for i := range 300 {
+			m := tc.read()
+			is.Equal(m.Method, MethodEvent) // each event is a notification
+			var p EventParams
+			is.NoErr(json.Unmarshal(m.Params, &p)) // whole
+			is.Equal(p.Event.Seq, int64(i+1))      // in order, none missing
+		}
+	}
+}

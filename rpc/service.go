@@ -70,6 +70,14 @@ type Watcher interface {
 	Close() error
 }
 
+// BufferedWatcher is a Watcher that can tell how many events its Next returns
+// without waiting. The server then writes those events together, in one write.
+type BufferedWatcher interface {
+	Watcher
+	// Buffered is how many events Next returns at once.
+	Buffered() int
+}
+
 // SubmitParams submits one job (Job) or several, all or none (Jobs).
 type SubmitParams struct {
 	Job  *Spec  `json:"job"`
