@@ -91,3 +91,69 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkLoneSubmit is one client submitting one job at a time, taken apart:
+// the store alone, the daemon over the store, and the whole path over the socket.
+// Each op is one durable submit; ns/op is its latency.
+func BenchmarkLoneSubmit(b *testing.B) {
+	dir, err := os.MkdirTemp("", "sb")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	st, err := store.Open(filepath.Join(dir, "spool.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	d, err := daemon.New(daemon.Config{Store: st, StateDir: dir, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = d.Run(ctx) }()
+	<-d.Ready()
+	paused := true
+	if _, err := d.QueueSet(ctx, rpc.QueueSetParams{Name: "held", Paused: &paused}); err != nil {
+		b.Fatal(err)
+	}
+	sock := filepath.Join(dir, "s.sock")
+	ln, err := rpc.Listen(sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := rpc.NewServer(rpc.ServerConfig{Service: d})
+	go func() { _ = srv.Serve(ctx, ln) }()
+	c, err := client.Dial(ctx, sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	spec := rpc.Spec{Queue: "held", Steps: []rpc.Step{{Exec: &rpc.ExecStep{Argv: []string{"true"}}}}}
+	b.Run("store", func(b *testing.B) {
+		for b.Loop() {
+			s := spec
+			rec := rpc.Record{Job: rpc.Job{State: rpc.StateQueued, Queue: "held", SubmittedAt: time.Now(), Spec: &s}}
+			if _, _, err := st.Submit(ctx, []rpc.NewJob{{Record: rec, Event: rpc.Event{Type: rpc.EventSubmitted, State: rpc.StateQueued}}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("daemon", func(b *testing.B) {
+		for b.Loop() {
+			s := spec
+			if _, err := d.Submit(ctx, rpc.SubmitParams{Job: &s}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("socket", func(b *testing.B) {
+		for b.Loop() {
+			s := spec
+			if _, err := c.Submit(ctx, rpc.SubmitParams{Job: &s}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
