@@ -101,6 +101,35 @@ type message struct {
 	Error  *wireError      `json:"error"`
 }
 
+// parseMessage takes a message apart in one pass; the members it keeps are parts of
+// line. ok is false for a line that is not a JSON object or has members of the
+// wrong type.
+func parseMessage(line []byte) (m message, ok bool) {
+	ok = true
+	err := rpc.Members(bytes.TrimSpace(line), func(key []byte, val json.RawMessage) {
+		switch string(key) {
+		case "id":
+			m.ID = val
+		case "method":
+			if val[0] == '"' && bytes.IndexByte(val, '\\') < 0 {
+				m.Method = string(val[1 : len(val)-1])
+			} else if json.Unmarshal(val, &m.Method) != nil {
+				ok = false
+			}
+		case "params":
+			m.Params = val
+		case "result":
+			m.Result = val
+		case "error":
+			m.Error = nil
+			if string(val) != "null" && json.Unmarshal(val, &m.Error) != nil {
+				ok = false
+			}
+		}
+	})
+	return m, ok && err == nil
+}
+
 // wireError is a JSON-RPC error object as it arrives.
 type wireError struct {
 	Code    int             `json:"code"`
@@ -131,8 +160,8 @@ func (c *Client) read() {
 		if line, err = br.ReadBytes('\n'); err != nil {
 			break
 		}
-		var m message
-		if json.Unmarshal(line, &m) != nil {
+		m, ok := parseMessage(line)
+		if !ok {
 			continue // not an object: nothing we can match it to
 		}
 		c.dispatch(&m)

@@ -377,6 +377,16 @@ func parseRequest(msg []byte) (request, *Error) {
 	return req, nil
 }
 
+// Members calls f with each member of the JSON object msg, in order, with keys
+// unescaped, in one pass that also checks msg's syntax. The slices it passes are
+// parts of msg. Clients use it to take a message apart without decoding it.
+func Members(msg []byte, f func(key []byte, val json.RawMessage)) error {
+	if err := eachMember(msg, f); err != nil {
+		return fmt.Errorf("read a JSON object: %w", err)
+	}
+	return nil
+}
+
 // eachMember calls f with each member of the JSON object msg, in order, with keys
 // unescaped. The slices it passes are parts of msg.
 func eachMember(msg []byte, f func(key []byte, val json.RawMessage)) error {
