@@ -34,6 +34,7 @@ func (s *Store) Check(ctx context.Context) error {
 			problems = append(problems, fmt.Errorf(format, args...))
 		}
 	}
+	s.touch()
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		for err := range tx.Check() {
 			report("bbolt: %w", err)

@@ -281,10 +281,19 @@ func applyTx(b *txb, ts []rpc.Transition) ([]rpc.Event, error) {
 	return evs, nil
 }
 
-// Get reads one job with its spec; 1001 when unknown.
+// Get reads one job with its spec; 1001 when unknown. It reads the file's pages
+// rather than through the map (see pageFile): reads of random old jobs neither
+// fault nor grow the process's resident memory.
 func (s *Store) Get(ctx context.Context, id int64) (*rpc.Record, error) {
 	var rec *rpc.Record
-	err := s.view(ctx, func(b *txb) error {
+	open := func(tx *bbolt.Tx) (*txb, error) {
+		b := &txb{tx: tx, jobs: tx.Bucket([]byte(bJobs)), specs: tx.Bucket([]byte(bSpecs)), pages: s.pages}
+		if b.jobs == nil || b.specs == nil {
+			return nil, fmt.Errorf("bucket %q or %q is missing", bJobs, bSpecs)
+		}
+		return b, nil
+	}
+	err := s.viewWith(ctx, open, func(b *txb) error {
 		var err error
 		rec, err = b.getFull(id)
 		return err

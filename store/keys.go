@@ -76,6 +76,9 @@ type txb struct {
 	events     *bbolt.Bucket
 	queues     *bbolt.Bucket
 	templates  *bbolt.Bucket
+	// pages, when set, reads values of the jobs and specs by reading the
+	// file's pages rather than through the map (see pageFile).
+	pages *pageFile
 }
 
 // buckets opens every bucket of tx; Open made sure that they exist.

@@ -6,10 +6,11 @@ import (
 	"slices"
 	"time"
 
+	"go.etcd.io/bbolt"
+
 	"spool/rpc"
 )
 
-// getRecord reads job id without its spec; nil when there is no such job.
 // indexed is the part of a stored record that its index entries derive from.
 type indexed struct {
 	ID       int64     `json:"id"`
@@ -40,30 +41,54 @@ func sameIndex(a, b *rpc.Record) bool {
 		slices.Equal(a.After, b.After) && (a.Key == nil) == (b.Key == nil) && (a.Key == nil || *a.Key == *b.Key)
 }
 
+// getRecord reads job id without its spec; nil when there is no such job.
 func (b *txb) getRecord(id int64) (*rpc.Record, error) {
-	raw := b.jobs.Get(itob(id))
-	if raw == nil {
-		return nil, nil
-	}
 	var rec rpc.Record
-	// json.Unmarshal copies what it keeps, so rec outlives the transaction.
-	if err := json.Unmarshal(raw, &rec); err != nil {
-		return nil, fmt.Errorf("decode job %d: %w", id, err)
+	found, err := b.value(b.jobs, itob(id), func(raw []byte) error {
+		// json.Unmarshal copies what it keeps, so rec outlives the transaction.
+		if err := json.Unmarshal(raw, &rec); err != nil {
+			return fmt.Errorf("decode job %d: %w", id, err)
+		}
+		return nil
+	})
+	if err != nil || !found {
+		return nil, err
 	}
 	return &rec, nil
 }
 
 // getSpec reads the spec of job id.
 func (b *txb) getSpec(id int64) (*rpc.Spec, error) {
-	raw := b.specs.Get(itob(id))
-	if raw == nil {
+	var spec rpc.Spec
+	found, err := b.value(b.specs, itob(id), func(raw []byte) error {
+		if err := json.Unmarshal(raw, &spec); err != nil {
+			return fmt.Errorf("decode spec of job %d: %w", id, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !found {
 		return nil, fmt.Errorf("job %d has no spec", id)
 	}
-	var spec rpc.Spec
-	if err := json.Unmarshal(raw, &spec); err != nil {
-		return nil, fmt.Errorf("decode spec of job %d: %w", id, err)
-	}
 	return &spec, nil
+}
+
+// value calls fn with the value of key in bk, which fn must not keep, and says
+// whether there is one. It reads the file's pages with b.pages when set, and
+// through bbolt's map otherwise.
+func (b *txb) value(bk *bbolt.Bucket, key []byte, fn func(v []byte) error) (bool, error) {
+	if b.pages != nil {
+		if found, ok, err := b.pages.get(b.tx, bk, key, fn); ok {
+			return found, err
+		}
+	}
+	v := bk.Get(key)
+	if v == nil {
+		return false, nil
+	}
+	return true, fn(v)
 }
 
 // getFull reads job id with its spec; nil when there is no such job.

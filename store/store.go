@@ -43,6 +43,11 @@ type Options struct {
 	Timeout time.Duration
 	// NoSync skips fsync at commit: for tests and benchmarks only.
 	NoSync bool
+	// MapBudget bounds, on Linux, the bytes of the database file's map that
+	// reads may bring into the process's resident memory: past it, the store
+	// drops the mapped pages (their data stays in the system's page cache). 0
+	// means 48 MiB; a negative value never drops them.
+	MapBudget int64
 }
 
 // Store is spool's bbolt store. Its mutating methods send their work to one writer
@@ -56,6 +61,10 @@ type Store struct {
 	wg      sync.WaitGroup
 	once    sync.Once
 	commits atomic.Uint64
+	// rel keeps the mapped pages within opts.MapBudget; nil when it cannot.
+	rel *releaser
+	// pages reads jobs by id from the file's pages (Get).
+	pages *pageFile
 }
 
 // op is one mutating call waiting for the writer.
@@ -117,8 +126,24 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	if s.pages, err = openPageFile(path, db.Info().PageSize); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
 	s.wg.Add(1)
 	go s.writer()
+	if opts.MapBudget >= 0 {
+		if opts.MapBudget == 0 {
+			opts.MapBudget = defaultMapBudget
+		}
+		if s.rel = newReleaser(db, opts.MapBudget); s.rel != nil {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.rel.run(s.quit)
+			}()
+		}
+	}
 	return s, nil
 }
 
@@ -241,6 +266,9 @@ func (s *Store) Close() error {
 		if e := s.db.Close(); e != nil {
 			err = fmt.Errorf("close store: %w", e)
 		}
+		if e := s.pages.close(); e != nil && err == nil {
+			err = fmt.Errorf("close store: %w", e)
+		}
 	})
 	return err
 }
@@ -251,6 +279,13 @@ func (s *Store) StoreID() string { return s.storeID }
 // Commits is the number of write transactions committed since Open: with group
 // commit, fewer than the mutating calls made at the same time.
 func (s *Store) Commits() uint64 { return s.commits.Load() }
+
+// touch tells the releaser of mapped pages that a transaction begins.
+func (s *Store) touch() {
+	if s.rel != nil {
+		s.rel.touch()
+	}
+}
 
 // closed reports whether Close was called.
 func (s *Store) closed() bool {
@@ -357,6 +392,7 @@ func (s *Store) commit(batch []*op) {
 		}
 		pending = append(pending, o)
 	}
+	s.touch()
 	for len(pending) > 0 {
 		failed := -1
 		err := s.db.Update(func(tx *bbolt.Tx) error {
@@ -417,14 +453,21 @@ func safeApply(o *op, b *txb) (err error) {
 
 // view runs fn in a read transaction, converting failures to 1004.
 func (s *Store) view(ctx context.Context, fn func(b *txb) error) error {
+	return s.viewWith(ctx, buckets, fn)
+}
+
+// viewWith runs fn in a read transaction on the buckets that open opens,
+// converting failures to 1004.
+func (s *Store) viewWith(ctx context.Context, open func(tx *bbolt.Tx) (*txb, error), fn func(b *txb) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if s.closed() {
 		return rpc.ShuttingDown()
 	}
+	s.touch()
 	err := s.db.View(func(tx *bbolt.Tx) error {
-		b, err := buckets(tx)
+		b, err := open(tx)
 		if err != nil {
 			return err
 		}
