@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -65,6 +66,7 @@ type Daemon struct {
 	start  time.Time
 	logDir string
 	resDir string
+	env    []string // the base environment of processes
 
 	mu      sync.Mutex
 	jobs    map[int64]*jobState // unfinished jobs
@@ -131,6 +133,7 @@ func New(cfg Config) (*Daemon, error) {
 		log:        cfg.Log,
 		logDir:     filepath.Join(cfg.StateDir, "logs"),
 		resDir:     filepath.Join(cfg.StateDir, "results"),
+		env:        baseEnv(cfg.Env),
 		jobs:       map[int64]*jobState{},
 		queues:     map[string]*queueState{},
 		timers:     notBeforeHeap(),
@@ -321,8 +324,12 @@ func (d *Daemon) removeFiles(ids []int64) {
 	}
 }
 
-func (d *Daemon) jobLogDir(id int64) string    { return filepath.Join(d.logDir, fmt.Sprint(id)) }
-func (d *Daemon) jobResultDir(id int64) string { return filepath.Join(d.resDir, fmt.Sprint(id)) }
+func (d *Daemon) jobLogDir(id int64) string {
+	return filepath.Join(d.logDir, strconv.FormatInt(id, 10))
+}
+func (d *Daemon) jobResultDir(id int64) string {
+	return filepath.Join(d.resDir, strconv.FormatInt(id, 10))
+}
 func (d *Daemon) logPath(id int64, step int) string {
-	return filepath.Join(d.jobLogDir(id), fmt.Sprintf("%d.log", step))
+	return filepath.Join(d.jobLogDir(id), strconv.Itoa(step)+".log")
 }

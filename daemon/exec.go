@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,39 +57,71 @@ func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i i
 }
 
 // logWriter appends a step's output to its log file, up to a cap, and passes each
-// chunk to the watchers.
+// chunk to the watchers. The file (and the job's log folder) is made at the first
+// write: a step that prints nothing leaves no log, which reads as an empty one.
 type logWriter struct {
 	mu      sync.Mutex
+	d       *Daemon
+	id      int64
+	step    int
 	f       *os.File
+	err     error // the log cannot be written: output is lost
 	size    int64
 	max     int64
 	dropped int64
 	live    *liveState
 }
 
-func (d *Daemon) openLog(id int64, step int, live *liveState) (*logWriter, error) {
-	if err := os.MkdirAll(d.jobLogDir(id), 0o700); err != nil {
-		return nil, fmt.Errorf("create log folder: %w", err)
+func (d *Daemon) newLog(id int64, step int, live *liveState) *logWriter {
+	return &logWriter{d: d, id: id, step: step, max: d.cfg.MaxLog, live: live}
+}
+
+// open opens the log for appending, making its folder if need be; w.mu held.
+func (w *logWriter) open() error {
+	path := w.d.logPath(w.id, w.step)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(w.d.jobLogDir(w.id), 0o700); err != nil {
+			return fmt.Errorf("create log folder: %w", err)
+		}
+		f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	}
-	f, err := os.OpenFile(d.logPath(id, step), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open step log: %w", err)
+		return fmt.Errorf("open step log: %w", err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("stat step log: %w", err)
+		return fmt.Errorf("stat step log: %w", err)
 	}
-	return &logWriter{f: f, size: fi.Size(), max: d.cfg.MaxLog, live: live}, nil
+	w.f, w.size = f, fi.Size()
+	return nil
 }
 
+// fail records that the log cannot be written; w.mu held.
+func (w *logWriter) fail(err error) {
+	w.err = err
+	w.d.log.Error("the rest of a step's output is lost", "id", w.id, "step", w.step, "err", err)
+}
+
+// Write appends p to the log. Output that cannot be written is dropped, never
+// refused: the process must not block on a pipe that nobody reads.
 func (w *logWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := len(p)
+	if w.err != nil {
+		return n, nil
+	}
 	if w.size >= w.max {
 		w.dropped += int64(n)
 		return n, nil
+	}
+	if w.f == nil {
+		if err := w.open(); err != nil {
+			w.fail(err)
+			return n, nil
+		}
 	}
 	if room := w.max - w.size; int64(len(p)) > room {
 		w.dropped += int64(len(p)) - room
@@ -101,7 +134,7 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		w.live.output(off, p[:m])
 	}
 	if err != nil {
-		return n, fmt.Errorf("write step log: %w", err)
+		w.fail(fmt.Errorf("write step log: %w", err))
 	}
 	return n, nil
 }
@@ -110,6 +143,9 @@ func (w *logWriter) Write(p []byte) (int, error) {
 func (w *logWriter) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.f == nil {
+		return nil
+	}
 	if w.dropped > 0 {
 		marker := []byte(fmt.Sprintf("\n[spool: log limit of %d bytes reached, %d bytes dropped]\n", w.max, w.dropped))
 		off := w.size
@@ -147,22 +183,38 @@ func (t *tailBuffer) String() (string, bool) {
 	return string(t.buf), t.truncated
 }
 
-// stepEnv is the environment of a process of step i.
+// baseEnv is the environment every process starts from: the daemon's, without the
+// variables that systemd meant for the daemon alone, each name once (the last
+// value wins, in the place of the first).
+func baseEnv(environ []string) []string {
+	at := map[string]int{}
+	var env []string
+	for _, kv := range environ {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || k == "LISTEN_PID" || k == "LISTEN_FDS" || k == "LISTEN_FDNAMES" || k == "NOTIFY_SOCKET" || k == "WATCHDOG_USEC" || k == "WATCHDOG_PID" {
+			continue
+		}
+		if i, seen := at[k]; seen {
+			env[i] = kv
+			continue
+		}
+		at[k] = len(env)
+		env = append(env, kv)
+	}
+	return env
+}
+
+// stepEnv is the environment of a process of step i: the base environment, then
+// the job's env, the step's env, the template's parameters and spool's variables,
+// a later one replacing an earlier one of the same name in its place.
 func (d *Daemon) stepEnv(rec *rpc.Record, i int, stepEnv map[string]string) []string {
-	vars := map[string]string{}
 	var order []string
+	vars := map[string]string{}
 	set := func(k, v string) {
 		if _, ok := vars[k]; !ok {
 			order = append(order, k)
 		}
 		vars[k] = v
-	}
-	for _, kv := range d.cfg.Env {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "LISTEN_PID" || k == "LISTEN_FDS" || k == "LISTEN_FDNAMES" || k == "NOTIFY_SOCKET" || k == "WATCHDOG_USEC" || k == "WATCHDOG_PID" {
-			continue
-		}
-		set(k, v)
 	}
 	for k, v := range rec.Spec.Env {
 		set(k, v)
@@ -179,9 +231,20 @@ func (d *Daemon) stepEnv(rec *rpc.Record, i int, stepEnv map[string]string) []st
 	set("SPOOL_STEP", rec.Spec.Steps[i].Name)
 	set("SPOOL_PROGRESS_FD", "3")
 	set("SPOOL_RESULTS_DIR", d.jobResultDir(rec.ID))
-	env := make([]string, 0, len(order))
+	env := make([]string, 0, len(d.env)+len(order))
+	for _, kv := range d.env {
+		k, _, _ := strings.Cut(kv, "=")
+		if v, ok := vars[k]; ok {
+			env = append(env, k+"="+v)
+			delete(vars, k)
+			continue
+		}
+		env = append(env, kv)
+	}
 	for _, k := range order {
-		env = append(env, k+"="+vars[k])
+		if v, ok := vars[k]; ok {
+			env = append(env, k+"="+v)
+		}
 	}
 	return env
 }
@@ -234,36 +297,29 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	if err != nil {
 		return outcome{err: err.Error()}
 	}
-	if err := os.MkdirAll(d.jobResultDir(rec.ID), 0o700); err != nil {
-		return outcome{err: fmt.Sprintf("create results folder: %v", err)}
+	if len(rec.Spec.Steps) > 1 {
+		// The results of the job's finished steps, for its later steps: a job of
+		// one step has none, and no folder.
+		if err := os.MkdirAll(d.jobResultDir(rec.ID), 0o700); err != nil {
+			return outcome{err: fmt.Sprintf("create results folder: %v", err)}
+		}
 	}
-	logw, err := d.openLog(rec.ID, i, live)
-	if err != nil {
-		return outcome{err: err.Error()}
-	}
+	logw := d.newLog(rec.ID, i, live)
 	defer logw.Close()
 	if rec.Steps[i].Attempt > 1 {
 		fmt.Fprintf(logw, "[spool: attempt %d]\n", rec.Steps[i].Attempt)
 	}
 
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return outcome{err: fmt.Sprintf("make stdout pipe: %v", err)}
+	var fds [6]*os.File // stdout, stderr and progress: read end, write end
+	for k := 0; k < len(fds); k += 2 {
+		r, w, err := pipe()
+		if err != nil {
+			closeAll(fds[:k]...)
+			return outcome{err: fmt.Sprintf("make pipes: %v", err)}
+		}
+		fds[k], fds[k+1] = r, w
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return outcome{err: fmt.Sprintf("make stderr pipe: %v", err)}
-	}
-	progR, progW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		errR.Close()
-		errW.Close()
-		return outcome{err: fmt.Sprintf("make progress pipe: %v", err)}
-	}
+	outR, outW, errR, errW, progR, progW := fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]
 	cmd := &exec.Cmd{
 		Path:       path,
 		Args:       argv,
@@ -277,24 +333,20 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
-	proc, err := d.spawn.start(cmd)
-	outW.Close()
-	errW.Close()
-	progW.Close()
+	proc, wait, err := d.spawn.start(cmd)
+	closeAll(outW, errW, progW)
 	if err != nil {
-		outR.Close()
-		errR.Close()
-		progR.Close()
+		closeAll(outR, errR, progR)
 		return outcome{err: fmt.Sprintf("start %s: %v", argv[0], err)}
 	}
 	proc.Step = i
 
-	var readers sync.WaitGroup
 	result := &tailBuffer{max: maxResult}
-	readers.Add(3)
-	go func() { defer readers.Done(); _, _ = io.Copy(io.MultiWriter(logw, result), outR) }()
-	go func() { defer readers.Done(); _, _ = io.Copy(logw, errR) }()
-	go func() { defer readers.Done(); readProgress(progR, live) }()
+	// Each reader says when it is done: the step ends once all three are.
+	drained := make(chan struct{}, 3)
+	go func() { _, _ = io.Copy(io.MultiWriter(logw, result), outR); drained <- struct{}{} }()
+	go func() { _, _ = io.Copy(logw, errR); drained <- struct{}{} }()
+	go func() { readProgress(progR, live); drained <- struct{}{} }()
 
 	// The process runs: store the step's start with its identity, so that a
 	// daemon that starts after a crash can find and kill what is left of it. The
@@ -302,7 +354,7 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	startDone := make(chan error, 1)
 	go func() { startDone <- start([]rpc.Proc{proc}) }()
 	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
+	go func() { waited <- wait() }()
 	var werr, recErr error
 	stored, exitedNow := false, false
 	for !exitedNow {
@@ -331,20 +383,19 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	}
 	// The main process is gone: the rest of its group gets SIGTERM, then SIGKILL.
 	d.reapGroup(proc.PGID)
-	drained := make(chan struct{})
-	go func() { readers.Wait(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(200 * time.Millisecond):
-		// A process left in the group still holds the pipes: stop reading.
-		outR.Close()
-		errR.Close()
-		progR.Close()
-		<-drained
+	// The readers end at the pipes' end, once no process holds them.
+	t := time.NewTimer(200 * time.Millisecond)
+	for left := 3; left > 0; left-- {
+		select {
+		case <-drained:
+		case <-t.C:
+			// A process left in the group still holds the pipes: stop reading.
+			closeAll(outR, errR, progR)
+			<-drained
+		}
 	}
-	outR.Close()
-	errR.Close()
-	progR.Close()
+	t.Stop()
+	closeAll(outR, errR, progR)
 
 	out := outcome{}
 	if recErr != nil {
@@ -377,6 +428,14 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 		out.ok, out.result, out.resultText, out.truncated = true, res, t, trunc
 	}
 	return out
+}
+
+func closeAll(files ...*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
+		}
+	}
 }
 
 // stopGroup sends SIGTERM to a process group, then SIGKILL after the kill grace,

@@ -12,8 +12,8 @@ import (
 )
 
 const (
-	ringSize      = 8192 // recent stored events kept in memory for watchers
-	fetchBatch    = 256  // stored events a lagging watcher reads at once
+	ringSize      = 8192 // recent stored events kept in memory for watchers (a power of 2)
+	fetchBatch    = 256  // stored events a watcher takes at once
 	ephemeralSize = 256  // live events a watcher holds before dropping the oldest
 )
 
@@ -22,21 +22,28 @@ const (
 // it fell behind the ring, from the store. No watcher can slow the daemon: nothing
 // here waits on one. Live events (progress, heartbeat, output) go to a small
 // per-watcher buffer that drops the oldest when full.
+//
+// A published event is shared: the ring and every watcher hold the same *rpc.Event,
+// and nothing changes it once it is published.
 type hub struct {
 	d *Daemon
 
-	mu       sync.Mutex
-	ring     []rpc.Event
-	last     int64
-	pending  map[int64]rpc.Event
+	mu   sync.Mutex
+	ring []*rpc.Event // the event of seq s at s&(ringSize-1), once published
+	last int64
+	// pending holds events whose commit returned before an earlier one's.
+	pending  map[int64]*rpc.Event
 	watchers map[*watcher]struct{}
-	nextTok  int64
+	// list is the watchers as a slice, replaced (never changed) when one comes or
+	// goes: publishers walk it without the lock.
+	list    []*watcher
+	nextTok int64
 
 	outputs atomic.Int64
 }
 
 func newHub(d *Daemon) *hub {
-	return &hub{d: d, pending: map[int64]rpc.Event{}, watchers: map[*watcher]struct{}{}}
+	return &hub{d: d, ring: make([]*rpc.Event, ringSize), pending: map[int64]*rpc.Event{}, watchers: map[*watcher]struct{}{}}
 }
 
 // publish takes committed events; they reach watchers in seq order even when
@@ -46,37 +53,40 @@ func (h *hub) publish(evs []rpc.Event) {
 		return
 	}
 	h.mu.Lock()
-	if len(h.watchers) > 1 {
-		// Encode once here rather than once per watcher.
+	shared := len(h.list) > 1
+	h.mu.Unlock()
+	if shared {
+		// Encode once here rather than once per watcher, outside the lock.
 		for i := range evs {
 			evs[i].Freeze()
 		}
 	}
-	for _, ev := range evs {
-		if ev.Seq > h.last {
+	h.mu.Lock()
+	advanced := false
+	for i := range evs {
+		ev := &evs[i]
+		switch {
+		case ev.Seq == h.last+1 && len(h.pending) == 0:
+			h.ring[ev.Seq&(ringSize-1)] = ev
+			h.last = ev.Seq
+			advanced = true
+		case ev.Seq > h.last:
 			h.pending[ev.Seq] = ev
 		}
 	}
-	advanced := false
-	for {
+	for len(h.pending) > 0 {
 		ev, ok := h.pending[h.last+1]
 		if !ok {
 			break
 		}
 		delete(h.pending, ev.Seq)
-		h.ring = append(h.ring, ev)
+		h.ring[ev.Seq&(ringSize-1)] = ev
 		h.last = ev.Seq
 		advanced = true
 	}
-	if len(h.ring) > 2*ringSize {
-		h.ring = append(h.ring[:0:0], h.ring[len(h.ring)-ringSize:]...)
-	}
 	var ws []*watcher
 	if advanced {
-		ws = make([]*watcher, 0, len(h.watchers))
-		for w := range h.watchers {
-			ws = append(ws, w)
-		}
+		ws = h.list
 	}
 	h.mu.Unlock()
 	for _, w := range ws {
@@ -100,15 +110,12 @@ func (h *hub) lastSeq() int64 {
 // ephemeral sends a live event to the watchers it concerns.
 func (h *hub) ephemeral(ev rpc.Event, output bool) {
 	h.mu.Lock()
-	ws := make([]*watcher, 0, len(h.watchers))
-	for w := range h.watchers {
-		if (!output || w.output) && w.wants(ev.Job) {
-			ws = append(ws, w)
-		}
-	}
+	ws := h.list
 	h.mu.Unlock()
 	for _, w := range ws {
-		w.pushLive(ev)
+		if (!output || w.output) && w.wants(ev.Job) {
+			w.pushLive(ev)
+		}
 	}
 }
 
@@ -116,31 +123,41 @@ func (h *hub) wantsOutput() bool { return h.outputs.Load() > 0 }
 
 func (h *hub) closeAll() {
 	h.mu.Lock()
-	ws := make([]*watcher, 0, len(h.watchers))
-	for w := range h.watchers {
-		ws = append(ws, w)
-	}
+	ws := h.list
 	h.mu.Unlock()
 	for _, w := range ws {
 		_ = w.Close()
 	}
 }
 
-// events copies up to fetchBatch stored events after seq from the ring; ok is false
-// when the ring no longer holds seq+1.
-func (h *hub) fromRing(after int64) (evs []rpc.Event, last int64, ok bool) {
+// relist rebuilds the list of watchers; h.mu held.
+func (h *hub) relist() {
+	ws := make([]*watcher, 0, len(h.watchers))
+	for w := range h.watchers {
+		ws = append(ws, w)
+	}
+	h.list = ws
+}
+
+// fromRing appends to buf up to fetchBatch stored events after seq from the ring;
+// ok is false when the ring no longer holds seq+1.
+func (h *hub) fromRing(after int64, buf []*rpc.Event) (evs []*rpc.Event, last int64, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	last = h.last
-	if after >= h.last {
-		return nil, last, true
+	if after >= last {
+		return buf, last, true
 	}
-	if len(h.ring) == 0 || h.ring[0].Seq > after+1 {
-		return nil, last, false
+	// Events are placed in seq order with no gap: when seq+1 is still in its place
+	// (not overwritten by seq+1+ringSize), so is every one after it up to last.
+	if first := h.ring[(after+1)&(ringSize-1)]; first == nil || first.Seq != after+1 {
+		return buf, last, false
 	}
-	k := int(after + 1 - h.ring[0].Seq)
-	end := min(k+fetchBatch, len(h.ring))
-	return append([]rpc.Event(nil), h.ring[k:end]...), last, true
+	end := min(last, after+fetchBatch)
+	for s := after + 1; s <= end; s++ {
+		buf = append(buf, h.ring[s&(ringSize-1)])
+	}
+	return buf, last, true
 }
 
 // watcher is one watch. It implements rpc.Watcher.
@@ -159,7 +176,9 @@ type watcher struct {
 
 	// Used by Next only (one reader at a time).
 	scanned   int64
-	batch     []rpc.Event
+	batch     []*rpc.Event // events to return, from batch[pos]
+	pos       int
+	fetched   []*rpc.Event // what the last look at the ring found
 	doneSent  bool
 	nextBeat  time.Time
 	beatTimer *time.Timer
@@ -208,6 +227,7 @@ func (w *watcher) Close() error {
 		close(w.closed)
 		w.h.mu.Lock()
 		delete(w.h.watchers, w)
+		w.h.relist()
 		w.h.mu.Unlock()
 		if w.output {
 			w.h.outputs.Add(-1)
@@ -227,6 +247,7 @@ func (w *watcher) allFinal() bool {
 
 // Next returns the watch's next event: stored ones in seq order first, then live
 // ones once caught up, then "done" for a watch of named jobs once all are final.
+// A stored event is shared with the other watchers: it must not be changed.
 func (w *watcher) Next(ctx context.Context) (*rpc.Event, error) {
 	for {
 		select {
@@ -234,21 +255,25 @@ func (w *watcher) Next(ctx context.Context) (*rpc.Event, error) {
 			return nil, io.EOF
 		default:
 		}
-		if len(w.batch) > 0 {
-			ev := w.batch[0]
-			w.batch = w.batch[1:]
-			return &ev, nil
+		if w.pos < len(w.batch) {
+			ev := w.batch[w.pos]
+			w.batch[w.pos] = nil
+			w.pos++
+			return ev, nil
 		}
+		w.batch, w.pos = w.batch[:0], 0
 		if w.doneSent {
 			_ = w.Close()
 			return nil, io.EOF
 		}
-		evs, last, ok := w.h.fromRing(w.scanned)
+		evs, last, ok := w.h.fromRing(w.scanned, w.fetched[:0])
 		if !ok {
-			var err error
-			evs, err = w.h.d.store.Events(ctx, w.scanned, fetchBatch)
+			stored, err := w.h.d.store.Events(ctx, w.scanned, fetchBatch)
 			if err != nil {
 				return nil, fmt.Errorf("read stored events: %w", err)
+			}
+			for i := range stored {
+				evs = append(evs, &stored[i])
 			}
 		}
 		if len(evs) > 0 {
@@ -262,10 +287,14 @@ func (w *watcher) Next(ctx context.Context) (*rpc.Event, error) {
 				}
 				switch ev.Type {
 				case rpc.EventSucceeded, rpc.EventFailed, rpc.EventCancelled, rpc.EventRemoved:
-					w.finals[ev.Job] = true
+					if w.jobs != nil {
+						w.finals[ev.Job] = true
+					}
 				}
 				w.batch = append(w.batch, ev)
 			}
+			clear(evs)
+			w.fetched = evs[:0]
 			continue
 		}
 		// Caught up with the stored events.
@@ -365,6 +394,7 @@ func (h *hub) newWatcher(p rpc.WatchParams, storeID string) *watcher {
 		w.nextBeat = time.Now().Add(w.heartbeat)
 	}
 	h.watchers[w] = struct{}{}
+	h.relist()
 	if w.output {
 		h.outputs.Add(1)
 	}

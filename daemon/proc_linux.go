@@ -1,13 +1,13 @@
 package daemon
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -22,6 +22,9 @@ import (
 type spawner struct {
 	reqs chan spawnReq
 	done chan struct{}
+	// pidfd says the kernel gives a process file descriptor that can be polled
+	// and waited on (Linux 5.4).
+	pidfd bool
 }
 
 type spawnReq struct {
@@ -30,7 +33,7 @@ type spawnReq struct {
 }
 
 func newSpawner() (*spawner, error) {
-	s := &spawner{reqs: make(chan spawnReq), done: make(chan struct{})}
+	s := &spawner{reqs: make(chan spawnReq), done: make(chan struct{}), pidfd: pidfdWorks()}
 	ready := make(chan struct{})
 	go func() {
 		// Never unlocked: when this goroutine returns, its thread exits with it.
@@ -49,21 +52,81 @@ func newSpawner() (*spawner, error) {
 	return s, nil
 }
 
+// pidfdWorks reports whether the daemon can wait for a child through a pidfd.
+func pidfdWorks() bool {
+	fd, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	// The daemon is not its own child: a kernel that knows P_PIDFD says ECHILD.
+	return unix.Waitid(unix.P_PIDFD, fd, nil, unix.WEXITED|unix.WNOHANG, nil) == unix.ECHILD
+}
+
 // start starts cmd in a process group of its own, with SIGKILL as its
-// parent-death signal, and returns its identity.
-func (s *spawner) start(cmd *exec.Cmd) (rpc.Proc, error) {
+// parent-death signal, and returns its identity and the function that waits for
+// it (cmd.Wait, once the process is gone).
+func (s *spawner) start(cmd *exec.Cmd) (rpc.Proc, func() error, error) {
+	pidfd := -1
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if s.pidfd {
+		cmd.SysProcAttr.PidFD = &pidfd
+	}
 	reply := make(chan error, 1)
 	select {
 	case s.reqs <- spawnReq{cmd: cmd, reply: reply}:
 	case <-s.done:
-		return rpc.Proc{}, fmt.Errorf("the daemon is stopping")
+		return rpc.Proc{}, nil, fmt.Errorf("the daemon is stopping")
 	}
 	if err := <-reply; err != nil {
-		return rpc.Proc{}, err
+		return rpc.Proc{}, nil, err
 	}
 	pid := cmd.Process.Pid
-	return rpc.Proc{PID: pid, PGID: pid, Start: procStartTime(pid)}, nil
+	return rpc.Proc{PID: pid, PGID: pid, Start: procStartTime(pid)}, func() error {
+		waitExit(pidfd)
+		return cmd.Wait()
+	}, nil
+}
+
+// waitExit waits until the process of pidfd has exited, without reaping it, and
+// closes pidfd. The wait is on the network poller rather than in a system call
+// that holds a thread for the life of the process. Without a pidfd, or when it
+// cannot be polled, it returns at once and cmd.Wait waits.
+func waitExit(pidfd int) {
+	if pidfd < 0 {
+		return
+	}
+	if err := unix.SetNonblock(pidfd, true); err != nil {
+		unix.Close(pidfd)
+		return
+	}
+	f := os.NewFile(uintptr(pidfd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Read(func(fd uintptr) bool {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		// si_signo is SIGCHLD when the process is waitable, 0 while it runs.
+		return err != nil || info.Signo != 0
+	})
+}
+
+// pipe makes a pipe for a child's output: the read end is the daemon's, polled,
+// the write end blocking, as a child expects; both close on exec.
+func pipe() (r, w *os.File, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, err
+	}
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), nil
 }
 
 // close stops the spawner. Processes still running keep their parent-death
@@ -71,27 +134,65 @@ func (s *spawner) start(cmd *exec.Cmd) (rpc.Proc, error) {
 func (s *spawner) close() { close(s.done) }
 
 // procStat reads the state, parent, process group and start time of a process
-// from /proc.
+// from /proc, with three system calls.
 func procStat(pid int) (state byte, ppid, pgid int, start uint64, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
+	var buf [2048]byte
+	b, ok := readSmall("/proc/"+strconv.Itoa(pid)+"/stat", buf[:], true)
+	if !ok {
 		return 0, 0, 0, 0, false
 	}
+	return parseStat(b)
+}
+
+// parseStat reads the fields procStat needs from a /proc stat line.
+func parseStat(b []byte) (state byte, ppid, pgid int, start uint64, ok bool) {
 	// The command name may hold spaces and parentheses: fields start after the last ')'.
-	s := string(b)
-	k := strings.LastIndexByte(s, ')')
+	k := bytes.LastIndexByte(b, ')')
 	if k < 0 {
 		return 0, 0, 0, 0, false
 	}
-	f := strings.Fields(s[k+1:])
-	// f[0] is field 3 of the line (state); field 22 is the start time.
-	if len(f) < 20 || len(f[0]) != 1 {
-		return 0, 0, 0, 0, false
+	// Field 3 of the line (state) comes first; field 22 is the start time.
+	field := 3
+	rest := b[k+1:]
+	for field <= 22 {
+		rest = bytes.TrimLeft(rest, " ")
+		if len(rest) == 0 {
+			return 0, 0, 0, 0, false
+		}
+		end := bytes.IndexAny(rest, " \n")
+		if end < 0 {
+			end = len(rest)
+		}
+		f := rest[:end]
+		rest = rest[end:]
+		switch field {
+		case 3:
+			if len(f) != 1 {
+				return 0, 0, 0, 0, false
+			}
+			state = f[0]
+		case 4:
+			ppid = int(atou(f))
+		case 5:
+			pgid = int(atou(f))
+		case 22:
+			start = atou(f)
+		}
+		field++
 	}
-	ppid, _ = strconv.Atoi(f[1])
-	pgid, _ = strconv.Atoi(f[2])
-	start, _ = strconv.ParseUint(f[19], 10, 64)
-	return f[0][0], ppid, pgid, start, true
+	return state, ppid, pgid, start, true
+}
+
+// atou reads a decimal number, 0 if there is none.
+func atou(b []byte) uint64 {
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n
 }
 
 // eachProc calls fn with the pid of every process in /proc.
@@ -157,14 +258,77 @@ func (s *spawner) becomeSubreaper(log func(string, ...any)) {
 // starts every process as the leader of its own group, so a child that is not a
 // group leader came to it as an orphan.
 func (s *spawner) reapOrphans(me int) {
-	eachProc(func(pid int) {
+	reap := func(pid int) {
 		st, ppid, pgid, _, ok := procStat(pid)
 		if !ok || ppid != me || st != 'Z' || pgid == pid {
 			return
 		}
 		var ws syscall.WaitStatus
 		_, _ = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
-	})
+	}
+	if !eachChild(reap) {
+		eachProc(reap)
+	}
+}
+
+// eachChild calls fn with the pid of every child of the daemon's threads, from
+// /proc: far fewer files than a scan of every process. It reports false when the
+// kernel does not list children.
+func eachChild(fn func(pid int)) bool {
+	d, err := os.Open("/proc/self/task")
+	if err != nil {
+		return false
+	}
+	tids, _ := d.Readdirnames(-1)
+	d.Close()
+	var buf [4096]byte
+	for _, tid := range tids {
+		b, ok := readSmall("/proc/self/task/"+tid+"/children", buf[:], false)
+		if len(b) == len(buf) {
+			return false // too many to list here
+		}
+		if !ok {
+			if _, err := os.Stat("/proc/self/task/" + tid); err == nil {
+				return false // the thread lives but its children are not listed
+			}
+			continue // the thread is gone
+		}
+		for _, f := range bytes.Fields(b) {
+			if pid := int(atou(f)); pid > 0 {
+				fn(pid)
+			}
+		}
+	}
+	return true
+}
+
+// readSmall reads a file of /proc into buf; a file larger than buf is cut. With
+// line, a read that ends a line is taken as the end of the file, which spares the
+// read that says so.
+func readSmall(path string, buf []byte, line bool) ([]byte, bool) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, false
+	}
+	defer unix.Close(fd)
+	n := 0
+	for n < len(buf) {
+		k, err := unix.Read(fd, buf[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, false
+		}
+		if k <= 0 {
+			break
+		}
+		n += k
+		if line && buf[n-1] == '\n' {
+			break
+		}
+	}
+	return buf[:n], true
 }
 
 // procStartTime reads a process's start time in clock ticks since boot, or 0.

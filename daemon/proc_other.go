@@ -4,6 +4,7 @@ package daemon
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"syscall"
 
@@ -16,21 +17,24 @@ type spawner struct{ done chan struct{} }
 
 func newSpawner() (*spawner, error) { return &spawner{done: make(chan struct{})}, nil }
 
-func (s *spawner) start(cmd *exec.Cmd) (rpc.Proc, error) {
+func (s *spawner) start(cmd *exec.Cmd) (rpc.Proc, func() error, error) {
 	select {
 	case <-s.done:
-		return rpc.Proc{}, fmt.Errorf("the daemon is stopping")
+		return rpc.Proc{}, nil, fmt.Errorf("the daemon is stopping")
 	default:
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return rpc.Proc{}, err
+		return rpc.Proc{}, nil, err
 	}
 	pid := cmd.Process.Pid
-	return rpc.Proc{PID: pid, PGID: pid}, nil
+	return rpc.Proc{PID: pid, PGID: pid}, cmd.Wait, nil
 }
 
 func (s *spawner) close() { close(s.done) }
+
+// pipe makes a pipe for a child's output.
+func pipe() (r, w *os.File, err error) { return os.Pipe() }
 
 // becomeSubreaper is Linux only.
 func (s *spawner) becomeSubreaper(log func(string, ...any)) {}

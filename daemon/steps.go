@@ -77,10 +77,7 @@ func (d *Daemon) runHTTP(ctx context.Context, rec *rpc.Record, i int, live *live
 	for k, v := range h.Headers {
 		req.Header.Set(k, v)
 	}
-	logw, err := d.openLog(rec.ID, i, live)
-	if err != nil {
-		return outcome{err: err.Error()}
-	}
+	logw := d.newLog(rec.ID, i, live)
 	defer logw.Close()
 	fmt.Fprintf(logw, "%s %s\n", h.Method, h.URL)
 	resp, err := d.httpClient().Do(req)
