@@ -6,12 +6,14 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,17 +46,17 @@ func fileRSS(t *testing.T) int64 {
 	return 0
 }
 
-// fillFinal stores n succeeded jobs named job-<i>, each with a spec of some
-// 3 KiB, in batches.
-func fillFinal(t *testing.T, s *Store, n int) {
+// fillFinal stores n succeeded jobs named job-<i>, each with a spec padded with
+// pad bytes, in batches.
+func fillFinal(t testing.TB, s *Store, n, pad int) {
 	t.Helper()
 	at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	pad := strings.Repeat("p", 3000)
+	padding := strings.Repeat("p", pad)
 	for start := 0; start < n; start += 1000 {
 		var batch []rpc.NewJob
 		for i := start; i < min(start+1000, n); i++ {
 			sp := storetest.Spec(fmt.Sprintf("job-%d", i))
-			sp.Env = map[string]string{"PAD": pad} // a bigger file from fewer jobs
+			sp.Env = map[string]string{"PAD": padding}
 			nj := storetest.NewJob("job", sp, at)
 			nj.Record.State = rpc.StateSucceeded
 			nj.Record.FinishedAt = &at
@@ -132,7 +134,7 @@ func TestDropMappedPages(t *testing.T) {
 	defer s.Close()
 	is.True(s.rel == nil) // no releaser with a negative budget
 	const n = 5000        // some 20 MiB of records and specs
-	fillFinal(t, s, n)
+	fillFinal(t, s, n, 3000)
 
 	base := fileRSS(t)
 	touchAll(t, s)
@@ -169,7 +171,7 @@ func TestReleaseDuringTraffic(t *testing.T) {
 	defer s.Close()
 	is.True(s.rel != nil) // Linux has a releaser
 	const n = 1500
-	fillFinal(t, s, n)
+	fillFinal(t, s, n, 3000)
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -277,4 +279,50 @@ func TestDropAfterClose(t *testing.T) {
 	is.NoErr(err) // opens
 	is.NoErr(db.Close())
 	is.True(dropMapped(db, nil) != nil) // refused on a closed database
+}
+
+// BenchmarkGetRandom reads random jobs of a database several times bigger than
+// the map's budget, from the file's pages (Get) and through bbolt's map (as Get
+// did before), with the releaser keeping the mapped pages within its default
+// budget. faults/op are the process's page faults per read.
+func BenchmarkGetRandom(b *testing.B) {
+	const n = 150000 // some 200 MiB
+	s, err := Open(filepath.Join(b.TempDir(), "spool.db"), Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	fillFinal(b, s, n, 0)
+	ctx := context.Background()
+	run := func(b *testing.B, get func(id int64) (*rpc.Record, error)) {
+		if err := dropMapped(s.db, nil); err != nil {
+			b.Fatal(err)
+		}
+		var ru0, ru1 syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+		rng := rand.New(rand.NewPCG(1, 2))
+		for b.Loop() {
+			id := rng.Int64N(n) + 1
+			rec, err := get(id)
+			if err != nil || rec == nil {
+				b.Fatalf("job %d: %v", id, err)
+			}
+		}
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+		b.ReportMetric(float64(ru1.Minflt-ru0.Minflt+ru1.Majflt-ru0.Majflt)/float64(b.N), "faults/op")
+	}
+	b.Run("pages", func(b *testing.B) {
+		run(b, func(id int64) (*rpc.Record, error) { return s.Get(ctx, id) })
+	})
+	b.Run("map", func(b *testing.B) {
+		run(b, func(id int64) (*rpc.Record, error) {
+			var rec *rpc.Record
+			err := s.view(ctx, func(b *txb) error {
+				var err error
+				rec, err = b.getFull(id)
+				return err
+			})
+			return rec, err
+		})
+	})
 }

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"spool/rpc"
@@ -115,6 +118,7 @@ func runScale(ctx context.Context, b *bench, f *floors) ([]row, error) {
 	// job.get of random ids.
 	rng := rand.New(rand.NewPCG(1, 2))
 	var gets durations
+	faults0, faultsOK := pageFaults(d.pid())
 	for range b.opts.size.scaleGets {
 		id := rng.Int64N(int64(n)) + 1
 		t := time.Now()
@@ -127,6 +131,9 @@ func runScale(ctx context.Context, b *bench, f *floors) ([]row, error) {
 			return nil, fmt.Errorf("scale: job.get %d answered job %d", id, j.ID)
 		}
 	}
+
+	faults1, ok := pageFaults(d.pid())
+	faultsOK = faultsOK && ok
 
 	// job.list, first page, newest first; and filtered by state.
 	list := func(p rpc.ListParams) (durations, error) {
@@ -163,14 +170,21 @@ func runScale(ctx context.Context, b *bench, f *floors) ([]row, error) {
 	d2.stop()
 
 	stored := thousands(int64(n))
+	getNote := fmt.Sprintf("%d random ids from one client; p50 %s; stored in %s (%.0f MiB database, fill %s jobs/s unsynced)",
+		len(gets), ms(gets.pct(50)), fillTime.Round(time.Millisecond), mib(dbSize), thousands(int64(perSec(n, fillTime))))
+	if faultsOK {
+		// Major faults are reads from the disk: pages of the database that
+		// the system evicted from its page cache.
+		getNote += fmt.Sprintf("; spoold page faults during the gets: %d minor, %d major",
+			faults1.minor-faults0.minor, faults1.major-faults0.major)
+	}
 	return []row{
 		{
 			figure:  fmt.Sprintf("scale (%s final): job.get p99", stored),
 			value:   ms(gets.pct(99)),
 			target:  "<= 1 ms",
 			verdict: check(gets.pct(99) <= time.Millisecond),
-			note: fmt.Sprintf("%d random ids from one client; p50 %s; stored in %s (%.0f MiB database, fill %s jobs/s unsynced)",
-				len(gets), ms(gets.pct(50)), fillTime.Round(time.Millisecond), mib(dbSize), thousands(int64(perSec(n, fillTime)))),
+			note:    getNote,
 		},
 		{
 			figure:  fmt.Sprintf("scale (%s final): job.list first page, p50", stored),
@@ -199,4 +213,32 @@ func runScale(ctx context.Context, b *bench, f *floors) ([]row, error) {
 			note:     fmt.Sprintf("after the gets and lists: %s; right after start: %s; empty: %s", mem2, mem1, mem0),
 		},
 	}, nil
+}
+
+// faults counts the page faults of a process.
+type faults struct{ minor, major int64 }
+
+// pageFaults reads the page faults of process pid so far, from /proc; ok is
+// false where there is none.
+func pageFaults(pid int) (faults, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return faults{}, false
+	}
+	// The command name may hold spaces: the fields start after its ')', with
+	// the state (field 3); minflt is field 10 and majflt field 12.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return faults{}, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 10 {
+		return faults{}, false
+	}
+	minor, err1 := strconv.ParseInt(f[7], 10, 64)
+	major, err2 := strconv.ParseInt(f[9], 10, 64)
+	if err1 != nil || err2 != nil {
+		return faults{}, false
+	}
+	return faults{minor: minor, major: major}, true
 }
