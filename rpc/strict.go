@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // DecodeParams decodes the params of a request into v (a pointer to a struct) the
@@ -59,24 +60,17 @@ func (d *Decoder) Params(raw json.RawMessage, v any) error {
 
 // Strict decodes raw into v, as DecodeStrict.
 //
-// The check is one pass over the bytes, guided by a plan of v's type: it checks the
+// It is one pass over the bytes, guided by a plan of v's type: it checks the
 // syntax, every key against the fields of its struct and every value against its
-// field's type, and builds a field's path only for an error. encoding/json then
-// decodes what passed.
+// field's type, decoding as it goes, and builds a field's path only for an error.
+// What it decodes is what encoding/json would.
 func (d *Decoder) Strict(raw json.RawMessage, v any, path string) error {
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return fmt.Errorf("decode params: need a non-nil pointer, got %T", v)
 	}
 	s := scanner{data: raw, root: path}
-	if err := s.check(d.plan(rv.Type().Elem())); err != nil {
-		return err
-	}
-	if err := json.Unmarshal(raw, v); err != nil {
-		// The check accepts only what the decoder accepts; this is a safety net.
-		return InvalidParams(path, err.Error())
-	}
-	return nil
+	return s.decode(d.plan(rv.Type().Elem()), rv.Elem())
 }
 
 var (
@@ -114,11 +108,17 @@ type plan struct {
 	t      reflect.Type
 	class  class
 	elem   *plan            // pointer, slice, array, map: the element
-	fields map[string]*plan // struct: fields by exact JSON name
+	fields map[string]field // struct: fields by exact JSON name
 	key    reflect.Kind     // map: the key's kind (String for text keys)
 	keyOK  bool             // map: keys can decode
 	bits   int              // numbers: size
 	n      int              // array: length
+}
+
+// field is a struct field: its plan and where it is (embedded structs included).
+type field struct {
+	plan  *plan
+	index []int
 }
 
 // plan returns the plan of t, working it out once.
@@ -168,9 +168,9 @@ func (d *Decoder) build(t reflect.Type, building map[reflect.Type]*plan) *plan {
 			}
 		case reflect.Struct:
 			p.class = classStruct
-			p.fields = map[string]*plan{}
-			for name, ft := range structFields(t) {
-				p.fields[name] = d.build(ft, building)
+			p.fields = map[string]field{}
+			for name, f := range structFields(t) {
+				p.fields[name] = field{plan: d.build(f.Type, building), index: f.Index}
 			}
 		case reflect.Map:
 			p.class = classMap
@@ -209,11 +209,13 @@ func (d *Decoder) build(t reflect.Type, building map[reflect.Type]*plan) *plan {
 	return p
 }
 
-// structFields lists the fields encoding/json would decode into t, by exact name.
-func structFields(t reflect.Type) map[string]reflect.Type {
-	fields := map[string]reflect.Type{}
-	var walk func(t reflect.Type, depth int)
-	walk = func(t reflect.Type, depth int) {
+// structFields lists the fields encoding/json would decode into t, by exact name,
+// each with its index from t (through embedded structs).
+func structFields(t reflect.Type) map[string]reflect.StructField {
+	fields := map[string]reflect.StructField{}
+	depthOf := map[string]int{}
+	var walk func(t reflect.Type, index []int, depth int)
+	walk = func(t reflect.Type, index []int, depth int) {
 		if depth > 8 {
 			return
 		}
@@ -224,13 +226,14 @@ func structFields(t reflect.Type) map[string]reflect.Type {
 				continue
 			}
 			name, _, _ := strings.Cut(tag, ",")
+			f.Index = append(append([]int(nil), index...), i)
 			if f.Anonymous && name == "" {
 				et := f.Type
 				if et.Kind() == reflect.Pointer {
 					et = et.Elem()
 				}
 				if et.Kind() == reflect.Struct {
-					walk(et, depth+1)
+					walk(et, f.Index, depth+1)
 					continue
 				}
 			}
@@ -240,12 +243,12 @@ func structFields(t reflect.Type) map[string]reflect.Type {
 			if name == "" {
 				name = f.Name
 			}
-			if _, dup := fields[name]; !dup || depth == 0 {
-				fields[name] = f.Type
+			if d, dup := depthOf[name]; !dup || depth < d {
+				fields[name], depthOf[name] = f, depth
 			}
 		}
 	}
-	walk(t, 0)
+	walk(t, nil, 0)
 	return fields
 }
 
@@ -272,9 +275,10 @@ type scanner struct {
 	path  []segment
 }
 
-// check checks that data is one JSON value that fits p, and nothing more.
-func (s *scanner) check(p *plan) error {
-	err := s.value(p)
+// decode checks that data is one JSON value that fits p, and nothing more, and
+// decodes it into v.
+func (s *scanner) decode(p *plan, v reflect.Value) error {
+	err := s.value(p, v)
 	if err == nil {
 		s.ws()
 		if s.i != len(s.data) {
@@ -334,35 +338,58 @@ func (s *scanner) peek() byte {
 	return 0
 }
 
-// value checks the value at the cursor against p and moves past it.
-func (s *scanner) value(p *plan) error {
+// value checks the value at the cursor against p, decodes it into v (settable, of
+// p's type) and moves past it.
+func (s *scanner) value(p *plan, v reflect.Value) error {
 	c := s.peek()
 	if c == 0 {
 		return errSyntax
 	}
-	if c == 'n' && p.class != classUnmarshaler {
-		// null leaves any value as it is, as encoding/json does; a type that
-		// decodes itself is asked.
-		return s.literal("null")
+	if c == 'n' && p.class != classUnmarshaler && p.class != classTime {
+		// null sets pointers, maps, slices and interfaces to nil and leaves any
+		// other value as it is, as encoding/json does; a type that decodes
+		// itself is asked.
+		if err := s.literal("null"); err != nil {
+			return err
+		}
+		switch {
+		case p.t == rawMessageType:
+			v.SetBytes([]byte("null"))
+		case p.class == classText:
+			return s.delegate(s.i-4, p, v)
+		default:
+			switch v.Kind() {
+			case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Interface:
+				v.SetZero()
+			}
+		}
+		return nil
 	}
 	switch p.class {
 	case classAny:
-		return s.skip()
-	case classPointer:
-		return s.value(p.elem)
-	case classTime:
 		start := s.i
-		if c != '"' {
-			if err := s.skip(); err != nil {
-				return err
-			}
-			return s.fail("must be an RFC 3339 time")
-		}
 		if err := s.skip(); err != nil {
 			return err
 		}
-		var tm time.Time
-		if json.Unmarshal(s.data[start:s.i], &tm) != nil {
+		if p.t == rawMessageType {
+			v.SetBytes(append([]byte(nil), s.data[start:s.i]...))
+			return nil
+		}
+		return s.delegate(start, p, v)
+	case classPointer:
+		if v.IsNil() {
+			v.Set(reflect.New(p.t.Elem()))
+		}
+		return s.value(p.elem, v.Elem())
+	case classTime:
+		start := s.i
+		if err := s.skip(); err != nil {
+			return err
+		}
+		if c != '"' && c != 'n' {
+			return s.fail("must be an RFC 3339 time")
+		}
+		if v.Addr().Interface().(json.Unmarshaler).UnmarshalJSON(s.data[start:s.i]) != nil {
 			return s.fail("must be an RFC 3339 time")
 		}
 		return nil
@@ -371,7 +398,7 @@ func (s *scanner) value(p *plan) error {
 		if err := s.skip(); err != nil {
 			return err
 		}
-		if err := json.Unmarshal(s.data[start:s.i], reflect.New(p.t).Interface()); err != nil {
+		if err := v.Addr().Interface().(json.Unmarshaler).UnmarshalJSON(s.data[start:s.i]); err != nil {
 			if p.t == stepRefType {
 				return s.fail("must be a step name or index")
 			}
@@ -386,28 +413,24 @@ func (s *scanner) value(p *plan) error {
 		if c != '"' {
 			return s.fail("must be string")
 		}
-		if err := json.Unmarshal(s.data[start:s.i], reflect.New(p.t).Interface()); err != nil {
-			return s.fail(err.Error())
-		}
-		return nil
+		return s.delegate(start, p, v)
 	case classStruct:
 		if c != '{' {
 			return s.failSkip("must be object")
 		}
-		return s.object(p, true)
+		return s.object(p, v)
 	case classMap:
 		if c != '{' {
 			return s.failSkip("must be object")
 		}
-		return s.object(p, false)
+		return s.object(p, v)
 	case classBytes:
 		if c == '"' {
 			start := s.i
 			if err := s.skip(); err != nil {
 				return err
 			}
-			var b []byte
-			if json.Unmarshal(s.data[start:s.i], &b) != nil {
+			if json.Unmarshal(s.data[start:s.i], v.Addr().Interface()) != nil {
 				return s.fail("must be base64")
 			}
 			return nil
@@ -415,35 +438,55 @@ func (s *scanner) value(p *plan) error {
 		if c != '[' {
 			return s.failSkip("must be array")
 		}
-		return s.array(p.elem, -1)
-	case classSlice:
+		return s.array(p, v)
+	case classSlice, classArray:
 		if c != '[' {
 			return s.failSkip("must be array")
 		}
-		return s.array(p.elem, -1)
-	case classArray:
-		if c != '[' {
-			return s.failSkip("must be array")
-		}
-		return s.array(p.elem, p.n)
+		return s.array(p, v)
 	case classString:
 		if c != '"' {
 			return s.failSkip("must be string")
 		}
-		_, err := s.str()
-		return err
+		start := s.i
+		esc, err := s.str()
+		if err != nil {
+			return err
+		}
+		body := s.data[start+1 : s.i-1]
+		if esc || !utf8.Valid(body) {
+			var str string
+			if json.Unmarshal(s.data[start:s.i], &str) != nil {
+				return s.fail("must be string")
+			}
+			v.SetString(str)
+			return nil
+		}
+		v.SetString(string(body))
+		return nil
 	case classBool:
 		switch c {
 		case 't':
+			v.SetBool(true)
 			return s.literal("true")
 		case 'f':
+			v.SetBool(false)
 			return s.literal("false")
 		}
 		return s.failSkip("must be boolean")
 	case classInt, classUint, classFloat:
-		return s.number(p)
+		return s.number(p, v)
 	}
 	return s.failSkip("cannot be decoded")
+}
+
+// delegate decodes the value from start to the cursor with encoding/json, for the
+// kinds of value that are rare in params (interfaces, text decoders).
+func (s *scanner) delegate(start int, p *plan, v reflect.Value) error {
+	if err := json.Unmarshal(s.data[start:s.i], v.Addr().Interface()); err != nil {
+		return s.fail(err.Error())
+	}
+	return nil
 }
 
 // failSkip checks the syntax of the value at the cursor, then fails with reason:
@@ -463,10 +506,14 @@ func (s *scanner) literal(word string) error {
 	return nil
 }
 
-// object checks an object: a struct's when fields, else a map's.
-func (s *scanner) object(p *plan, fields bool) error {
+// object decodes an object into v: a struct's fields, or a map's entries.
+func (s *scanner) object(p *plan, v reflect.Value) error {
 	if s.depth++; s.depth > maxDepth {
 		return errSyntax
+	}
+	isStruct := p.class == classStruct
+	if !isStruct && v.IsNil() {
+		v.Set(reflect.MakeMap(p.t))
 	}
 	s.i++ // {
 	if s.peek() == '}' {
@@ -474,8 +521,9 @@ func (s *scanner) object(p *plan, fields bool) error {
 		s.depth--
 		return nil
 	}
-	s.path = append(s.path, segment{field: fields})
+	s.path = append(s.path, segment{field: isStruct})
 	top := len(s.path) - 1
+	var elem reflect.Value // a map's element, reused
 	for {
 		if s.peek() != '"' {
 			return errSyntax
@@ -486,33 +534,44 @@ func (s *scanner) object(p *plan, fields bool) error {
 			return err
 		}
 		name := s.data[start+1 : s.i-1]
-		s.path[top] = segment{name: name, esc: esc, field: fields}
+		s.path[top] = segment{name: name, esc: esc, field: isStruct}
 		if s.peek() != ':' {
 			return errSyntax
 		}
 		s.i++
-		if fields {
-			key := name
-			if esc {
-				key = []byte(unquote(name))
-			}
-			fp, ok := p.fields[string(key)]
+		key := name
+		if esc {
+			key = []byte(unquote(name))
+		}
+		if isStruct {
+			f, ok := p.fields[string(key)]
 			if !ok {
 				if err := s.skip(); err != nil {
 					return err
 				}
 				return s.fail("unknown field")
 			}
-			if err := s.value(fp); err != nil {
+			fv, err := s.fieldValue(v, f.index)
+			if err != nil {
+				return err
+			}
+			if err := s.value(f.plan, fv); err != nil {
 				return err
 			}
 		} else {
-			if err := s.mapKey(p, name, esc); err != nil {
+			kv, err := s.mapKey(p, key)
+			if err != nil {
 				return err
 			}
-			if err := s.value(p.elem); err != nil {
+			if !elem.IsValid() {
+				elem = reflect.New(p.t.Elem()).Elem()
+			} else {
+				elem.SetZero()
+			}
+			if err := s.value(p.elem, elem); err != nil {
 				return err
 			}
+			v.SetMapIndex(kv, elem)
 		}
 		switch s.peek() {
 		case ',':
@@ -528,41 +587,86 @@ func (s *scanner) object(p *plan, fields bool) error {
 	}
 }
 
-// mapKey checks that a key can decode into the map's key type.
-func (s *scanner) mapKey(p *plan, name []byte, esc bool) error {
-	if !p.keyOK {
-		if err := s.skip(); err != nil {
-			return err
+// fieldValue is the field of struct v at index, making embedded pointers on the way.
+func (s *scanner) fieldValue(v reflect.Value, index []int) (reflect.Value, error) {
+	if len(index) == 1 {
+		return v.Field(index[0]), nil
+	}
+	for i, x := range index {
+		if i > 0 {
+			if v.Kind() == reflect.Pointer {
+				if v.IsNil() {
+					if !v.CanSet() {
+						return reflect.Value{}, s.failSkip("cannot be decoded")
+					}
+					v.Set(reflect.New(v.Type().Elem()))
+				}
+				v = v.Elem()
+			}
 		}
-		return s.fail("cannot be decoded")
+		v = v.Field(x)
 	}
-	if p.key == reflect.String {
-		return nil
-	}
-	key := string(name)
-	if esc {
-		key = unquote(name)
-	}
-	var err error
-	if p.key >= reflect.Uint {
-		_, err = strconv.ParseUint(key, 10, p.bits)
-	} else {
-		_, err = strconv.ParseInt(key, 10, p.bits)
-	}
-	if err != nil {
-		if err := s.skip(); err != nil {
-			return err
-		}
-		return s.fail("key must be integer")
-	}
-	return nil
+	return v, nil
 }
 
-// array checks an array whose elements fit elem; a fixed array (n >= 0) drops the
-// elements past its length, as encoding/json does.
-func (s *scanner) array(elem *plan, n int) error {
+// mapKey is a map's key as its type, or an error when it cannot be one.
+func (s *scanner) mapKey(p *plan, key []byte) (reflect.Value, error) {
+	kt := p.t.Key()
+	bad := func(reason string) (reflect.Value, error) {
+		if err := s.skip(); err != nil {
+			return reflect.Value{}, err
+		}
+		return reflect.Value{}, s.fail(reason)
+	}
+	if !p.keyOK {
+		return bad("cannot be decoded")
+	}
+	kv := reflect.New(kt).Elem()
+	switch {
+	case kt.Kind() == reflect.String:
+		kv.SetString(string(key))
+	case p.key == reflect.String: // a text key
+		if err := kv.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText(key); err != nil {
+			return bad(err.Error())
+		}
+	case p.key >= reflect.Uint:
+		n, err := strconv.ParseUint(string(key), 10, p.bits)
+		if err != nil {
+			return bad("key must be integer")
+		}
+		kv.SetUint(n)
+	default:
+		n, err := strconv.ParseInt(string(key), 10, p.bits)
+		if err != nil {
+			return bad("key must be integer")
+		}
+		kv.SetInt(n)
+	}
+	return kv, nil
+}
+
+// array decodes an array into a slice or array v. A fixed array drops the
+// elements past its length and zeroes those the JSON lacks, as encoding/json does.
+func (s *scanner) array(p *plan, v reflect.Value) error {
 	if s.depth++; s.depth > maxDepth {
 		return errSyntax
+	}
+	fixed := v.Kind() == reflect.Array
+	n := 0
+	defer func() {
+		switch {
+		case fixed:
+			for i := n; i < v.Len(); i++ {
+				v.Index(i).SetZero()
+			}
+		case n == 0 && v.IsNil():
+			v.Set(reflect.MakeSlice(v.Type(), 0, 0))
+		default:
+			v.SetLen(n)
+		}
+	}()
+	if !fixed {
+		v.SetLen(0)
 	}
 	s.i++ // [
 	if s.peek() == ']' {
@@ -575,10 +679,21 @@ func (s *scanner) array(elem *plan, n int) error {
 	for i := 0; ; i++ {
 		s.path[top] = segment{index: i}
 		var err error
-		if n >= 0 && i >= n {
+		switch {
+		case fixed && i >= v.Len():
 			err = s.skip()
-		} else {
-			err = s.value(elem)
+		case fixed:
+			err = s.value(p.elem, v.Index(i))
+			n = i + 1
+		default:
+			if i >= v.Cap() {
+				v.Grow(1)
+			}
+			v.SetLen(i + 1)
+			ev := v.Index(i)
+			ev.SetZero()
+			n = i + 1
+			err = s.value(p.elem, ev)
 		}
 		if err != nil {
 			return err
@@ -597,8 +712,8 @@ func (s *scanner) array(elem *plan, n int) error {
 	}
 }
 
-// number checks a number against an integer or float plan.
-func (s *scanner) number(p *plan) error {
+// number decodes a number into an integer or float v.
+func (s *scanner) number(p *plan, v reflect.Value) error {
 	reason := "must be number"
 	if p.class != classFloat {
 		reason = "must be integer"
@@ -614,20 +729,25 @@ func (s *scanner) number(p *plan) error {
 	tok := s.data[start:s.i]
 	switch p.class {
 	case classFloat:
-		if _, err := strconv.ParseFloat(string(tok), p.bits); err != nil {
+		f, err := strconv.ParseFloat(string(tok), p.bits)
+		if err != nil {
 			return s.fail("number out of range")
 		}
+		v.SetFloat(f)
 		return nil
 	case classInt:
 		if !integral {
 			return s.fail(reason)
 		}
-		if v, ok := smallInt(tok); ok && fitsInt(v, p.bits) {
+		if n, ok := smallInt(tok); ok && fitsInt(n, p.bits) {
+			v.SetInt(n)
 			return nil
 		}
-		if _, err := strconv.ParseInt(string(tok), 10, p.bits); err != nil {
+		n, err := strconv.ParseInt(string(tok), 10, p.bits)
+		if err != nil {
 			return s.intError(err)
 		}
+		v.SetInt(n)
 		return nil
 	default: // classUint
 		if !integral {
@@ -638,12 +758,15 @@ func (s *scanner) number(p *plan) error {
 				return s.fail("must not be negative")
 			}
 		}
-		if v, ok := smallInt(tok); ok && v >= 0 && fitsInt(v, p.bits+1) {
+		if n, ok := smallInt(tok); ok && n >= 0 && fitsInt(n, p.bits+1) {
+			v.SetUint(uint64(n))
 			return nil
 		}
-		if _, err := strconv.ParseUint(string(tok), 10, p.bits); err != nil {
+		n, err := strconv.ParseUint(string(tok), 10, p.bits)
+		if err != nil {
 			return s.intError(err)
 		}
+		v.SetUint(n)
 		return nil
 	}
 }

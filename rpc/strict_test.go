@@ -149,39 +149,69 @@ func FuzzDecodeParams(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	f.Add([]byte(`{"u": 3, "f": 1.5e3, "arr": [1, 2, 3], "b": "aGk=", "bs": [1, 2], "m": {"1": "x"}, "a": {"k": [1, null]}, "raw": {"x": 1}, "t": "2026-01-02T03:04:05Z", "Inner": 4, "tx": null, "ptrs": [null, 1]}`))
+	f.Add([]byte(`{"u": -1, "arr": [1, 2, 3, 4, 5], "b": null, "m": {"x": "y"}, "raw": null, "t": null, "a": null}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		var got SubmitParams
-		err := DecodeParams(raw, &got)
-		var want SubmitParams
-		trimmed := bytes.TrimSpace(raw)
-		if len(trimmed) == 0 || string(trimmed) == "null" {
-			trimmed = []byte("{}")
-		}
-		dec := json.NewDecoder(bytes.NewReader(trimmed))
-		dec.DisallowUnknownFields()
-		stockErr := dec.Decode(&want)
-		if stockErr == nil && !json.Valid(trimmed) {
-			stockErr = errors.New("not one JSON value")
-		}
-		if err != nil {
-			var e *Error
-			if !errors.As(err, &e) || e.Code != CodeInvalidParams {
-				t.Fatalf("error %v is not -32602", err)
-			}
-			// What the stock decoder takes is refused only for a key that matches
-			// a field in another case (the stock decoder ignores case).
-			if stockErr == nil && trimmed[0] == '{' && (e.Data == nil || e.Data.Reason != "unknown field") {
-				t.Fatalf("DecodeParams refused %q, which the stock decoder takes: %v", raw, err)
-			}
-			return
-		}
-		if stockErr != nil {
-			t.Fatalf("DecodeParams accepted %q, which the stock decoder rejects: %v", raw, stockErr)
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Fatalf("DecodeParams(%q) = %+v, stock decoder %+v", raw, got, want)
-		}
+		fuzzDecodeAs[SubmitParams](t, raw)
+		fuzzDecodeAs[fuzzKinds](t, raw)
 	})
+}
+
+// fuzzKinds has a field of each kind the strict decoder handles.
+type fuzzKinds struct {
+	U     uint8             `json:"u"`
+	F     float32           `json:"f"`
+	Arr   [3]int16          `json:"arr"`
+	B     []byte            `json:"b"`
+	Bs    []uint8           `json:"bs"`
+	M     map[int]string    `json:"m"`
+	A     any               `json:"a"`
+	Raw   json.RawMessage   `json:"raw"`
+	T     *time.Time        `json:"t"`
+	Tx    time.Time         `json:"tx"`
+	Ptrs  []*int            `json:"ptrs"`
+	Names map[string][]bool `json:"names"`
+	*fuzzInner
+}
+
+// fuzzInner is embedded by pointer in fuzzKinds.
+type fuzzInner struct {
+	Inner int
+}
+
+// fuzzDecodeAs checks DecodeParams into a T against the stock decoder: never a
+// panic, only -32602, nothing the stock decoder rejects, the same value, and no
+// refusal of what it takes but for a key in another case.
+func fuzzDecodeAs[T any](t *testing.T, raw []byte) {
+	var got T
+	err := DecodeParams(raw, &got)
+	var want T
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || string(trimmed) == "null" {
+		trimmed = []byte("{}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.DisallowUnknownFields()
+	stockErr := dec.Decode(&want)
+	if stockErr == nil && !json.Valid(trimmed) {
+		stockErr = errors.New("not one JSON value")
+	}
+	if err != nil {
+		var e *Error
+		if !errors.As(err, &e) || e.Code != CodeInvalidParams {
+			t.Fatalf("error %v is not -32602", err)
+		}
+		if stockErr == nil && trimmed[0] == '{' && (e.Data == nil || e.Data.Reason != "unknown field") {
+			t.Fatalf("DecodeParams refused %q, which the stock decoder takes: %v", raw, err)
+		}
+		return
+	}
+	if stockErr != nil {
+		t.Fatalf("DecodeParams accepted %q, which the stock decoder rejects: %v", raw, stockErr)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("DecodeParams(%q) = %+v, stock decoder %+v", raw, got, want)
+	}
 }
 
 func TestParseRequest(t *testing.T) {
