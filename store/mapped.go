@@ -12,7 +12,8 @@ import (
 // releaser watches the file-backed pages of the process while transactions run,
 // and past a budget asks the kernel to drop the map's pages from the process. The
 // data stays in the system's page cache: a later read of a dropped page costs a
-// minor fault, not a disk read.
+// minor fault, not a disk read. (Get, the read of random old jobs, does not go
+// through the map at all: see pageFile.)
 
 // Bounds of the mapped pages the process keeps.
 const (

@@ -43,10 +43,10 @@ type Options struct {
 	Timeout time.Duration
 	// NoSync skips fsync at commit: for tests and benchmarks only.
 	NoSync bool
-	// MapBudget bounds, on Linux, the bytes of the database file's map that
-	// reads may bring into the process's resident memory: past it, the store
-	// drops the mapped pages (their data stays in the system's page cache). 0
-	// means 48 MiB; a negative value never drops them.
+	// MapBudget bounds, on Linux, how many bytes the pages of the database
+	// file's map may add to the process's resident memory: past it, the store
+	// drops them from the process (their data stays in the system's page
+	// cache). 0 means 48 MiB; a negative value never drops them.
 	MapBudget int64
 }
 
