@@ -67,6 +67,7 @@ type Daemon struct {
 	logDir string
 	resDir string
 	env    []string // the base environment of processes
+	paths  pathCache
 
 	mu      sync.Mutex
 	jobs    map[int64]*jobState // unfinished jobs

@@ -249,15 +249,8 @@ func (d *Daemon) stepEnv(rec *rpc.Record, i int, stepEnv map[string]string) []st
 	return env
 }
 
-// lookPath finds argv0 in the PATH of env, as a shell would.
-func lookPath(argv0 string, env []string, dir string) (string, error) {
-	if strings.Contains(argv0, "/") {
-		p := argv0
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(dir, p)
-		}
-		return p, nil
-	}
+// pathOf is the PATH of env, or the default one.
+func pathOf(env []string) string {
 	path := ""
 	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
@@ -267,6 +260,18 @@ func lookPath(argv0 string, env []string, dir string) (string, error) {
 	if path == "" {
 		path = "/usr/local/bin:/usr/bin:/bin"
 	}
+	return path
+}
+
+// searchPath finds argv0 in the folders of path, as a shell would.
+func searchPath(argv0, path, dir string) (string, error) {
+	if strings.Contains(argv0, "/") {
+		p := argv0
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		return p, nil
+	}
 	for _, p := range filepath.SplitList(path) {
 		if p == "" {
 			p = "."
@@ -275,11 +280,64 @@ func lookPath(argv0 string, env []string, dir string) (string, error) {
 			p = filepath.Join(dir, p)
 		}
 		f := filepath.Join(p, argv0)
-		if fi, err := os.Stat(f); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+		if executable(f) {
 			return f, nil
 		}
 	}
 	return "", fmt.Errorf("%s: executable file not found in PATH", argv0)
+}
+
+func executable(f string) bool {
+	fi, err := os.Stat(f)
+	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
+}
+
+// pathCache remembers for a short while where lookPath found a command: jobs that
+// run the same command in a burst look at its file once each, not at every folder
+// of a long PATH before it. A command found is looked for again, in every folder,
+// once the entry is older than pathCacheFor or the file is gone.
+type pathCache struct {
+	mu sync.Mutex
+	m  map[pathKey]pathHit
+}
+
+type pathKey struct{ argv0, path, dir string }
+
+type pathHit struct {
+	file string
+	at   time.Time
+}
+
+const (
+	pathCacheFor  = time.Second
+	pathCacheSize = 256
+)
+
+// lookPath finds argv0 in the PATH of env, as a shell would.
+func (c *pathCache) lookPath(argv0 string, env []string, dir string) (string, error) {
+	if strings.Contains(argv0, "/") {
+		return searchPath(argv0, "", dir)
+	}
+	k := pathKey{argv0, pathOf(env), dir}
+	now := time.Now()
+	c.mu.Lock()
+	hit, ok := c.m[k]
+	c.mu.Unlock()
+	if ok && now.Sub(hit.at) < pathCacheFor && executable(hit.file) {
+		return hit.file, nil
+	}
+	f, err := searchPath(k.argv0, k.path, k.dir)
+	c.mu.Lock()
+	if err != nil {
+		delete(c.m, k)
+	} else {
+		if c.m == nil || len(c.m) >= pathCacheSize {
+			c.m = map[pathKey]pathHit{}
+		}
+		c.m[k] = pathHit{file: f, at: now}
+	}
+	c.mu.Unlock()
+	return f, err
 }
 
 // runProcess runs argv in a process group of its own, output to the step's log,
@@ -293,7 +351,7 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 		dir = d.cfg.Home
 	}
 	penv := d.stepEnv(rec, i, env)
-	path, err := lookPath(argv[0], penv, dir)
+	path, err := d.paths.lookPath(argv[0], penv, dir)
 	if err != nil {
 		return outcome{err: err.Error()}
 	}
@@ -428,6 +486,17 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 		out.ok, out.result, out.resultText, out.truncated = true, res, t, trunc
 	}
 	return out
+}
+
+// openDevNull opens the null device once for the daemon's life, blocking and
+// outside the poller, so that each process takes it as stdin with no system call
+// of its own (os/exec would open it anew for each).
+func openDevNull() (*os.File, error) {
+	fd, err := syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
+	}
+	return os.NewFile(uintptr(fd), os.DevNull), nil
 }
 
 func closeAll(files ...*os.File) {

@@ -24,26 +24,30 @@ const (
 // per-watcher buffer that drops the oldest when full.
 //
 // A published event is shared: the ring and every watcher hold the same *rpc.Event,
-// and nothing changes it once it is published.
+// and nothing changes it once it is published. Watchers read the ring without a
+// lock: publishers write an event into its place before they raise last.
 type hub struct {
 	d *Daemon
 
-	mu   sync.Mutex
-	ring []*rpc.Event // the event of seq s at s&(ringSize-1), once published
-	last int64
+	ring []atomic.Pointer[rpc.Event] // the event of seq s at s&(ringSize-1), once published
+	last atomic.Int64                // the seq published so far; raised under mu
+
+	mu sync.Mutex
 	// pending holds events whose commit returned before an earlier one's.
 	pending  map[int64]*rpc.Event
 	watchers map[*watcher]struct{}
 	// list is the watchers as a slice, replaced (never changed) when one comes or
-	// goes: publishers walk it without the lock.
-	list    []*watcher
+	// goes, under mu: senders of live events walk it without the lock.
+	list    atomic.Pointer[[]*watcher]
 	nextTok int64
 
 	outputs atomic.Int64
 }
 
 func newHub(d *Daemon) *hub {
-	return &hub{d: d, ring: make([]*rpc.Event, ringSize), pending: map[int64]*rpc.Event{}, watchers: map[*watcher]struct{}{}}
+	h := &hub{d: d, ring: make([]atomic.Pointer[rpc.Event], ringSize), pending: map[int64]*rpc.Event{}, watchers: map[*watcher]struct{}{}}
+	h.list.Store(&[]*watcher{})
+	return h
 }
 
 // publish takes committed events; they reach watchers in seq order even when
@@ -52,41 +56,38 @@ func (h *hub) publish(evs []rpc.Event) {
 	if len(evs) == 0 {
 		return
 	}
-	h.mu.Lock()
-	shared := len(h.list) > 1
-	h.mu.Unlock()
-	if shared {
+	if len(*h.list.Load()) > 1 {
 		// Encode once here rather than once per watcher, outside the lock.
 		for i := range evs {
 			evs[i].Freeze()
 		}
 	}
 	h.mu.Lock()
-	advanced := false
+	last := h.last.Load()
 	for i := range evs {
 		ev := &evs[i]
 		switch {
-		case ev.Seq == h.last+1 && len(h.pending) == 0:
-			h.ring[ev.Seq&(ringSize-1)] = ev
-			h.last = ev.Seq
-			advanced = true
-		case ev.Seq > h.last:
+		case ev.Seq == last+1 && len(h.pending) == 0:
+			h.ring[ev.Seq&(ringSize-1)].Store(ev)
+			last = ev.Seq
+		case ev.Seq > last:
 			h.pending[ev.Seq] = ev
 		}
 	}
 	for len(h.pending) > 0 {
-		ev, ok := h.pending[h.last+1]
+		ev, ok := h.pending[last+1]
 		if !ok {
 			break
 		}
 		delete(h.pending, ev.Seq)
-		h.ring[ev.Seq&(ringSize-1)] = ev
-		h.last = ev.Seq
-		advanced = true
+		h.ring[ev.Seq&(ringSize-1)].Store(ev)
+		last = ev.Seq
 	}
 	var ws []*watcher
-	if advanced {
-		ws = h.list
+	if last > h.last.Load() {
+		h.last.Store(last)
+		// Read under mu: a watcher that registers after this has last as its start.
+		ws = *h.list.Load()
 	}
 	h.mu.Unlock()
 	for _, w := range ws {
@@ -97,22 +98,13 @@ func (h *hub) publish(evs []rpc.Event) {
 // setLast sets the seq published so far, at start-up.
 func (h *hub) setLast(seq int64) {
 	h.mu.Lock()
-	h.last = seq
+	h.last.Store(seq)
 	h.mu.Unlock()
-}
-
-func (h *hub) lastSeq() int64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.last
 }
 
 // ephemeral sends a live event to the watchers it concerns.
 func (h *hub) ephemeral(ev rpc.Event, output bool) {
-	h.mu.Lock()
-	ws := h.list
-	h.mu.Unlock()
-	for _, w := range ws {
+	for _, w := range *h.list.Load() {
 		if (!output || w.output) && w.wants(ev.Job) {
 			w.pushLive(ev)
 		}
@@ -122,10 +114,7 @@ func (h *hub) ephemeral(ev rpc.Event, output bool) {
 func (h *hub) wantsOutput() bool { return h.outputs.Load() > 0 }
 
 func (h *hub) closeAll() {
-	h.mu.Lock()
-	ws := h.list
-	h.mu.Unlock()
-	for _, w := range ws {
+	for _, w := range *h.list.Load() {
 		_ = w.Close()
 	}
 }
@@ -136,26 +125,24 @@ func (h *hub) relist() {
 	for w := range h.watchers {
 		ws = append(ws, w)
 	}
-	h.list = ws
+	h.list.Store(&ws)
 }
 
 // fromRing appends to buf up to fetchBatch stored events after seq from the ring;
 // ok is false when the ring no longer holds seq+1.
 func (h *hub) fromRing(after int64, buf []*rpc.Event) (evs []*rpc.Event, last int64, ok bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	last = h.last
-	if after >= last {
-		return buf, last, true
-	}
-	// Events are placed in seq order with no gap: when seq+1 is still in its place
-	// (not overwritten by seq+1+ringSize), so is every one after it up to last.
-	if first := h.ring[(after+1)&(ringSize-1)]; first == nil || first.Seq != after+1 {
-		return buf, last, false
-	}
+	last = h.last.Load()
 	end := min(last, after+fetchBatch)
 	for s := after + 1; s <= end; s++ {
-		buf = append(buf, h.ring[s&(ringSize-1)])
+		// A place holds its event, or a later one that overwrote it.
+		ev := h.ring[s&(ringSize-1)].Load()
+		if ev == nil || ev.Seq != s {
+			if s == after+1 {
+				return buf, last, false
+			}
+			break
+		}
+		buf = append(buf, ev)
 	}
 	return buf, last, true
 }
@@ -372,15 +359,15 @@ func (h *hub) newWatcher(p rpc.WatchParams, storeID string) *watcher {
 	}
 	w := &watcher{
 		h:         h,
-		startSeq:  h.last,
+		startSeq:  h.last.Load(),
 		heartbeat: p.Heartbeat.D(),
 		output:    p.Output,
 		notify:    make(chan struct{}, 1),
 		closed:    make(chan struct{}),
 		finals:    map[int64]bool{},
-		result:    rpc.WatchResult{Token: p.Token, Seq: h.last, StoreID: storeID},
+		result:    rpc.WatchResult{Token: p.Token, Seq: h.last.Load(), StoreID: storeID},
 	}
-	w.scanned = h.last
+	w.scanned = h.last.Load()
 	if p.Since != nil {
 		w.scanned = *p.Since
 	}

@@ -20,8 +20,9 @@ import (
 // daemon's life: the parent-death signal follows the thread that forked, so the
 // thread must outlive every child.
 type spawner struct {
-	reqs chan spawnReq
-	done chan struct{}
+	reqs    chan spawnReq
+	done    chan struct{}
+	devNull *os.File // the stdin of processes that are given none
 	// pidfd says the kernel gives a process file descriptor that can be polled
 	// and waited on (Linux 5.4).
 	pidfd bool
@@ -33,7 +34,11 @@ type spawnReq struct {
 }
 
 func newSpawner() (*spawner, error) {
-	s := &spawner{reqs: make(chan spawnReq), done: make(chan struct{}), pidfd: pidfdWorks()}
+	null, err := openDevNull()
+	if err != nil {
+		return nil, err
+	}
+	s := &spawner{reqs: make(chan spawnReq), done: make(chan struct{}), pidfd: pidfdWorks(), devNull: null}
 	ready := make(chan struct{})
 	go func() {
 		// Never unlocked: when this goroutine returns, its thread exits with it.
@@ -68,6 +73,9 @@ func pidfdWorks() bool {
 // it (cmd.Wait, once the process is gone).
 func (s *spawner) start(cmd *exec.Cmd) (rpc.Proc, func() error, error) {
 	pidfd := -1
+	if cmd.Stdin == nil {
+		cmd.Stdin = s.devNull
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if s.pidfd {
 		cmd.SysProcAttr.PidFD = &pidfd
@@ -96,7 +104,8 @@ func waitExit(pidfd int) {
 	if pidfd < 0 {
 		return
 	}
-	if err := unix.SetNonblock(pidfd, true); err != nil {
+	// A pidfd has no other file status flag to keep.
+	if _, err := unix.FcntlInt(uintptr(pidfd), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
 		unix.Close(pidfd)
 		return
 	}
@@ -118,10 +127,11 @@ func waitExit(pidfd int) {
 // the write end blocking, as a child expects; both close on exec.
 func pipe() (r, w *os.File, err error) {
 	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return nil, nil, err
 	}
-	if err := unix.SetNonblock(p[0], true); err != nil {
+	// The write end is the child's: blocking, as a child expects.
+	if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETFL, 0); err != nil {
 		unix.Close(p[0])
 		unix.Close(p[1])
 		return nil, nil, err
@@ -131,7 +141,10 @@ func pipe() (r, w *os.File, err error) {
 
 // close stops the spawner. Processes still running keep their parent-death
 // signal only while the daemon process lives; Run stops them before.
-func (s *spawner) close() { close(s.done) }
+func (s *spawner) close() {
+	close(s.done)
+	s.devNull.Close()
+}
 
 // procStat reads the state, parent, process group and start time of a process
 // from /proc, with three system calls.

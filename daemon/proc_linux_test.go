@@ -73,3 +73,33 @@ func TestSpawnerWaits(t *testing.T) {
 		sp.close()
 	}
 }
+
+// TestPathCache checks that a command found is looked for again once its file is
+// gone, in every folder of PATH.
+func TestPathCache(t *testing.T) {
+	is := is.New(t)
+	a, b := t.TempDir(), t.TempDir()
+	env := []string{"PATH=" + a + ":" + b}
+	write := func(dir string) {
+		is.NoErr(os.WriteFile(dir+"/cmd", []byte("#!/bin/sh\n"), 0o700))
+	}
+	var c pathCache
+	write(b)
+	f, err := c.lookPath("cmd", env, "/")
+	is.NoErr(err)
+	is.Equal(f, b+"/cmd") // found in the second folder
+	f, err = c.lookPath("cmd", env, "/")
+	is.NoErr(err)
+	is.Equal(f, b+"/cmd") // again, from the cache
+	is.NoErr(os.Remove(b + "/cmd"))
+	write(a)
+	f, err = c.lookPath("cmd", env, "/")
+	is.NoErr(err)
+	is.Equal(f, a+"/cmd") // its file gone, it is looked for again
+	is.NoErr(os.Remove(a + "/cmd"))
+	_, err = c.lookPath("cmd", env, "/")
+	is.True(err != nil) // and not found when there is none
+	f, err = c.lookPath("./x", env, "/w")
+	is.NoErr(err)
+	is.Equal(f, "/w/x") // a path is taken as it is, from the step's folder
+}

@@ -185,14 +185,18 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 		ctx, c3 = context.WithTimeoutCause(ctx, spec.Timeout.D(), stepTimeout{spec.Timeout.D()})
 		defer c3()
 	}
-	stopWatch := make(chan struct{})
-	defer close(stopWatch)
-	go func() {
-		select {
-		case <-js.cancelled:
-			cancel(errCancelRequested)
-		case <-stopWatch:
-		}
+	// A cancel stored from now on stops the step through stopStep; one stored
+	// already stops it at once.
+	d.mu.Lock()
+	js.stopStep = cancel
+	if js.rec.Run.CancelReason != nil {
+		cancel(errCancelRequested)
+	}
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		js.stopStep = nil
+		d.mu.Unlock()
 	}()
 
 	// start stores the start of the step (and what was held back) with the
@@ -221,8 +225,11 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 		if lastTry {
 			d.mu.Lock()
 			d.freeSlot(js)
+			wake := d.schedulable()
 			d.mu.Unlock()
-			d.kick()
+			if wake {
+				d.kick()
+			}
 		}
 	}
 	out := d.execute(ctx, js, &preview, i, start, exited)

@@ -21,7 +21,9 @@ type jobState struct {
 	freed    bool           // its slot was given back before its final commit
 
 	cancelled chan struct{} // closed when a cancel of the running job was stored
-	live      *liveState    // progress and last output line of the running step
+	// stopStep ends the context of the step that runs, if any; guarded by d.mu.
+	stopStep context.CancelCauseFunc
+	live     *liveState // progress and last output line of the running step
 }
 
 // chanMutex is a mutex that can be taken with a context.
@@ -198,6 +200,24 @@ func (d *Daemon) takeSlotBack(js *jobState) {
 	js.freed = false
 	d.queue(js.rec.Queue).running++
 	d.running++
+}
+
+// schedulable reports whether the scheduler has something to do: a job it can
+// start now, or not_before times to watch; d.mu held. Callers wake it only then,
+// which spares a wake-up per job when jobs come one at a time.
+func (d *Daemon) schedulable() bool {
+	if len(d.timers.jobs) > 0 {
+		return true
+	}
+	if d.running >= d.cfg.MaxParallel {
+		return false
+	}
+	for _, q := range d.queues {
+		if q.hasRoom() {
+			return true
+		}
+	}
+	return false
 }
 
 // nextTimer returns a channel that fires when the earliest not_before is due.

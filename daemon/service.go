@@ -127,12 +127,15 @@ func (d *Daemon) submit(ctx context.Context, news []rpc.NewJob) ([]rpc.Record, e
 			late = append(late, rec.ID)
 		}
 	}
+	wake := d.schedulable()
 	d.mu.Unlock()
 	d.hub.publish(evs)
 	if len(late) > 0 {
 		d.failLate(context.WithoutCancel(ctx), late)
 	}
-	d.kick()
+	if wake {
+		d.kick()
+	}
 	out := make([]rpc.Record, len(recs))
 	for i, r := range recs {
 		out[i] = r
@@ -413,6 +416,9 @@ func (d *Daemon) cancelRunning(ctx context.Context, js *jobState, reason string,
 	d.mu.Lock()
 	js.rec = rec
 	ch := js.cancelled
+	if js.stopStep != nil {
+		js.stopStep(errCancelRequested)
+	}
 	d.mu.Unlock()
 	if ch != nil {
 		close(ch)

@@ -112,8 +112,11 @@ func (d *Daemon) finish(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 		// can then share a commit with this one.
 		d.mu.Lock()
 		d.freeSlot(js)
+		wake := d.schedulable()
 		d.mu.Unlock()
-		d.kick()
+		if wake {
+			d.kick()
+		}
 	}
 	if _, err := d.apply(ctx, ts); err != nil {
 		return err
@@ -129,6 +132,7 @@ func (d *Daemon) finish(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 	for _, c := range cascade {
 		late = append(late, d.resolveDependents(c.rec.ID, c.rec.State)...)
 	}
+	wake := d.schedulable()
 	d.mu.Unlock()
 	d.logFinal(rec)
 	for _, c := range cascade {
@@ -141,7 +145,9 @@ func (d *Daemon) finish(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 			d.failLate(context.WithoutCancel(ctx), late)
 		}()
 	}
-	d.kick()
+	if wake {
+		d.kick()
+	}
 	return nil
 }
 
