@@ -394,6 +394,47 @@ func (c *Client) Submit(ctx context.Context, p rpc.SubmitParams) (*rpc.SubmitRes
 	return &r, nil
 }
 
+// SubmitIDs submits like Submit and returns only the ids of the jobs, in order,
+// without decoding the jobs themselves: for callers that print the ids alone (a
+// short-lived command saves the decoding and its first-use setup).
+func (c *Client) SubmitIDs(ctx context.Context, p rpc.SubmitParams) ([]int64, error) {
+	var raw json.RawMessage
+	if err := c.call(ctx, rpc.MethodSubmit, p, &raw); err != nil {
+		return nil, err
+	}
+	var id, jobs json.RawMessage
+	if err := rpc.Members(raw, func(key []byte, val json.RawMessage) {
+		switch string(key) {
+		case "id":
+			id = val
+		case "jobs":
+			jobs = val
+		}
+	}); err != nil {
+		return nil, fmt.Errorf("decode the result of %s: %w", rpc.MethodSubmit, err)
+	}
+	if jobs != nil {
+		var r struct {
+			Jobs []struct {
+				ID int64 `json:"id"`
+			} `json:"jobs"`
+		}
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return nil, fmt.Errorf("decode the result of %s: %w", rpc.MethodSubmit, err)
+		}
+		ids := make([]int64, len(r.Jobs))
+		for i, j := range r.Jobs {
+			ids[i] = j.ID
+		}
+		return ids, nil
+	}
+	n, err := strconv.ParseInt(string(id), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("decode the result of %s: no job id in %.100s", rpc.MethodSubmit, raw)
+	}
+	return []int64{n}, nil
+}
+
 // Get implements rpc.Service (job.get).
 func (c *Client) Get(ctx context.Context, p rpc.GetParams) (*rpc.Job, error) {
 	return callJob(ctx, c, rpc.MethodGet, p)

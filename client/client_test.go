@@ -482,3 +482,37 @@ func TestNotRunning(t *testing.T) {
 	_, err = client.Dial(ctx, stale)
 	is.True(errors.Is(err, client.ErrNotRunning)) // refused: not running
 }
+
+func TestSubmitIDs(t *testing.T) {
+	is := is.New(t)
+	f := newFakeServer(t)
+	c, s := f.dial()
+
+	var ids []int64
+	done := async(func() (err error) {
+		ids, err = c.SubmitIDs(context.Background(), rpc.SubmitParams{Job: &rpc.Spec{Name: "one"}})
+		return err
+	})
+	r := s.read()
+	is.Equal(r.Method, rpc.MethodSubmit) // it is job.submit
+	s.reply(*r.ID, map[string]any{"id": 7, "state": "queued", "spec": map[string]any{"name": "one"}})
+	is.NoErr(recv(t, done))   // a single job
+	is.Equal(ids, []int64{7}) // gives its id
+
+	done = async(func() (err error) {
+		ids, err = c.SubmitIDs(context.Background(), rpc.SubmitParams{Jobs: []rpc.Spec{{}, {}}})
+		return err
+	})
+	r = s.read()
+	s.reply(*r.ID, map[string]any{"jobs": []any{map[string]any{"id": 8}, map[string]any{"id": 9}}})
+	is.NoErr(recv(t, done))      // a batch
+	is.Equal(ids, []int64{8, 9}) // gives the ids in order
+
+	done = async(func() (err error) {
+		ids, err = c.SubmitIDs(context.Background(), rpc.SubmitParams{Job: &rpc.Spec{}})
+		return err
+	})
+	r = s.read()
+	s.reply(*r.ID, map[string]any{"state": "queued"})
+	is.True(recv(t, done) != nil) // a result without an id is an error
+}

@@ -56,18 +56,19 @@ func defineSubmit(a *app, fs *flag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		res, err := c.Submit(ctx, *params)
+		if a.json {
+			res, err := c.Submit(ctx, *params)
+			if err != nil {
+				return err
+			}
+			return a.printJSON(res)
+		}
+		ids, err := c.SubmitIDs(ctx, *params)
 		if err != nil {
 			return err
 		}
-		if a.json {
-			return a.printJSON(res)
-		}
-		if res.Job != nil {
-			a.printf("%d\n", res.Job.ID)
-		}
-		for _, j := range res.Jobs {
-			a.printf("%d\n", j.ID)
+		for _, id := range ids {
+			a.printf("%d\n", id)
 		}
 		return nil
 	}
