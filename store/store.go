@@ -50,13 +50,14 @@ type Options struct {
 	MapBudget int64
 }
 
-// Store is spool's bbolt store. Its mutating methods send their work to one writer
-// goroutine, which applies whatever is pending in one transaction (group commit).
+// Store is spool's bbolt store. Its mutating calls share commits: the first call
+// that finds no commit under way commits on its own goroutine, taking with it
+// whatever waits, and calls that arrive meanwhile wait to share the next one
+// (group commit).
 type Store struct {
 	db      *bbolt.DB
 	storeID string
 
-	ops     chan *op
 	quit    chan struct{}
 	wg      sync.WaitGroup
 	once    sync.Once
@@ -65,9 +66,26 @@ type Store struct {
 	rel *releaser
 	// pages reads jobs by id from the file's pages (Get).
 	pages *pageFile
+
+	// mu guards the fields below it.
+	mu sync.Mutex
+	// leading is set while a call commits (it is the leader); calls that come
+	// meanwhile wait in queue.
+	leading bool
+	// stopping is set by Close: calls are refused from then on.
+	stopping bool
+	queue    []*op
+	// last is the number of calls in the previous commit.
+	last int
+	// gathering is set while the leader waits for more calls; a call that joins
+	// the queue then nudges it.
+	gathering bool
+	nudge     chan struct{}
+	// inflight counts the leaders at work, for Close to wait for.
+	inflight sync.WaitGroup
 }
 
-// op is one mutating call waiting for the writer.
+// op is one mutating call waiting for its commit.
 type op struct {
 	ctx context.Context
 	// apply does the call's work in tx. It does every check before its first
@@ -78,7 +96,10 @@ type op struct {
 	apply  func(b *txb) error
 	weight int
 	err    error
-	done   chan struct{}
+	// done is closed when the call is answered (err is set).
+	done chan struct{}
+	// lead is closed when the waiting call becomes the leader.
+	lead chan struct{}
 }
 
 // Open opens (or creates) the database at path. A new file is made with mode 0600
@@ -121,7 +142,7 @@ func Open(path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open store: chmod %s: %w", path, err)
 		}
 	}
-	s := &Store{db: db, ops: make(chan *op), quit: make(chan struct{})}
+	s := &Store{db: db, quit: make(chan struct{}), nudge: make(chan struct{}, 1), last: 1}
 	if err := guard(s.setup); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -130,8 +151,6 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	s.wg.Add(1)
-	go s.writer()
 	if opts.MapBudget >= 0 {
 		if opts.MapBudget == 0 {
 			opts.MapBudget = defaultMapBudget
@@ -256,12 +275,16 @@ func (s *Store) setup() error {
 	return nil
 }
 
-// Close stops the writer, once the transaction under way is committed, and closes
-// the database. Calls made after Close fail with 1006.
+// Close waits for the commits under way and for the calls already waiting for
+// one, and closes the database. Calls made after Close fail with 1006.
 func (s *Store) Close() error {
 	var err error
 	s.once.Do(func() {
+		s.mu.Lock()
+		s.stopping = true
+		s.mu.Unlock()
 		close(s.quit)
+		s.inflight.Wait()
 		s.wg.Wait()
 		if e := s.db.Close(); e != nil {
 			err = fmt.Errorf("close store: %w", e)
@@ -297,82 +320,117 @@ func (s *Store) closed() bool {
 	}
 }
 
-// do hands o to the writer and waits for its answer. A call whose ctx ends before
-// the writer took it is not applied; once taken, it is answered after its commit.
+// do applies o in a shared commit and returns its answer. The first call that
+// finds no commit under way leads: it commits on its own goroutine, so a lone call
+// waits for no other goroutine. Calls that come while it commits wait in the
+// queue; the leader commits them too, until its own call is answered, and then
+// hands the lead to the first call still waiting. A call whose ctx ends before its
+// transaction begins is not applied.
 func (s *Store) do(ctx context.Context, o *op) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if s.closed() {
-		return rpc.ShuttingDown()
-	}
 	o.ctx = ctx
 	o.done = make(chan struct{})
-	select {
-	case s.ops <- o:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.quit:
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
 		return rpc.ShuttingDown()
 	}
-	<-o.done
+	s.queue = append(s.queue, o)
+	if s.leading {
+		o.lead = make(chan struct{})
+		if s.gathering {
+			s.gathering = false
+			select {
+			case s.nudge <- struct{}{}:
+			default:
+			}
+		}
+		s.mu.Unlock()
+		select {
+		case <-o.done:
+			return o.err
+		case <-o.lead:
+		}
+	} else {
+		s.leading = true
+		s.inflight.Add(1)
+		s.mu.Unlock()
+	}
+	s.lead(o)
 	return o.err
 }
 
-// writer applies pending calls, as many as are waiting (up to a bound) in one
-// transaction, until Close. A lone call is applied at once: there is no delay.
-func (s *Store) writer() {
-	defer s.wg.Done()
-	last := 1 // requests in the previous commit
+// lead commits the queue, in batches, until self is answered; then it hands the
+// lead to the first call still waiting, or gives it up when none waits.
+func (s *Store) lead(self *op) {
 	for {
-		var first *op
-		select {
-		case first = <-s.ops:
-		case <-s.quit:
-			return
-		}
-		batch := []*op{first}
-		weight := first.weight
-		// When the last commit was shared, its writers are likely on their way
-		// back: wait a moment for them, so that they share this one too. A lone
-		// writer (last == 1) never waits.
-		var gather <-chan time.Time
-		var timer *time.Timer
-		if last > 1 {
-			timer = time.NewTimer(gatherWait)
-			gather = timer.C
-		}
-	drain:
-		for len(batch) < maxBatchOps && weight < maxBatchWeight {
-			select {
-			case o := <-s.ops:
-				batch = append(batch, o)
-				weight += o.weight
-				continue
-			default:
-			}
-			if gather == nil || len(batch) >= last {
+		s.mu.Lock()
+		s.gather()
+		batch, weight := s.queue, 0
+		for i, o := range s.queue {
+			weight += o.weight
+			if i+1 >= maxBatchOps || weight >= maxBatchWeight {
+				batch = s.queue[:i+1]
 				break
 			}
-			select {
-			case o := <-s.ops:
-				batch = append(batch, o)
-				weight += o.weight
-			case <-gather:
-				gather = nil
-			case <-s.quit:
-				break drain
-			}
 		}
-		if timer != nil {
-			timer.Stop()
-		}
-		last = len(batch)
+		s.queue = append([]*op(nil), s.queue[len(batch):]...)
+		s.last = len(batch)
+		s.mu.Unlock()
+
 		s.commit(batch)
+
+		select {
+		case <-self.done:
+		default:
+			continue // self was left for the next batch
+		}
+		s.mu.Lock()
+		if len(s.queue) == 0 {
+			s.leading = false
+			s.mu.Unlock()
+			s.inflight.Done()
+			return
+		}
+		next := s.queue[0]
+		s.mu.Unlock()
+		close(next.lead)
+		return
 	}
 }
 
-// gatherWait is the longest a commit waits for the writers of the previous one.
+// gather waits, with s.mu held, a moment for more calls when the previous commit
+// was shared: its callers are likely on their way back, and should share this
+// one too. A lone caller (last == 1) never waits.
+func (s *Store) gather() {
+	if s.last <= 1 || len(s.queue) >= s.last || s.stopping {
+		return
+	}
+	timer := time.NewTimer(gatherWait)
+	defer timer.Stop()
+	for len(s.queue) < s.last && !s.stopping {
+		select {
+		case <-s.nudge: // a stale nudge only costs one more look
+		default:
+		}
+		s.gathering = true
+		s.mu.Unlock()
+		select {
+		case <-s.nudge:
+		case <-timer.C:
+			s.mu.Lock()
+			s.gathering = false
+			return
+		case <-s.quit:
+		}
+		s.mu.Lock()
+		s.gathering = false
+	}
+}
+
+// gatherWait is the longest a commit waits for the callers of the previous one.
 const gatherWait = 200 * time.Microsecond
 
 // errRollback ends a transaction in which no call wrote anything.
