@@ -286,7 +286,8 @@ func (w *watcher) Next(ctx context.Context) (*rpc.Event, error) {
 		}
 		// Caught up with the stored events.
 		if ev, ok := w.popLive(); ok {
-			return &ev, nil
+			live := ev // on the heap only when there is one
+			return &live, nil
 		}
 		if w.jobs != nil && w.scanned >= w.startSeq && w.allFinal() {
 			w.doneSent = true

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sort"
 	"time"
@@ -152,7 +153,10 @@ func (d *Daemon) finish(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 }
 
 func (d *Daemon) logFinal(rec rpc.Record) {
-	d.log.Info("job final", "id", rec.ID, "state", rec.State, "error", rec.Error)
+	// Asked first: the arguments would cost allocations even when not logged.
+	if d.log.Enabled(context.Background(), slog.LevelInfo) {
+		d.log.Info("job final", "id", rec.ID, "state", rec.State, "error", rec.Error)
+	}
 }
 
 // lockDependents locks, in id order, the queued jobs that wait for id directly or
