@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/matryer/is"
@@ -71,4 +73,53 @@ func TestCommitNothingWritten(t *testing.T) {
 	<-o.done
 	is.Equal(rpc.CodeOf(o.err), rpc.CodeNotFound) // the call's own error
 	is.Equal(s.Commits(), before)                 // and no commit for nothing
+}
+
+func TestCloseWaitsForWaitingCalls(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "spool.db")
+	s, err := Open(path, Options{})
+	is.NoErr(err) // opens
+
+	const workers, each = 8, 20
+	var mu sync.Mutex
+	stored := map[string]bool{}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				name := fmt.Sprintf("q%d-%d", w, i)
+				err := s.do(ctx, putQueueOp(ctx, name, nil))
+				if err != nil {
+					if rpc.CodeOf(err) != rpc.CodeShuttingDown {
+						t.Errorf("submit %s: %v, want refused only because of Close", name, err)
+					}
+					return
+				}
+				mu.Lock()
+				stored[name] = true
+				mu.Unlock()
+			}
+		})
+	}
+	for s.Commits() < 3 {
+		_, err := s.Queues(ctx)
+		is.NoErr(err) // readable while others write
+	}
+	is.NoErr(s.Close()) // closes while calls are under way
+	wg.Wait()
+
+	s, err = Open(path, Options{})
+	is.NoErr(err) // reopens
+	defer s.Close()
+	qs, err := s.Queues(ctx)
+	is.NoErr(err) // readable
+	got := map[string]bool{}
+	for _, q := range qs {
+		got[q.Name] = true
+	}
+	for name := range stored {
+		is.True(got[name]) // every call answered without error was committed before Close returned
+	}
 }

@@ -353,21 +353,24 @@ func (s *Store) do(ctx context.Context, o *op) error {
 			return o.err
 		case <-o.lead:
 		}
-	} else {
-		s.leading = true
-		s.inflight.Add(1)
-		s.mu.Unlock()
+		s.lead(o, false)
+		return o.err
 	}
-	s.lead(o)
+	s.leading = true
+	s.inflight.Add(1)
+	s.mu.Unlock()
+	s.lead(o, true)
 	return o.err
 }
 
 // lead commits the queue, in batches, until self is answered; then it hands the
-// lead to the first call still waiting, or gives it up when none waits.
-func (s *Store) lead(self *op) {
+// lead to the first call still waiting, or gives it up when none waits. fresh
+// says that self found no commit under way.
+func (s *Store) lead(self *op, fresh bool) {
 	for {
 		s.mu.Lock()
-		s.gather()
+		s.gather(fresh)
+		fresh = false
 		batch, weight := s.queue, 0
 		for i, o := range s.queue {
 			weight += o.weight
@@ -401,16 +404,24 @@ func (s *Store) lead(self *op) {
 	}
 }
 
-// gather waits, with s.mu held, a moment for more calls when the previous commit
-// was shared: its callers are likely on their way back, and should share this
-// one too. A lone caller (last == 1) never waits.
-func (s *Store) gather() {
-	if s.last <= 1 || len(s.queue) >= s.last || s.stopping {
+// gather waits, with s.mu held, up to gatherWait for more calls when the previous
+// commit was shared: its callers are likely on their way back and should share
+// this one too. It waits for as many calls as that commit had, plus, when the lead
+// was handed over (fresh is false), the calls that came while it was committed,
+// which are other callers: so concurrent callers gather into one commit rather
+// than alternate between two. A lone caller (last == 1) never waits.
+func (s *Store) gather(fresh bool) {
+	want := s.last
+	if !fresh {
+		want += len(s.queue)
+	}
+	want = min(want, maxBatchOps)
+	if s.last <= 1 || len(s.queue) >= want || s.stopping {
 		return
 	}
 	timer := time.NewTimer(gatherWait)
 	defer timer.Stop()
-	for len(s.queue) < s.last && !s.stopping {
+	for len(s.queue) < want && !s.stopping {
 		select {
 		case <-s.nudge: // a stale nudge only costs one more look
 		default:
@@ -431,7 +442,7 @@ func (s *Store) gather() {
 }
 
 // gatherWait is the longest a commit waits for the callers of the previous one.
-const gatherWait = 200 * time.Microsecond
+const gatherWait = 500 * time.Microsecond
 
 // errRollback ends a transaction in which no call wrote anything.
 var errRollback = errors.New("nothing to commit")
