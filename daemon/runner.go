@@ -228,7 +228,7 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 			wake := d.schedulable()
 			d.mu.Unlock()
 			if wake {
-				d.kick()
+				d.reschedule()
 			}
 		}
 	}

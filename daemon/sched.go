@@ -203,8 +203,8 @@ func (d *Daemon) takeSlotBack(js *jobState) {
 }
 
 // schedulable reports whether the scheduler has something to do: a job it can
-// start now, or not_before times to watch; d.mu held. Callers wake it only then,
-// which spares a wake-up per job when jobs come one at a time.
+// start now, or not_before times to watch; d.mu held. Callers reschedule only
+// then, which spares the work when jobs come one at a time.
 func (d *Daemon) schedulable() bool {
 	if len(d.timers.jobs) > 0 {
 		return true
@@ -236,11 +236,13 @@ func (d *Daemon) nextTimer() <-chan time.Time {
 
 // schedule starts as many runnable jobs as the limits allow: the one with the
 // highest priority, then the lowest id, among the heads of the queues with room.
-func (d *Daemon) schedule() {
+// Any goroutine may call it. It reports whether jobs wait for their not_before,
+// which only the scheduler's loop watches.
+func (d *Daemon) schedule() (timers bool) {
 	d.mu.Lock()
 	if d.closing {
 		d.mu.Unlock()
-		return
+		return false
 	}
 	now := d.clock.Now()
 	for len(d.timers.jobs) > 0 && !d.timers.jobs[0].rec.NotBefore.After(now) {
@@ -248,8 +250,12 @@ func (d *Daemon) schedule() {
 		d.makeReady(js)
 	}
 	picks := d.pickLocked()
+	// Counted under d.mu: Run waits for the runners only after it set closing.
+	d.runners.Add(len(picks))
+	timers = len(d.timers.jobs) > 0
 	d.mu.Unlock()
 	d.startJobs(picks)
+	return timers
 }
 
 // pickLocked claims as many runnable jobs as the limits allow: each time the head
@@ -278,10 +284,17 @@ func (d *Daemon) pickLocked() []*jobState {
 	return picks
 }
 
-// startJobs hands each picked job to a runner. The runner stores the job's start
-// together with the process of its first step.
+// reschedule starts what can start now from the calling goroutine, which spares
+// waking the scheduler's loop, and wakes the loop only for not_before times.
+func (d *Daemon) reschedule() {
+	if d.schedule() {
+		d.kick()
+	}
+}
+
+// startJobs hands each picked job to a runner, counted in d.runners already. The
+// runner stores the job's start together with the process of its first step.
 func (d *Daemon) startJobs(picks []*jobState) {
-	d.runners.Add(len(picks))
 	for _, js := range picks {
 		go d.runJob(js)
 	}

@@ -134,7 +134,7 @@ func (d *Daemon) submit(ctx context.Context, news []rpc.NewJob) ([]rpc.Record, e
 		d.failLate(context.WithoutCancel(ctx), late)
 	}
 	if wake {
-		d.kick()
+		d.reschedule()
 	}
 	out := make([]rpc.Record, len(recs))
 	for i, r := range recs {

@@ -116,7 +116,7 @@ func (d *Daemon) finish(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 		wake := d.schedulable()
 		d.mu.Unlock()
 		if wake {
-			d.kick()
+			d.reschedule()
 		}
 	}
 	if _, err := d.apply(ctx, ts); err != nil {
@@ -147,7 +147,7 @@ func (d *Daemon) finish(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 		}()
 	}
 	if wake {
-		d.kick()
+		d.reschedule()
 	}
 	return nil
 }
