@@ -30,7 +30,7 @@ func (s *Store) Submit(ctx context.Context, jobs []rpc.NewJob) ([]rpc.Record, []
 		return []rpc.Record{}, []rpc.Event{}, nil
 	}
 	// Encoding the specs here lets concurrent callers do it in parallel, outside
-	// the writer.
+	// the commit.
 	specJSON := make([][]byte, len(jobs))
 	weight := 0
 	for i, nj := range jobs {
