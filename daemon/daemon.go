@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"spool/rpc"
 )
 
 // Clock tells the time; tests pass a fake one.
@@ -66,8 +69,11 @@ type Daemon struct {
 	start  time.Time
 	logDir string
 	resDir string
-	env    []string // the base environment of processes
-	paths  pathCache
+	// noResDir is an empty folder that cannot be written: SPOOL_RESULTS_DIR of a
+	// job of one step, which has no earlier steps and so no results to read.
+	noResDir string
+	env      []string // the base environment of processes
+	paths    pathCache
 
 	mu      sync.Mutex
 	jobs    map[int64]*jobState // unfinished jobs
@@ -134,6 +140,7 @@ func New(cfg Config) (*Daemon, error) {
 		log:        cfg.Log,
 		logDir:     filepath.Join(cfg.StateDir, "logs"),
 		resDir:     filepath.Join(cfg.StateDir, "results"),
+		noResDir:   filepath.Join(cfg.StateDir, "results", "none"),
 		env:        baseEnv(cfg.Env),
 		jobs:       map[int64]*jobState{},
 		queues:     map[string]*queueState{},
@@ -154,6 +161,9 @@ func New(cfg Config) (*Daemon, error) {
 		if err := os.Chmod(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("daemon: chmod %s: %w", dir, err)
 		}
+	}
+	if err := os.Mkdir(d.noResDir, 0o500); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("daemon: create %s: %w", d.noResDir, err)
 	}
 	d.hub = newHub(d)
 	return d, nil
@@ -328,6 +338,16 @@ func (d *Daemon) removeFiles(ids []int64) {
 func (d *Daemon) jobLogDir(id int64) string {
 	return filepath.Join(d.logDir, strconv.FormatInt(id, 10))
 }
+
+// resultsDirOf is the SPOOL_RESULTS_DIR of rec's steps: its own folder for a job of
+// several steps, the shared empty one for a job of one.
+func (d *Daemon) resultsDirOf(rec *rpc.Record) string {
+	if len(rec.Spec.Steps) > 1 {
+		return d.jobResultDir(rec.ID)
+	}
+	return d.noResDir
+}
+
 func (d *Daemon) jobResultDir(id int64) string {
 	return filepath.Join(d.resDir, strconv.FormatInt(id, 10))
 }

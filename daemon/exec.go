@@ -230,7 +230,7 @@ func (d *Daemon) stepEnv(rec *rpc.Record, i int, stepEnv map[string]string) []st
 	set("SPOOL_JOB_ID", strconv.FormatInt(rec.ID, 10))
 	set("SPOOL_STEP", rec.Spec.Steps[i].Name)
 	set("SPOOL_PROGRESS_FD", "3")
-	set("SPOOL_RESULTS_DIR", d.jobResultDir(rec.ID))
+	set("SPOOL_RESULTS_DIR", d.resultsDirOf(rec))
 	env := make([]string, 0, len(d.env)+len(order))
 	for _, kv := range d.env {
 		k, _, _ := strings.Cut(kv, "=")
@@ -357,7 +357,7 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	}
 	if len(rec.Spec.Steps) > 1 {
 		// The results of the job's finished steps, for its later steps: a job of
-		// one step has none, and no folder.
+		// one step has none, and reads the shared empty folder.
 		if err := os.MkdirAll(d.jobResultDir(rec.ID), 0o700); err != nil {
 			return outcome{err: fmt.Sprintf("create results folder: %v", err)}
 		}

@@ -23,7 +23,7 @@ func TestSilentStepLeavesNoFiles(t *testing.T) {
 	_, err := os.Stat(filepath.Join(h.dir, "logs", itoa(j.ID)))
 	is.True(os.IsNotExist(err)) // no output, no log folder
 	_, err = os.Stat(filepath.Join(h.dir, "results", itoa(j.ID)))
-	is.True(os.IsNotExist(err))          // one step, no results folder
+	is.True(os.IsNotExist(err))          // one step, no results folder of its own
 	is.Equal(*j.Steps[0].OutputTail, "") // the tail of no log is empty
 	res, err := h.d.Logs(ctxT(t), rpc.LogsParams{ID: j.ID})
 	is.NoErr(err)
@@ -56,6 +56,21 @@ func TestResultsFolderOfALaterStep(t *testing.T) {
 	is.Equal(string(j.Result), `"first"`) // and the second the first's result
 }
 
+// TestResultsFolderOfOneStep checks that a job of one step finds an empty results
+// folder, shared and not writable.
+func TestResultsFolderOfOneStep(t *testing.T) {
+	is := is.New(t)
+	h := start(t, t.TempDir(), nil)
+	j := wait(t, h.d, submit(t, h.d, rpc.Spec{Steps: []rpc.Step{
+		{Shell: &rpc.ShellStep{Script: `test -d "$SPOOL_RESULTS_DIR" && ls -A "$SPOOL_RESULTS_DIR" | wc -l`}},
+	}}).ID)
+	is.Equal(j.State, rpc.StateSucceeded) // the folder is there
+	is.Equal(string(j.Result), `"0"`)     // and empty
+	fi, err := os.Stat(filepath.Join(h.dir, "results", "none"))
+	is.NoErr(err)
+	is.Equal(fi.Mode().Perm(), os.FileMode(0o500)) // nobody writes into it
+}
+
 // TestStepEnvironment checks how a process's environment is made: the daemon's,
 // without systemd's variables and each name once, then the job's and the step's
 // env and spool's variables, a later one replacing an earlier one in place.
@@ -84,16 +99,16 @@ func TestStepEnvironment(t *testing.T) {
 	for _, n := range seen {
 		is.Equal(n, 1) // each name once
 	}
-	is.Equal(seen["LISTEN_PID"], 0)             // systemd's variables stay with the daemon
-	is.Equal(value["A"], "3")                   // the daemon's last value
-	is.Equal(value["C"], "job")                 // the job replaces the daemon
-	is.Equal(value["D"], "step")                // the step replaces the job
-	is.Equal(value["SPOOL_JOB_ID"], itoa(j.ID)) // spool's own replace anything
-	is.Equal(value["SPOOL_STEP"], "step-0")     // the step's name
-	is.Equal(value["SPOOL_PROGRESS_FD"], "3")   // where progress goes
-	is.Equal(value["SPOOL_RESULTS_DIR"], filepath.Join(dir, "results", itoa(j.ID)))
-	is.Equal(order[:4], []string{"PATH", "A", "B", "C"}) // the daemon's names keep their places
-	is.Equal(order[4], "SPOOL_JOB_ID")                   // a replaced one too
+	is.Equal(seen["LISTEN_PID"], 0)                                             // systemd's variables stay with the daemon
+	is.Equal(value["A"], "3")                                                   // the daemon's last value
+	is.Equal(value["C"], "job")                                                 // the job replaces the daemon
+	is.Equal(value["D"], "step")                                                // the step replaces the job
+	is.Equal(value["SPOOL_JOB_ID"], itoa(j.ID))                                 // spool's own replace anything
+	is.Equal(value["SPOOL_STEP"], "step-0")                                     // the step's name
+	is.Equal(value["SPOOL_PROGRESS_FD"], "3")                                   // where progress goes
+	is.Equal(value["SPOOL_RESULTS_DIR"], filepath.Join(dir, "results", "none")) // one step: the shared empty folder
+	is.Equal(order[:4], []string{"PATH", "A", "B", "C"})                        // the daemon's names keep their places
+	is.Equal(order[4], "SPOOL_JOB_ID")                                          // a replaced one too
 }
 
 // TestWatchersPastTheRing checks that watchers get every stored event in seq
