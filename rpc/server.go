@@ -889,14 +889,20 @@ func (cc *conn) pump(w *watch) {
 		cc.mu.Unlock()
 	}()
 	buffered, _ := w.w.(BufferedWatcher)
+	prefix, err := eventPrefix(w.token)
+	if err != nil {
+		cc.s.log.Error("cannot encode a watch token", "err", err)
+		return
+	}
 	for {
 		ev, err := w.w.Next(cc.ctx)
 		// The events the watcher holds already go out with this one, in one write.
 		var msgs []byte
 		for n := 0; err == nil; n++ {
 			if !w.stopped.Load() { // unwatched: drain to io.EOF without sending
-				if msgs, err = cc.appendEvent(msgs, w.token, ev); err != nil {
-					cc.s.log.Error("cannot encode an event", "err", err)
+				var eerr error
+				if msgs, eerr = cc.appendEvent(msgs, prefix, ev); eerr != nil {
+					cc.s.log.Error("cannot encode an event", "err", eerr) // and go on without it
 				}
 			}
 			if buffered == nil || buffered.Buffered() == 0 || n >= maxEventsPerWrite || len(msgs) >= writeBatch {
@@ -919,32 +925,38 @@ func (cc *conn) pump(w *watch) {
 // maxEventsPerWrite bounds how many events a watch writes at once.
 const maxEventsPerWrite = 256
 
-// appendEvent appends a job.event notification for ev, framed, to msgs.
-func (cc *conn) appendEvent(msgs []byte, token string, ev *Event) ([]byte, error) {
-	body, err := eventNotification(token, ev)
+// appendEvent appends a job.event notification for ev, framed, to msgs. prefix is
+// the notification's start up to the event, made once per watch (eventPrefix).
+func (cc *conn) appendEvent(msgs, prefix []byte, ev *Event) ([]byte, error) {
+	evJSON, err := ev.JSON()
 	if err != nil {
 		return msgs, err
 	}
-	return appendFrame(msgs, cc.fr.mode, body), nil
+	const suffix = "}}"
+	n := len(prefix) + len(evJSON) + len(suffix)
+	if cc.fr.mode == framingLSP {
+		msgs = append(msgs, "Content-Length: "...)
+		msgs = strconv.AppendInt(msgs, int64(n), 10)
+		msgs = append(msgs, "\r\n\r\n"...)
+	}
+	msgs = append(msgs, prefix...)
+	msgs = append(msgs, evJSON...)
+	msgs = append(msgs, suffix...)
+	if cc.fr.mode != framingLSP {
+		msgs = append(msgs, '\n')
+	}
+	return msgs, nil
 }
 
-// eventNotification encodes a job.event notification. The event's own encoding is
-// made once however many watchers send it (Event.JSON).
-func eventNotification(token string, ev *Event) ([]byte, error) {
-	evJSON, err := ev.JSON()
-	if err != nil {
-		return nil, err
-	}
+// eventPrefix is the start of a watch's job.event notifications, up to the event.
+// The event's own encoding is made once however many watchers send it (Event.JSON).
+func eventPrefix(token string) ([]byte, error) {
 	tok, err := json.Marshal(token)
 	if err != nil {
 		return nil, err
 	}
-	b := make([]byte, 0, len(evJSON)+len(tok)+64)
-	b = append(b, `{"jsonrpc":"2.0","method":"`+MethodEvent+`","params":{"token":`...)
-	b = append(b, tok...)
-	b = append(b, `,"event":`...)
-	b = append(b, evJSON...)
-	return append(b, "}}"...), nil
+	b := append([]byte(`{"jsonrpc":"2.0","method":"`+MethodEvent+`","params":{"token":`), tok...)
+	return append(b, `,"event":`...), nil
 }
 
 // unwatch handles job.unwatch: it ends the watch with that token, if any.
