@@ -222,8 +222,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.recover(ctx); err != nil {
 		return fmt.Errorf("daemon: recover: %w", err)
 	}
+	d.mu.Lock()
+	unfinished := len(d.jobs)
+	d.mu.Unlock()
 	close(d.ready)
-	d.log.Info("daemon ready", "unfinished", len(d.jobs), "max_parallel", d.cfg.MaxParallel)
+	d.log.Info("daemon ready", "unfinished", unfinished, "max_parallel", d.cfg.MaxParallel)
 	d.bg.Add(1)
 	go func() { defer d.bg.Done(); d.maintain(runCtx) }()
 
