@@ -540,8 +540,8 @@ func (s *scanner) object(p *plan, v reflect.Value) error {
 		}
 		s.i++
 		key := name
-		if esc {
-			key = []byte(unquote(name))
+		if esc || !utf8.Valid(name) {
+			key = []byte(unquote(name)) // escapes decoded, bad UTF-8 replaced
 		}
 		if isStruct {
 			f, ok := p.fields[string(key)]

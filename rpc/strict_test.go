@@ -150,6 +150,7 @@ func FuzzDecodeParams(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Add([]byte(`{"u": 3, "f": 1.5e3, "arr": [1, 2, 3], "b": "aGk=", "bs": [1, 2], "m": {"1": "x"}, "a": {"k": [1, null]}, "raw": {"x": 1}, "t": "2026-01-02T03:04:05Z", "Inner": 4, "tx": null, "ptrs": [null, 1]}`))
+	f.Add([]byte("{\"names\": {\"\xff\": [true]}, \"m\": {\"1\": \"\xfe\"}}"))
 	f.Add([]byte(`{"u": -1, "arr": [1, 2, 3, 4, 5], "b": null, "m": {"x": "y"}, "raw": null, "t": null, "a": null}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		fuzzDecodeAs[SubmitParams](t, raw)
