@@ -391,48 +391,23 @@ func Members(msg []byte, f func(key []byte, val json.RawMessage)) error {
 // unescaped. The slices it passes are parts of msg.
 func eachMember(msg []byte, f func(key []byte, val json.RawMessage)) error {
 	s := scanner{data: msg}
-	if s.peek() != '{' {
-		return errSyntax
-	}
-	s.i++
-	if s.peek() == '}' {
-		s.i++
-	} else {
-		for {
-			if s.peek() != '"' {
-				return errSyntax
-			}
-			start := s.i
-			esc, err := s.str()
-			if err != nil {
-				return err
-			}
-			key := msg[start+1 : s.i-1]
-			if esc {
-				key = []byte(unquote(key))
-			}
-			if s.peek() != ':' {
-				return errSyntax
-			}
-			s.i++
-			s.ws()
-			start = s.i
-			if err := s.skip(); err != nil {
-				return err
-			}
-			f(key, msg[start:s.i:s.i])
-			c := s.peek()
-			s.i++
-			if c == '}' {
-				break
-			}
-			if c != ',' {
-				return errSyntax
-			}
+	err := s.members(func(name []byte, esc bool) error {
+		key := name
+		if esc {
+			key = []byte(unquote(name))
 		}
+		s.ws()
+		start := s.i
+		if err := s.skip(); err != nil {
+			return err
+		}
+		f(key, msg[start:s.i:s.i])
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	s.ws()
-	if s.i != len(msg) {
+	if s.ws(); s.i != len(msg) {
 		return errSyntax
 	}
 	return nil

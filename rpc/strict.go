@@ -508,37 +508,15 @@ func (s *scanner) literal(word string) error {
 
 // object decodes an object into v: a struct's fields, or a map's entries.
 func (s *scanner) object(p *plan, v reflect.Value) error {
-	if s.depth++; s.depth > maxDepth {
-		return errSyntax
-	}
 	isStruct := p.class == classStruct
 	if !isStruct && v.IsNil() {
 		v.Set(reflect.MakeMap(p.t))
 	}
-	s.i++ // {
-	if s.peek() == '}' {
-		s.i++
-		s.depth--
-		return nil
-	}
 	s.path = append(s.path, segment{field: isStruct})
 	top := len(s.path) - 1
 	var elem reflect.Value // a map's element, reused
-	for {
-		if s.peek() != '"' {
-			return errSyntax
-		}
-		start := s.i
-		esc, err := s.str()
-		if err != nil {
-			return err
-		}
-		name := s.data[start+1 : s.i-1]
+	err := s.members(func(name []byte, esc bool) error {
 		s.path[top] = segment{name: name, esc: esc, field: isStruct}
-		if s.peek() != ':' {
-			return errSyntax
-		}
-		s.i++
 		key := name
 		if esc || !utf8.Valid(name) {
 			key = []byte(unquote(name)) // escapes decoded, bad UTF-8 replaced
@@ -546,45 +524,33 @@ func (s *scanner) object(p *plan, v reflect.Value) error {
 		if isStruct {
 			f, ok := p.fields[string(key)]
 			if !ok {
-				if err := s.skip(); err != nil {
-					return err
-				}
-				return s.fail("unknown field")
+				return s.failSkip("unknown field")
 			}
 			fv, err := s.fieldValue(v, f.index)
 			if err != nil {
 				return err
 			}
-			if err := s.value(f.plan, fv); err != nil {
-				return err
-			}
+			return s.value(f.plan, fv)
+		}
+		kv, err := s.mapKey(p, key)
+		if err != nil {
+			return err
+		}
+		if !elem.IsValid() {
+			elem = reflect.New(p.t.Elem()).Elem()
 		} else {
-			kv, err := s.mapKey(p, key)
-			if err != nil {
-				return err
-			}
-			if !elem.IsValid() {
-				elem = reflect.New(p.t.Elem()).Elem()
-			} else {
-				elem.SetZero()
-			}
-			if err := s.value(p.elem, elem); err != nil {
-				return err
-			}
-			v.SetMapIndex(kv, elem)
+			elem.SetZero()
 		}
-		switch s.peek() {
-		case ',':
-			s.i++
-		case '}':
-			s.i++
-			s.path = s.path[:top]
-			s.depth--
-			return nil
-		default:
-			return errSyntax
+		if err := s.value(p.elem, elem); err != nil {
+			return err
 		}
+		v.SetMapIndex(kv, elem)
+		return nil
+	})
+	if err == nil {
+		s.path = s.path[:top]
 	}
+	return err
 }
 
 // fieldValue is the field of struct v at index, making embedded pointers on the way.
@@ -648,68 +614,41 @@ func (s *scanner) mapKey(p *plan, key []byte) (reflect.Value, error) {
 // array decodes an array into a slice or array v. A fixed array drops the
 // elements past its length and zeroes those the JSON lacks, as encoding/json does.
 func (s *scanner) array(p *plan, v reflect.Value) error {
-	if s.depth++; s.depth > maxDepth {
-		return errSyntax
-	}
 	fixed := v.Kind() == reflect.Array
-	n := 0
-	defer func() {
-		switch {
-		case fixed:
-			for i := n; i < v.Len(); i++ {
-				v.Index(i).SetZero()
-			}
-		case n == 0 && v.IsNil():
-			v.Set(reflect.MakeSlice(v.Type(), 0, 0))
-		default:
-			v.SetLen(n)
-		}
-	}()
 	if !fixed {
 		v.SetLen(0)
 	}
-	s.i++ // [
-	if s.peek() == ']' {
-		s.i++
-		s.depth--
-		return nil
-	}
 	s.path = append(s.path, segment{})
 	top := len(s.path) - 1
-	for i := 0; ; i++ {
+	n := 0 // elements decoded
+	err := s.elements(func(i int) error {
 		s.path[top] = segment{index: i}
-		var err error
 		switch {
 		case fixed && i >= v.Len():
-			err = s.skip()
-		case fixed:
-			err = s.value(p.elem, v.Index(i))
-			n = i + 1
-		default:
-			if i >= v.Cap() {
-				v.Grow(1)
-			}
+			return s.skip()
+		case !fixed && i >= v.Cap():
+			v.Grow(1)
+		}
+		if !fixed {
 			v.SetLen(i + 1)
-			ev := v.Index(i)
-			ev.SetZero()
-			n = i + 1
-			err = s.value(p.elem, ev)
+			v.Index(i).SetZero()
 		}
-		if err != nil {
-			return err
+		ev := v.Index(i)
+		n = i + 1
+		return s.value(p.elem, ev)
+	})
+	switch {
+	case fixed:
+		for i := n; i < v.Len(); i++ {
+			v.Index(i).SetZero()
 		}
-		switch s.peek() {
-		case ',':
-			s.i++
-		case ']':
-			s.i++
-			s.path = s.path[:top]
-			s.depth--
-			return nil
-		default:
-			return errSyntax
-		}
+	case n == 0 && v.IsNil():
+		v.Set(reflect.MakeSlice(v.Type(), 0, 0))
 	}
+	if err == nil {
+		s.path = s.path[:top]
+	}
+	return err
 }
 
 // number decodes a number into an integer or float v.
@@ -903,65 +842,9 @@ func (s *scanner) str() (esc bool, err error) {
 func (s *scanner) skip() error {
 	switch s.peek() {
 	case '{':
-		if s.depth++; s.depth > maxDepth {
-			return errSyntax
-		}
-		s.i++
-		if s.peek() == '}' {
-			s.i++
-			s.depth--
-			return nil
-		}
-		for {
-			if s.peek() != '"' {
-				return errSyntax
-			}
-			if _, err := s.str(); err != nil {
-				return err
-			}
-			if s.peek() != ':' {
-				return errSyntax
-			}
-			s.i++
-			if err := s.skip(); err != nil {
-				return err
-			}
-			switch s.peek() {
-			case ',':
-				s.i++
-			case '}':
-				s.i++
-				s.depth--
-				return nil
-			default:
-				return errSyntax
-			}
-		}
+		return s.members(func([]byte, bool) error { return s.skip() })
 	case '[':
-		if s.depth++; s.depth > maxDepth {
-			return errSyntax
-		}
-		s.i++
-		if s.peek() == ']' {
-			s.i++
-			s.depth--
-			return nil
-		}
-		for {
-			if err := s.skip(); err != nil {
-				return err
-			}
-			switch s.peek() {
-			case ',':
-				s.i++
-			case ']':
-				s.i++
-				s.depth--
-				return nil
-			default:
-				return errSyntax
-			}
-		}
+		return s.elements(func(int) error { return s.skip() })
 	case '"':
 		_, err := s.str()
 		return err
@@ -977,6 +860,74 @@ func (s *scanner) skip() error {
 			return errSyntax
 		}
 		return err
+	}
+}
+
+// members walks the object at the cursor. For each member it reads the key and
+// the colon, then calls f with the key as written (between its quotes; esc when it
+// holds escapes), and f moves past the value.
+func (s *scanner) members(f func(name []byte, esc bool) error) error {
+	if s.peek() != '{' {
+		return errSyntax
+	}
+	return s.container('}', func() error {
+		if s.peek() != '"' {
+			return errSyntax
+		}
+		start := s.i
+		esc, err := s.str()
+		if err != nil {
+			return err
+		}
+		name := s.data[start+1 : s.i-1]
+		if s.peek() != ':' {
+			return errSyntax
+		}
+		s.i++
+		return f(name, esc)
+	})
+}
+
+// elements walks the array at the cursor, calling f with each element's index; f
+// moves past the element.
+func (s *scanner) elements(f func(i int) error) error {
+	if s.peek() != '[' {
+		return errSyntax
+	}
+	i := 0
+	return s.container(']', func() error {
+		err := f(i)
+		i++
+		return err
+	})
+}
+
+// container moves past the opening bracket at the cursor, then calls item for each
+// comma-separated item until the closing bracket, within maxDepth.
+func (s *scanner) container(closing byte, item func() error) error {
+	if s.depth++; s.depth > maxDepth {
+		return errSyntax
+	}
+	s.i++
+	if s.peek() == closing {
+		s.i++
+		s.depth--
+		return nil
+	}
+	for {
+		if err := item(); err != nil {
+			return err
+		}
+		switch s.peek() {
+		case ',':
+			s.i++
+		case closing:
+			s.i++
+			s.depth--
+			return nil
+		default:
+			return errSyntax
+		}
 	}
 }
 
