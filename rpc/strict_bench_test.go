@@ -16,41 +16,27 @@ func submitBatch(n int) json.RawMessage {
 	return json.RawMessage(`{"jobs": [` + strings.TrimSuffix(strings.Repeat(job+",", n), ",") + `]}`)
 }
 
-func BenchmarkDecodeParamsSubmitOne(b *testing.B) {
-	raw := submitBatch(1)
+// benchDecode decodes raw into SubmitParams with decode, b.N times.
+func benchDecode(b *testing.B, raw json.RawMessage, decode func(json.RawMessage, any) error) {
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
-	dec := NewDecoder()
 	for b.Loop() {
 		var p SubmitParams
-		if err := dec.Params(raw, &p); err != nil {
+		if err := decode(raw, &p); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
+func BenchmarkDecodeParamsSubmitOne(b *testing.B) {
+	benchDecode(b, submitBatch(1), NewDecoder().Params)
+}
+
 func BenchmarkDecodeParamsSubmit1000(b *testing.B) {
-	raw := submitBatch(1000)
-	b.SetBytes(int64(len(raw)))
-	b.ReportAllocs()
-	dec := NewDecoder()
-	for b.Loop() {
-		var p SubmitParams
-		if err := dec.Params(raw, &p); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchDecode(b, submitBatch(1000), NewDecoder().Params)
 }
 
 // BenchmarkUnmarshalSubmit1000 is the baseline: encoding/json alone, no checks.
 func BenchmarkUnmarshalSubmit1000(b *testing.B) {
-	raw := submitBatch(1000)
-	b.SetBytes(int64(len(raw)))
-	b.ReportAllocs()
-	for b.Loop() {
-		var p SubmitParams
-		if err := json.Unmarshal(raw, &p); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchDecode(b, submitBatch(1000), func(raw json.RawMessage, v any) error { return json.Unmarshal(raw, v) })
 }
