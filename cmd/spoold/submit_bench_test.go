@@ -19,45 +19,12 @@ import (
 // BenchmarkSubmitOverSocket submits single jobs from 8 clients through the whole
 // path in one process (client, socket, server, daemon, store), for profiling.
 func BenchmarkSubmitOverSocket(b *testing.B) {
-	dir, err := os.MkdirTemp("", "sb")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	st, err := store.Open(filepath.Join(dir, "spool.db"), store.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	d, err := daemon.New(daemon.Config{Store: st, StateDir: dir, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = d.Run(ctx) }()
-	<-d.Ready()
-	if _, err := d.QueueSet(ctx, rpc.QueueSetParams{Name: "held", Paused: new(bool)}); err != nil {
-		b.Fatal(err)
-	}
-	paused := true
-	if _, err := d.QueueSet(ctx, rpc.QueueSetParams{Name: "held", Paused: &paused}); err != nil {
-		b.Fatal(err)
-	}
-	sock := filepath.Join(dir, "s.sock")
-	ln, err := rpc.Listen(sock)
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := rpc.NewServer(rpc.ServerConfig{Service: d})
-	go func() { _ = srv.Serve(ctx, ln) }()
+	ctx := b.Context()
+	bd := startBenchDaemon(b)
 	const clients = 8
 	cs := make([]*client.Client, clients)
 	for i := range cs {
-		if cs[i], err = client.Dial(ctx, sock); err != nil {
-			b.Fatal(err)
-		}
-		defer cs[i].Close()
+		cs[i] = bd.dial(b)
 	}
 	spec := rpc.Spec{Queue: "held", Steps: []rpc.Step{{Exec: &rpc.ExecStep{Argv: []string{"true"}}}}}
 	cpu0 := cpuTime()
@@ -96,40 +63,9 @@ func cpuTime() time.Duration {
 // the store alone, the daemon over the store, and the whole path over the socket.
 // Each op is one durable submit; ns/op is its latency.
 func BenchmarkLoneSubmit(b *testing.B) {
-	dir, err := os.MkdirTemp("", "sb")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	st, err := store.Open(filepath.Join(dir, "spool.db"), store.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	d, err := daemon.New(daemon.Config{Store: st, StateDir: dir, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = d.Run(ctx) }()
-	<-d.Ready()
-	paused := true
-	if _, err := d.QueueSet(ctx, rpc.QueueSetParams{Name: "held", Paused: &paused}); err != nil {
-		b.Fatal(err)
-	}
-	sock := filepath.Join(dir, "s.sock")
-	ln, err := rpc.Listen(sock)
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := rpc.NewServer(rpc.ServerConfig{Service: d})
-	go func() { _ = srv.Serve(ctx, ln) }()
-	c, err := client.Dial(ctx, sock)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	ctx := b.Context()
+	bd := startBenchDaemon(b)
+	st, d, c := bd.st, bd.d, bd.dial(b)
 	spec := rpc.Spec{Queue: "held", Steps: []rpc.Step{{Exec: &rpc.ExecStep{Argv: []string{"true"}}}}}
 	b.Run("store", func(b *testing.B) {
 		for b.Loop() {
@@ -156,4 +92,57 @@ func BenchmarkLoneSubmit(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchDaemon is a daemon over a real store, served on a socket, with a paused
+// queue "held" so that submitted jobs stay queued.
+type benchDaemon struct {
+	st   *store.Store
+	d    *daemon.Daemon
+	sock string
+}
+
+// startBenchDaemon starts a benchDaemon that stops when b ends.
+func startBenchDaemon(b *testing.B) *benchDaemon {
+	dir, err := os.MkdirTemp("", "sb")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	st, err := store.Open(filepath.Join(dir, "spool.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	d, err := daemon.New(daemon.Config{Store: st, StateDir: dir, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	b.Cleanup(func() { cancel(); <-done })
+	go func() { defer close(done); _ = d.Run(ctx) }()
+	<-d.Ready()
+	paused := true
+	if _, err := d.QueueSet(ctx, rpc.QueueSetParams{Name: "held", Paused: &paused}); err != nil {
+		b.Fatal(err)
+	}
+	sock := filepath.Join(dir, "s.sock")
+	ln, err := rpc.Listen(sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := rpc.NewServer(rpc.ServerConfig{Service: d})
+	go func() { _ = srv.Serve(ctx, ln) }()
+	return &benchDaemon{st: st, d: d, sock: sock}
+}
+
+// dial connects a client, closed when b ends.
+func (bd *benchDaemon) dial(b *testing.B) *client.Client {
+	c, err := client.Dial(b.Context(), bd.sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c
 }
