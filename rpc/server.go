@@ -377,57 +377,6 @@ func parseRequest(msg []byte) (request, *Error) {
 	return req, nil
 }
 
-// Members calls f with each member of the JSON object msg, in order, with keys
-// unescaped, in one pass that also checks msg's syntax. The slices it passes are
-// parts of msg. Clients use it to take a message apart without decoding it.
-func Members(msg []byte, f func(key []byte, val json.RawMessage)) error {
-	if err := eachMember(msg, f); err != nil {
-		return fmt.Errorf("read a JSON object: %w", err)
-	}
-	return nil
-}
-
-// eachMember calls f with each member of the JSON object msg, in order, with keys
-// unescaped. The slices it passes are parts of msg.
-func eachMember(msg []byte, f func(key []byte, val json.RawMessage)) error {
-	s := scanner{data: msg}
-	err := s.members(func(name []byte, esc bool) error {
-		key := name
-		if esc {
-			key = []byte(unquote(name))
-		}
-		s.ws()
-		start := s.i
-		if err := s.skip(); err != nil {
-			return err
-		}
-		f(key, msg[start:s.i:s.i])
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if s.ws(); s.i != len(msg) {
-		return errSyntax
-	}
-	return nil
-}
-
-// jsonString decodes a JSON string value; ok is false for any other value.
-func jsonString(raw []byte) (string, bool) {
-	if len(raw) < 2 || raw[0] != '"' {
-		return "", false
-	}
-	if bytes.IndexByte(raw, '\\') < 0 {
-		return string(raw[1 : len(raw)-1]), true
-	}
-	var v string
-	if json.Unmarshal(raw, &v) != nil {
-		return "", false
-	}
-	return v, true
-}
-
 // idKey identifies a request id for $/cancelRequest: strings by their value,
 // numbers by their text.
 func idKey(id json.RawMessage) string {
