@@ -111,9 +111,7 @@ func parseMessage(line []byte) (m message, ok bool) {
 		case "id":
 			m.ID = val
 		case "method":
-			if val[0] == '"' && bytes.IndexByte(val, '\\') < 0 {
-				m.Method = string(val[1 : len(val)-1])
-			} else if json.Unmarshal(val, &m.Method) != nil {
+			if json.Unmarshal(val, &m.Method) != nil {
 				ok = false
 			}
 		case "params":

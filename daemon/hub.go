@@ -147,6 +147,9 @@ func (h *hub) fromRing(after int64, buf []*rpc.Event) (evs []*rpc.Event, last in
 	return buf, last, true
 }
 
+// The daemon's watches let the server write what they hold in one go.
+var _ rpc.BufferedWatcher = (*watcher)(nil)
+
 // watcher is one watch. It implements rpc.Watcher.
 type watcher struct {
 	h         *hub
@@ -231,6 +234,10 @@ func (w *watcher) allFinal() bool {
 	}
 	return true
 }
+
+// Buffered is how many events Next returns without waiting: those it fetched
+// already. The server writes them together (rpc.BufferedWatcher).
+func (w *watcher) Buffered() int { return len(w.batch) - w.pos }
 
 // Next returns the watch's next event: stored ones in seq order first, then live
 // ones once caught up, then "done" for a watch of named jobs once all are final.
