@@ -239,9 +239,9 @@ func sampleOpenParams(raw []byte, open []string) ([]byte, error) {
 }
 
 // decodeSpec decodes a spec strictly: unknown fields are errors naming their path.
-func decodeSpec(raw []byte, field string) (*rpc.Spec, error) {
+func (d *Daemon) decodeSpec(raw []byte, field string) (*rpc.Spec, error) {
 	var s rpc.Spec
-	if err := rpc.DecodeStrict(raw, &s, field); err != nil {
+	if err := d.specs.Strict(raw, &s, field); err != nil {
 		return nil, err
 	}
 	return &s, nil
@@ -304,7 +304,7 @@ func (d *Daemon) TemplatePut(ctx context.Context, p rpc.TemplatePutParams) (*rpc
 	if err != nil {
 		return nil, rpc.InvalidParams("spec", "must be valid JSON")
 	}
-	s, err := decodeSpec(filled, "spec")
+	s, err := d.decodeSpec(filled, "spec")
 	if err != nil {
 		return nil, err
 	}
@@ -371,7 +371,7 @@ func (d *Daemon) TemplateRun(ctx context.Context, p rpc.TemplateRunParams) (*rpc
 		}
 		values[name] = ""
 	}
-	spec, err := decodeSpec(expandTemplate(t.Spec, values), "spec")
+	spec, err := d.decodeSpec(expandTemplate(t.Spec, values), "spec")
 	if err != nil {
 		return nil, err
 	}

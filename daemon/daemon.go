@@ -72,8 +72,10 @@ type Daemon struct {
 	// noResDir is an empty folder that cannot be written: SPOOL_RESULTS_DIR of a
 	// job of one step, which has no earlier steps and so no results to read.
 	noResDir string
-	env      []string // the base environment of processes
-	paths    pathCache
+	// specs decodes templates' specs strictly, knowing the spec's shape once.
+	specs *rpc.Decoder
+	env   []string // the base environment of processes
+	paths pathCache
 
 	mu      sync.Mutex
 	jobs    map[int64]*jobState // unfinished jobs
@@ -141,6 +143,7 @@ func New(cfg Config) (*Daemon, error) {
 		logDir:     filepath.Join(cfg.StateDir, "logs"),
 		resDir:     filepath.Join(cfg.StateDir, "results"),
 		noResDir:   filepath.Join(cfg.StateDir, "results", "none"),
+		specs:      rpc.NewDecoder(),
 		env:        baseEnv(cfg.Env),
 		jobs:       map[int64]*jobState{},
 		queues:     map[string]*queueState{},
