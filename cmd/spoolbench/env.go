@@ -90,6 +90,10 @@ func build(ctx context.Context, dir string) error {
 	}
 	cmd := exec.CommandContext(ctx, gobin, "build", "-o", dir+string(os.PathSeparator), "./cmd/spoold", "./cmd/spool")
 	cmd.Dir = filepath.Dir(gomod)
+	// The same build as make build: static binaries, no cgo. A binary with cgo
+	// starts through the dynamic loader, which costs a short-lived spool a few
+	// milliseconds.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("build spoold and spool: %w\n%s", err, out)
 	}
