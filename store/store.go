@@ -127,6 +127,9 @@ func Open(path string, opts Options) (*Store, error) {
 		} else if err != nil {
 			return nil, fmt.Errorf("open store %s: %w", path, err)
 		}
+		if err := reserve(path, opts.NoSync); err != nil {
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
 	}
 
 	db, err := openBolt(path, &bbolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
@@ -147,6 +150,13 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	if created {
+		// bbolt made the file; it maps the reserved size at its next growth.
+		if err := reserve(path, opts.NoSync); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
+	}
 	if s.pages, err = openPageFile(path, db.Info().PageSize); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -164,6 +174,40 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// reservedSize is the size a database file is given when it is smaller, as a
+// hole that takes no disk space until pages are written into it. bbolt maps the
+// whole file, so a young database neither remaps (copying out every node its
+// write transaction holds) nor grows and fsyncs its file each time it doubles;
+// past this size bbolt grows the file in steps of the same size itself.
+const reservedSize = 16 << 20
+
+// reserve grows the file at path to reservedSize when it is smaller, and syncs
+// the new size unless noSync. Pages past bbolt's high-water mark are free space
+// to it, so the data is untouched.
+func reserve(path string, noSync bool) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("reserve space: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("reserve space: %w", err)
+	}
+	if fi.Size() >= reservedSize {
+		return nil
+	}
+	if err := f.Truncate(reservedSize); err != nil {
+		return fmt.Errorf("reserve space: %w", err)
+	}
+	if !noSync {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("reserve space: sync: %w", err)
+		}
+	}
+	return f.Close()
 }
 
 // openBolt is bbolt.Open with a damaged file's faults and panics turned into

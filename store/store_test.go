@@ -117,6 +117,47 @@ func TestReopenPersists(t *testing.T) {
 	is.Equal(evs[0].Seq, int64(4))     // seqs go on
 }
 
+// TestOpenReservesRoom: a database file is given 16 MiB at open, as a hole, so a
+// young database does not remap and grow its file at each doubling; a smaller
+// file (made by an older version, or compacted) is grown at its next open with
+// its data intact.
+func TestOpenReservesRoom(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "spool.db")
+	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	const reserved = 16 << 20
+
+	s, err := store.Open(path, store.Options{})
+	is.NoErr(err) // a new database opens
+	fi, err := os.Stat(path)
+	is.NoErr(err)
+	is.Equal(fi.Size(), int64(reserved)) // with room reserved
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		is.True(st.Blocks*512 < reserved/4) // as a hole, not written space
+	}
+	recs, _, err := s.Submit(ctx, []rpc.NewJob{job("a", now)})
+	is.NoErr(err) // stored in the reserved room
+	is.NoErr(s.Close())
+
+	is.NoErr(store.Compact(path, store.Options{NoSync: true})) // compaction makes a small file
+	fi, err = os.Stat(path)
+	is.NoErr(err)
+	is.True(fi.Size() < reserved) // without the reserve
+
+	s = open(t, path, store.Options{})
+	fi, err = os.Stat(path)
+	is.NoErr(err)
+	is.Equal(fi.Size(), int64(reserved)) // grown at open
+	got, err := s.Get(ctx, recs[0].ID)
+	is.NoErr(err)                // the job is kept
+	is.Equal(got.Spec.Name, "a") // whole
+	is.NoErr(s.Check(ctx))       // and the database is consistent
+	more, _, err := s.Submit(ctx, []rpc.NewJob{job("b", now)})
+	is.NoErr(err)                      // writes go on
+	is.Equal(more[0].ID, recs[0].ID+1) // after the kept job
+}
+
 func TestSecondOpenIsLocked(t *testing.T) {
 	is := is.New(t)
 	path := filepath.Join(t.TempDir(), "spool.db")

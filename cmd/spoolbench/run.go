@@ -14,6 +14,7 @@ type batchResult struct {
 	failed  int           // jobs that did not succeed
 	commits uint64        // bbolt commits meanwhile
 	cpu     time.Duration // spoold CPU time meanwhile
+	faults  int64         // spoold minor page faults meanwhile
 	// held is the mean time from a job's started event to its final event (by
 	// their time fields): the start commit, preparing and spawning, the run, the
 	// process record, reaping and the result; it ends before the final commit.
@@ -39,6 +40,7 @@ func runBatch(ctx context.Context, d *daemon, specs []rpc.Spec) (*batchResult, e
 	defer w.Close()
 	c0, _ := d.commits()
 	cpu0, _ := cpuTime(d.pid())
+	pf0, _ := pageFaults(d.pid())
 	t := time.Now()
 	ids := map[int64]bool{}
 	for len(specs) > 0 {
@@ -79,7 +81,8 @@ func runBatch(ctx context.Context, d *daemon, specs []rpc.Spec) (*batchResult, e
 	r.finalSeen = seen / time.Duration(len(final))
 	c1, _ := d.commits()
 	cpu1, _ := cpuTime(d.pid())
-	r.commits, r.cpu = c1-c0, cpu1-cpu0
+	pf1, _ := pageFaults(d.pid())
+	r.commits, r.cpu, r.faults = c1-c0, cpu1-cpu0, pf1.minor-pf0.minor
 	for _, st := range final {
 		if st != rpc.StateSucceeded {
 			r.failed++
@@ -90,9 +93,9 @@ func runBatch(ctx context.Context, d *daemon, specs []rpc.Spec) (*batchResult, e
 
 // describe is the note of a batch figure.
 func (r *batchResult) describe(jobs int) string {
-	s := fmt.Sprintf("%d jobs in %s; %d commits (%.2f per job); spoold CPU %s (%.0f µs/job)",
+	s := fmt.Sprintf("%d jobs in %s; %d commits (%.2f per job); spoold CPU %s (%.0f µs/job), %.1f page faults per job",
 		jobs, ms(r.elapsed), r.commits, float64(r.commits)/float64(jobs), ms(r.cpu),
-		float64(r.cpu/time.Microsecond)/float64(jobs))
+		float64(r.cpu/time.Microsecond)/float64(jobs), float64(r.faults)/float64(jobs))
 	if r.failed > 0 {
 		s += fmt.Sprintf("; %d jobs did not succeed", r.failed)
 	}
