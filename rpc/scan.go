@@ -27,11 +27,12 @@ type segment struct {
 // scanner moves over one JSON text. The strict decoder checks it against a plan,
 // and names the value under the cursor for errors by root and path.
 type scanner struct {
-	data  []byte
-	i     int // the cursor
-	depth int // objects and arrays open at the cursor
-	root  string
-	path  []segment
+	data    []byte
+	i       int  // the cursor
+	depth   int  // objects and arrays open at the cursor
+	lenient bool // skip unknown members of structs, match keys in any case
+	root    string
+	path    []segment
 }
 
 // ws moves past white space.

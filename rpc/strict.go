@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -58,6 +61,35 @@ func (d *Decoder) Params(raw json.RawMessage, v any) error {
 	return d.Strict(raw, v, "")
 }
 
+// Lenient decodes raw, one JSON value, into v (a non-nil pointer) as
+// encoding/json.Unmarshal does: it is how a client reads what a server sends, and
+// a newer server may send more than the client knows of. Members of an object that
+// match no field of its struct are skipped (their syntax checked, as
+// encoding/json does); a key matches its field exactly first, else in any case, as
+// in encoding/json. Malformed JSON and values of the wrong type are errors, which
+// name the value by its path; they are plain errors, never an *Error, since
+// nothing was refused by a server. On an error, v may be partly set.
+//
+// It is the same one pass as Strict, with the same plans: one Decoder serves both.
+func (d *Decoder) Lenient(raw []byte, v any) error {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return fmt.Errorf("decode JSON: need a non-nil pointer, got %T", v)
+	}
+	s := scanner{data: raw, lenient: true}
+	if err := s.decode(d.plan(rv.Type().Elem()), rv.Elem()); err != nil {
+		var e *Error
+		if errors.As(err, &e) && e.Data != nil {
+			if e.Data.Field == "" {
+				return fmt.Errorf("decode JSON: %s", e.Data.Reason)
+			}
+			return fmt.Errorf("decode JSON: %s: %s", e.Data.Field, e.Data.Reason)
+		}
+		return fmt.Errorf("decode JSON: %v", err)
+	}
+	return nil
+}
+
 // Strict decodes raw into v, as DecodeStrict.
 //
 // It is one pass over the bytes, guided by a plan of v's type: it checks the
@@ -77,6 +109,7 @@ var (
 	rawMessageType      = reflect.TypeFor[json.RawMessage]()
 	timeType            = reflect.TypeFor[time.Time]()
 	stepRefType         = reflect.TypeFor[StepRef]()
+	durationType        = reflect.TypeFor[Duration]()
 	jsonUnmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
 )
@@ -109,6 +142,7 @@ type plan struct {
 	class  class
 	elem   *plan            // pointer, slice, array, map: the element
 	fields map[string]field // struct: fields by exact JSON name
+	folded map[string]field // struct: fields by folded JSON name (see foldName), for Lenient
 	key    reflect.Kind     // map: the key's kind (String for text keys)
 	keyOK  bool             // map: keys can decode
 	bits   int              // numbers: size
@@ -169,8 +203,21 @@ func (d *Decoder) build(t reflect.Type, building map[reflect.Type]*plan) *plan {
 		case reflect.Struct:
 			p.class = classStruct
 			p.fields = map[string]field{}
-			for name, f := range structFields(t) {
+			sf := structFields(t)
+			for name, f := range sf {
 				p.fields[name] = field{plan: d.build(f.Type, building), index: f.Index}
+			}
+			// As in encoding/json, of the fields whose names fold alike the first
+			// in the struct's order takes a key that matches none exactly.
+			names := slices.SortedFunc(maps.Keys(sf), func(a, b string) int {
+				return slices.Compare(sf[a].Index, sf[b].Index)
+			})
+			p.folded = make(map[string]field, len(names))
+			for _, name := range names {
+				k := string(foldName(nil, []byte(name)))
+				if _, dup := p.folded[k]; !dup {
+					p.folded[k] = p.fields[name]
+				}
 			}
 		case reflect.Map:
 			p.class = classMap
@@ -355,6 +402,9 @@ func (s *scanner) value(p *plan, v reflect.Value) error {
 		if err := s.skip(); err != nil {
 			return err
 		}
+		if p.t == durationType && s.duration(start, v) {
+			return nil
+		}
 		if err := v.Addr().Interface().(json.Unmarshaler).UnmarshalJSON(s.data[start:s.i]); err != nil {
 			if p.t == stepRefType {
 				return s.fail("must be a step name or index")
@@ -437,6 +487,55 @@ func (s *scanner) value(p *plan, v reflect.Value) error {
 	return s.failSkip("cannot be decoded")
 }
 
+// duration decodes the duration string from start to the cursor into v (a
+// Duration) without going through encoding/json, when it is plain (no escapes)
+// and valid. Anything else is left to Duration's own decoder, which then says
+// what is wrong; what this decodes, that decoder would decode alike.
+func (s *scanner) duration(start int, v reflect.Value) bool {
+	tok := s.data[start:s.i]
+	if len(tok) < 2 || tok[0] != '"' {
+		return false
+	}
+	body := tok[1 : len(tok)-1]
+	if bytes.IndexByte(body, '\\') >= 0 || !utf8.Valid(body) {
+		return false
+	}
+	d, err := time.ParseDuration(string(body))
+	if err != nil || d < 0 {
+		return false
+	}
+	v.SetInt(int64(d))
+	return true
+}
+
+// foldName appends to dst the name folded as encoding/json folds field names to
+// match keys in any case: ASCII letters upper-cased, other runes to the smallest
+// rune of their simple case folding orbit.
+func foldName(dst, name []byte) []byte {
+	for i := 0; i < len(name); {
+		if c := name[i]; c < utf8.RuneSelf {
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			dst = append(dst, c)
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(name[i:])
+		for {
+			r2 := unicode.SimpleFold(r)
+			if r2 <= r {
+				r = r2
+				break
+			}
+			r = r2
+		}
+		dst = utf8.AppendRune(dst, r)
+		i += n
+	}
+	return dst
+}
+
 // delegate decodes the value from start to the cursor with encoding/json, for the
 // kinds of value that are rare in params (interfaces, text decoders).
 func (s *scanner) delegate(start int, p *plan, v reflect.Value) error {
@@ -473,7 +572,13 @@ func (s *scanner) object(p *plan, v reflect.Value) error {
 		if isStruct {
 			f, ok := p.fields[string(key)]
 			if !ok {
-				return s.failSkip("unknown field")
+				if !s.lenient {
+					return s.failSkip("unknown field")
+				}
+				var buf [32]byte
+				if f, ok = p.folded[string(foldName(buf[:0], key))]; !ok {
+					return s.skip() // a field this side does not know of
+				}
 			}
 			fv, err := s.fieldValue(v, f.index)
 			if err != nil {

@@ -40,3 +40,26 @@ func BenchmarkDecodeParamsSubmit1000(b *testing.B) {
 func BenchmarkUnmarshalSubmit1000(b *testing.B) {
 	benchDecode(b, submitBatch(1000), func(raw json.RawMessage, v any) error { return json.Unmarshal(raw, v) })
 }
+
+// benchEvent decodes a typical step_finished event, as a watcher receives it, into
+// an Event with decode, b.N times.
+func benchEvent(b *testing.B, decode func([]byte, any) error) {
+	raw := []byte(sampleEvent(b))
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var e Event
+		if err := decode(raw, &e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLenientEvent(b *testing.B) {
+	benchEvent(b, NewDecoder().Lenient)
+}
+
+// BenchmarkUnmarshalEvent is the baseline: encoding/json.Unmarshal.
+func BenchmarkUnmarshalEvent(b *testing.B) {
+	benchEvent(b, json.Unmarshal)
+}
