@@ -33,6 +33,9 @@ const controlTimeout = 5 * time.Second
 // Client is a connection to the daemon. It implements rpc.Service.
 type Client struct {
 	conn net.Conn
+	// dec decodes events and results, leniently: members a newer daemon adds are
+	// skipped. It keeps the plans of the types it met, for every call.
+	dec *rpc.Decoder
 
 	// wmu serializes writes, so that ids go out in increasing order and messages
 	// never interleave.
@@ -60,6 +63,7 @@ var _ rpc.Service = (*Client)(nil)
 func New(conn net.Conn) *Client {
 	c := &Client{
 		conn:    conn,
+		dec:     rpc.NewDecoder(),
 		pending: make(map[int64]chan response),
 		watches: make(map[string]*watcher),
 		orphans: make(map[string][]*rpc.Event),
@@ -180,7 +184,7 @@ func (c *Client) dispatch(m *message) {
 	if m.Method != "" {
 		if !hasID && m.Method == rpc.MethodEvent {
 			var p rpc.EventParams
-			if json.Unmarshal(m.Params, &p) == nil && p.Event != nil {
+			if c.dec.Lenient(m.Params, &p) == nil && p.Event != nil {
 				c.route(p.Token, p.Event)
 			}
 		}
@@ -245,14 +249,14 @@ func (c *Client) call(ctx context.Context, method string, params, result any) er
 	}
 	select {
 	case r := <-ch:
-		return decodeResult(method, r, result)
+		return c.decodeResult(method, r, result)
 	case <-ctx.Done():
 		c.mu.Lock()
 		_, waiting := c.pending[id]
 		delete(c.pending, id)
 		c.mu.Unlock()
 		if !waiting { // the response was delivered meanwhile
-			return decodeResult(method, <-ch, result)
+			return c.decodeResult(method, <-ch, result)
 		}
 		c.notify(rpc.MethodCancelRequest, struct {
 			ID int64 `json:"id"`
@@ -261,21 +265,23 @@ func (c *Client) call(ctx context.Context, method string, params, result any) er
 	case <-c.done:
 		select {
 		case r := <-ch:
-			return decodeResult(method, r, result)
+			return c.decodeResult(method, r, result)
 		default:
 		}
 		return fmt.Errorf("%s: %w", method, c.connErr())
 	}
 }
 
-func decodeResult(method string, r response, result any) error {
+// decodeResult returns the call's error, or decodes its result into result (when
+// not nil) as encoding/json would, skipping members it does not know of.
+func (c *Client) decodeResult(method string, r response, result any) error {
 	if r.err != nil {
 		return r.err
 	}
 	if result == nil {
 		return nil
 	}
-	if err := json.Unmarshal(r.result, result); err != nil {
+	if err := c.dec.Lenient(r.result, result); err != nil {
 		return fmt.Errorf("decode the result of %s: %w", method, err)
 	}
 	return nil
@@ -417,7 +423,7 @@ func (c *Client) SubmitIDs(ctx context.Context, p rpc.SubmitParams) ([]int64, er
 				ID int64 `json:"id"`
 			} `json:"jobs"`
 		}
-		if err := json.Unmarshal(raw, &r); err != nil {
+		if err := c.dec.Lenient(raw, &r); err != nil {
 			return nil, fmt.Errorf("decode the result of %s: %w", rpc.MethodSubmit, err)
 		}
 		ids := make([]int64, len(r.Jobs))

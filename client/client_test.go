@@ -516,3 +516,84 @@ func TestSubmitIDs(t *testing.T) {
 	s.reply(*r.ID, map[string]any{"state": "queued"})
 	is.True(recv(t, done) != nil) // a result without an id is an error
 }
+
+// TestLenientDecoding checks that events and results with members the client does
+// not know of decode as encoding/json decodes them, and that values of the wrong
+// type are refused as before: an event is dropped, a result is an error of the
+// client's own, not the daemon's.
+func TestLenientDecoding(t *testing.T) {
+	is := is.New(t)
+	f := newFakeServer(t)
+	c, s := f.dial()
+	ctx := context.Background()
+
+	var w rpc.Watcher
+	done := async(func() (err error) { w, err = c.Watch(ctx, rpc.WatchParams{Jobs: []int64{1}}); return err })
+	r := s.read()
+	var p rpc.WatchParams
+	is.NoErr(json.Unmarshal(r.Params, &p)) // the watch's params decode
+	s.reply(*r.ID, map[string]any{"token": p.Token, "seq": 4, "store_id": "abc", "zz": map[string]any{"a": []any{1, "x"}}})
+	is.NoErr(recv(t, done)) // the watch starts despite an unknown member
+
+	unknown := map[string]any{
+		"zz_obj": map[string]any{"a": []any{1.5, map[string]any{"b": "c\"\\\u00e9\n"}}, "n": nil},
+		"zz_arr": []any{[]any{}, map[string]any{}, "x", -1e30, true, false, nil},
+		"zz_str": "esc \" \\ / \b \f \n \r \t \u2028 😀", "zz_num": -0.5, "zz_true": true, "zz_false": false, "zz_null": nil,
+	}
+	ev := map[string]any{"seq": 5, "job": 1, "type": "step_finished", "step": 0, "step_name": "build", "state": "succeeded",
+		"exit_code": 0, "elapsed": "1.5s", "result": map[string]any{"ok": true}, "time": "2026-01-02T03:04:05.000000006Z"}
+	for k, v := range unknown {
+		ev[k] = v
+	}
+	s.event(p.Token, ev)
+	s.event(p.Token, map[string]any{"seq": "six", "job": 1, "type": "started"}) // a value of the wrong type
+	s.event(p.Token, map[string]any{"Seq": 7, "JOB": 1, "type": "succeeded"})   // keys in another case
+	s.event(p.Token, map[string]any{"type": "done"})
+
+	var got []*rpc.Event
+	for {
+		e, err := w.Next(ctx)
+		if err == io.EOF {
+			break
+		}
+		is.NoErr(err) // events come until done
+		got = append(got, e)
+	}
+	is.Equal(len(got), 3) // the event of the wrong type is dropped, the others kept
+
+	raw, err := json.Marshal(ev)
+	is.NoErr(err) // the event encodes
+	var want rpc.Event
+	is.NoErr(json.Unmarshal(raw, &want))                // and encoding/json decodes it
+	is.Equal(*got[0], want)                             // as the client does
+	is.Equal(got[0].Elapsed.D(), 1500*time.Millisecond) // with its known fields
+	is.Equal(got[1].Seq, int64(7))                      // a key in another case decodes as in encoding/json
+	is.Equal(got[1].Job, int64(1))                      // whatever the case
+	is.Equal(got[2].Type, rpc.EventDone)                // and the watch ends
+
+	// A result of the wrong type is the client's error, not the daemon's.
+	errc := async(func() error { _, err := c.Get(ctx, rpc.GetParams{ID: 1}); return err })
+	r = s.read()
+	s.reply(*r.ID, map[string]any{"id": "one", "zz": []any{nil}})
+	err = recv(t, errc)
+	is.True(err != nil) // the result is refused
+	var re *rpc.Error
+	is.True(!errors.As(err, &re)) // not as an error of the daemon
+
+	// A list whose jobs carry unknown members decodes as encoding/json decodes it.
+	var list *rpc.ListResult
+	errc = async(func() (err error) { list, err = c.List(ctx, rpc.ListParams{}); return err })
+	r = s.read()
+	job := map[string]any{"id": 3, "state": "queued", "steps": []any{map[string]any{"name": "a", "zz": unknown}}}
+	for k, v := range unknown {
+		job[k] = v
+	}
+	result := map[string]any{"jobs": []any{job}, "next_cursor": "c", "zz": unknown}
+	s.reply(*r.ID, result)
+	is.NoErr(recv(t, errc)) // the list decodes
+	raw, err = json.Marshal(result)
+	is.NoErr(err) // the result encodes
+	var wantList rpc.ListResult
+	is.NoErr(json.Unmarshal(raw, &wantList)) // and encoding/json decodes it
+	is.Equal(*list, wantList)                // as the client does
+}
