@@ -132,7 +132,10 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 	}
 
-	db, err := openBolt(path, &bbolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
+	// The map starts at the reserved size: a new file is grown to it just below,
+	// and an existing one was grown above, so the map never reaches past the
+	// file's end.
+	db, err := openBolt(path, &bbolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync, InitialMmapSize: reservedSize})
 	if errors.Is(err, bbolt.ErrTimeout) {
 		return nil, fmt.Errorf("open store %s: %w", path, ErrLocked)
 	}
@@ -151,7 +154,6 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	if created {
-		// bbolt made the file; it maps the reserved size at its next growth.
 		if err := reserve(path, opts.NoSync); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("open store %s: %w", path, err)
