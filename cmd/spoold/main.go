@@ -14,7 +14,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -162,12 +161,6 @@ func realMain(args []string, stderr io.Writer, getenv func(string) string) int {
 		return 2
 	}
 	log := newLogger(stderr, o.logLevel, getenv)
-	if getenv("GOGC") == "" {
-		// The daemon's live heap is small (a few MiB, whatever the number of
-		// stored jobs), so collecting at 5x it instead of 2x costs little memory
-		// and takes most of the collector's CPU off every submit and transition.
-		debug.SetGCPercent(gcPercent)
-	}
 	sm := readServiceManager(getenv, os.Getpid())
 	unsetServiceManagerEnv()
 	if err := serve(o, sm, log); err != nil {
@@ -177,9 +170,6 @@ func realMain(args []string, stderr io.Writer, getenv func(string) string) int {
 	}
 	return 0
 }
-
-// gcPercent is the collector's target unless GOGC says otherwise.
-const gcPercent = 400
 
 // openStore opens the database in the state folder, failing fast with the pid of
 // the daemon that holds it.
