@@ -404,9 +404,11 @@ type conn struct {
 	out chan []byte
 	// wmu is held while writing to c. queued counts the messages in out or in
 	// the writer's hands; while it is zero a sender writes its message itself,
-	// which saves waking the writer.
+	// which saves waking the writer. The writer starts with the first message
+	// queued: a connection of single requests never needs it.
 	wmu        sync.Mutex
 	queued     int
+	writing    bool          // the writer was started
 	failed     bool          // a write failed: nothing more is written
 	dead       chan struct{} // closed once the writer gave up
 	deadOnce   sync.Once
@@ -458,16 +460,16 @@ func newConn(ctx context.Context, s *Server, c net.Conn) *conn {
 	}
 }
 
-// serve runs the connection: the read loop here, the writer in its own goroutine.
-// When reading ends, for whatever reason, pending requests are cancelled, watches
-// closed, what they answer is written within flushGrace, and the connection closed.
+// serve runs the connection: the read loop here, the writer (once needed) in its
+// own goroutine. When reading ends, for whatever reason, pending requests are
+// cancelled, watches closed, what they answer is written within flushGrace, and
+// the connection closed.
 func (cc *conn) serve() {
-	go cc.writer()
 	stop := context.AfterFunc(cc.ctx, func() { cc.c.SetReadDeadline(time.Now()) })
-	defer stop()
 
 	cc.readLoop()
 
+	stop() // reading is over: nothing to interrupt
 	cc.cancel()
 	cc.mu.Lock()
 	watches := make([]*watch, 0, len(cc.watches))
@@ -482,7 +484,12 @@ func (cc *conn) serve() {
 	cc.startFlush()
 	cc.wg.Wait()
 	close(cc.out)
-	<-cc.writerDone
+	cc.wmu.Lock()
+	writing := cc.writing
+	cc.wmu.Unlock()
+	if writing {
+		<-cc.writerDone
+	}
 	cc.c.Close()
 }
 
@@ -627,6 +634,10 @@ func (cc *conn) sendFramed(b []byte) bool {
 		return ok
 	}
 	cc.queued++
+	if !cc.writing {
+		cc.writing = true
+		go cc.writer()
+	}
 	cc.wmu.Unlock()
 	select {
 	case cc.out <- b:
