@@ -115,11 +115,27 @@ func runCLI(ctx context.Context, b *bench, f *floors) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The floor of a CLI in Go: a program that prints one line and exits.
+	var rows []row
+	var helloOnly time.Duration
+	if hello, err := buildHello(ctx, filepath.Join(b.work, "hello")); err != nil {
+		b.logf("cli: no Go hello-world floor: %v", err)
+	} else {
+		spoolEnv = append(spoolEnv, "HELLO="+hello)
+		if helloOnly, err = per(`i=0; while [ "$i" -lt "$M" ]; do v=$("$HELLO"); i=$((i+1)); done`); err != nil {
+			return nil, err
+		}
+		rows = append(rows, row{figure: "floor: v=$(Go hello-world) in a shell loop, per turn", value: ms(helloOnly)})
+	}
 	note := fmt.Sprintf("best of %d rounds; spool %.2f ms per job; %.2f commits per job; spoold CPU %.0f µs/job",
 		rounds, float64(spoolBest)/float64(time.Millisecond)/float64(n), float64(c1-c0)/float64(jobs),
 		float64((cpu1-cpu0)/time.Microsecond)/float64(jobs))
 	note += fmt.Sprintf("; one loop turn of v=$(spool version): %s, of v=$(spool info): %s, of v=$(true) plus /bin/true: %s",
 		ms(startOnly), ms(infoOnly), ms(trueOnly))
+	if helloOnly > 0 {
+		note += fmt.Sprintf(", of v=$(Go hello-world): %s (a spool submit turn is %.2f of it)",
+			ms(helloOnly), float64(spoolBest)/float64(n)/float64(helloOnly))
+	}
 	r := row{
 		figure: fmt.Sprintf("CLI: %d x spool submit -- true, all done", n),
 		value:  ms(spoolBest),
@@ -134,7 +150,29 @@ func runCLI(ctx context.Context, b *bench, f *floors) ([]row, error) {
 	} else {
 		r.baseline = "task-spooler absent (" + how + ")"
 	}
-	return []row{r}, nil
+	return append(rows, r), nil
+}
+
+// buildHello builds, in dir, a Go program that prints one line, as make build
+// builds spool (no cgo), and returns its path.
+func buildHello(ctx context.Context, dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	src := "package main\n\nimport \"os\"\n\nfunc main() { os.Stdout.WriteString(\"hello\\n\") }\n"
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o600); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module hello\n"), 0o600); err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", "hello", ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build: %w: %s", err, out)
+	}
+	return filepath.Join(dir, "hello"), nil
 }
 
 // findTsp looks for task-spooler and, as root, installs it when missing.
