@@ -275,7 +275,7 @@ type Event struct {
 // encoding. The event must not change afterwards.
 func (e *Event) Freeze() {
 	e.raw = nil
-	if b, err := json.Marshal(e); err == nil {
+	if b, err := e.AppendJSON(make([]byte, 0, eventSizeHint)); err == nil {
 		e.raw = b
 	}
 }
@@ -285,7 +285,11 @@ func (e *Event) JSON() ([]byte, error) {
 	if e.raw != nil {
 		return e.raw, nil
 	}
-	return json.Marshal(e)
+	b, err := e.AppendJSON(make([]byte, 0, eventSizeHint))
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // Event types.

@@ -1,0 +1,87 @@
+package rpc
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// typicalRecord is a typical stored record: a job of one step that succeeded.
+func typicalRecord() Record {
+	sub := time.Date(2026, 11, 30, 16, 9, 17, 123456789, time.UTC)
+	start := sub.Add(1500 * time.Microsecond)
+	end := start.Add(2*time.Second + 345*time.Microsecond)
+	return Record{Job: Job{
+		ID: 1234, Name: "nightly backup", Queue: "default", Labels: map[string]string{"env": "prod", "team": "ops"},
+		State: StateSucceeded, SubmittedAt: sub, StartedAt: &start, FinishedAt: &end,
+		Steps: []StepStatus{{
+			Name: "dump", Kind: KindExec, State: StateSucceeded, Attempt: 1, StartedAt: &start, FinishedAt: &end,
+			ExitCode: ptr(0), OutputTail: ptr("wrote 1532 rows to dump.sql\n"), Result: json.RawMessage(`"wrote 1532 rows to dump.sql"`),
+		}},
+		Result: json.RawMessage(`"wrote 1532 rows to dump.sql"`),
+	}, Run: RunState{Deadline: &end}}
+}
+
+// typicalEvent is a typical stored event: a step that finished.
+func typicalEvent() Event {
+	return Event{
+		Seq: 98765, Time: time.Date(2026, 11, 30, 16, 9, 19, 469123456, time.UTC), Job: 1234, Type: EventStepFinished,
+		Step: ptr(0), StepName: "dump", State: StateSucceeded, Attempt: 1, ExitCode: ptr(0), Elapsed: Duration(2*time.Second + 345*time.Microsecond),
+	}
+}
+
+func BenchmarkEncodeRecord(b *testing.B) {
+	r := typicalRecord()
+	b.Run("AppendJSON", func(b *testing.B) {
+		b.ReportAllocs()
+		var buf []byte
+		for b.Loop() {
+			buf, _ = r.AppendJSON(buf[:0])
+		}
+		b.SetBytes(int64(len(buf)))
+	})
+	b.Run("AppendJSONFresh", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = r.AppendJSON(make([]byte, 0, jobSizeHint))
+		}
+	})
+	b.Run("MarshalJSON", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = json.Marshal(r)
+		}
+	})
+	b.Run("encoding/json", func(b *testing.B) {
+		b.ReportAllocs()
+		p := plainRecord{plainJob(r.Job), r.Run}
+		for b.Loop() {
+			_, _ = json.Marshal(&p)
+		}
+	})
+}
+
+func BenchmarkEncodeEvent(b *testing.B) {
+	e := typicalEvent()
+	b.Run("AppendJSON", func(b *testing.B) {
+		b.ReportAllocs()
+		var buf []byte
+		for b.Loop() {
+			buf, _ = e.AppendJSON(buf[:0])
+		}
+		b.SetBytes(int64(len(buf)))
+	})
+	b.Run("AppendJSONFresh", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = e.AppendJSON(make([]byte, 0, eventSizeHint))
+		}
+	})
+	b.Run("encoding/json", func(b *testing.B) {
+		b.ReportAllocs()
+		p := plainEvent(e)
+		for b.Loop() {
+			_, _ = json.Marshal(&p)
+		}
+	})
+}
