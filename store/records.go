@@ -103,11 +103,12 @@ func (b *txb) getFull(id int64) (*rpc.Record, error) {
 	return rec, nil
 }
 
-// putRecord writes rec, without its spec.
+// putRecord writes rec, without its spec. bbolt keeps the value it is given until
+// the transaction commits, so each record is encoded into a buffer of its own.
 func (b *txb) putRecord(rec *rpc.Record) error {
 	r := *rec
 	r.Spec = nil
-	raw, err := json.Marshal(&r)
+	raw, err := r.AppendJSON(make([]byte, 0, recordSize(&r)))
 	if err != nil {
 		return fmt.Errorf("encode job %d: %w", rec.ID, err)
 	}
@@ -115,6 +116,35 @@ func (b *txb) putRecord(rec *rpc.Record) error {
 		return fmt.Errorf("put job %d: %w", rec.ID, err)
 	}
 	return nil
+}
+
+// recordSize guesses the length of rec's encoding, so that it is encoded in one
+// allocation mostly.
+func recordSize(rec *rpc.Record) int {
+	n := 640 + len(rec.Name) + len(rec.Error) + len(rec.Result) + 8*len(rec.After) + 48*len(rec.Run.Procs)
+	for k, v := range rec.Labels {
+		n += len(k) + len(v) + 6
+	}
+	for i := range rec.Steps {
+		st := &rec.Steps[i]
+		n += 256 + len(st.Name) + len(st.Error) + len(st.Result)
+		if st.OutputTail != nil {
+			n += len(*st.OutputTail) + 16
+		}
+	}
+	if rec.Progress != nil {
+		n += 128 + len(rec.Progress.Message)
+	}
+	return n
+}
+
+// eventSize guesses the length of ev's encoding, as recordSize does.
+func eventSize(ev *rpc.Event) int {
+	n := 128 + len(ev.Type) + len(ev.StepName) + len(ev.Error) + len(ev.Result)
+	if ev.Progress != nil {
+		n += 128 + len(ev.Progress.Message)
+	}
+	return n
 }
 
 // index adds the index entries of rec: by state, and for an unfinished job the
@@ -187,7 +217,8 @@ func (b *txb) appendEvent(ev *rpc.Event) error {
 		return fmt.Errorf("next seq: %w", err)
 	}
 	ev.Seq = int64(seq)
-	raw, err := json.Marshal(ev)
+	// A buffer of its own, as bbolt keeps it until the transaction commits.
+	raw, err := ev.AppendJSON(make([]byte, 0, eventSize(ev)))
 	if err != nil {
 		return fmt.Errorf("encode event %d: %w", seq, err)
 	}
