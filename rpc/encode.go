@@ -22,7 +22,7 @@ import (
 // Initial capacities of the buffers that MarshalJSON and Freeze encode into: room
 // for a typical job of one step, and for a typical event.
 const (
-	jobSizeHint   = 768
+	jobSizeHint   = 1024
 	eventSizeHint = 192
 )
 
@@ -88,6 +88,24 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// appendJobs appends jobs as an array, or null when it is nil.
+func appendJobs(b []byte, jobs []Job) ([]byte, error) {
+	if jobs == nil {
+		return append(b, "null"...), nil
+	}
+	b = append(b, '[')
+	for i := range jobs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if b, err = jobs[i].AppendJSON(b); err != nil {
+			return b, err
+		}
+	}
+	return append(b, ']'), nil
 }
 
 // appendMembers appends the members of j, without the braces around them.

@@ -240,6 +240,32 @@ func TestEncodeContainers(t *testing.T) {
 	is.NoErr(err)                       // the plain list encodes
 	is.Equal(string(got), string(want)) // a list of jobs encodes as before
 
+	got, err = encodeResult(ListResult{Jobs: jobs, NextCursor: ptr("c")})
+	is.NoErr(err)                       // a list encodes itself
+	is.Equal(string(got), string(want)) // as encoding/json encoded it
+
+	for _, page := range [][]Job{nil, {}} {
+		got, err = encodeResult(ListResult{Jobs: page})
+		is.NoErr(err) // an empty list encodes
+		want, err = json.Marshal(struct {
+			Jobs       []plainJob `json:"jobs"`
+			NextCursor *string    `json:"next_cursor"`
+		}{plain[:0:len(page)], nil})
+		if page == nil {
+			want = []byte(`{"jobs":null,"next_cursor":null}`)
+		}
+		is.NoErr(err)                       // the plain empty list encodes
+		is.Equal(string(got), string(want)) // and so does the list
+		got, err = encodeResult(SubmitResult{Jobs: page})
+		is.NoErr(err)                        // an empty submit result encodes
+		is.Equal(string(got), `{"jobs":[]}`) // as an empty list, nil or not
+	}
+
+	_, err = encodeResult(ListResult{Jobs: []Job{{SubmittedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}}})
+	is.True(err != nil) // a list with a job that cannot be encoded is an error
+	_, err = encodeResult(SubmitResult{Jobs: []Job{{SubmittedAt: time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC)}}})
+	is.True(err != nil) // as is such a submit result
+
 	got, err = encodeResult(SubmitResult{Jobs: jobs})
 	is.NoErr(err) // a submit result of several jobs encodes
 	want, err = json.Marshal(struct {

@@ -91,18 +91,21 @@ type SubmitResult struct {
 	Jobs []Job
 }
 
-// MarshalJSON writes the single job, or {"jobs": [...]}.
+// MarshalJSON writes the single job, or {"jobs": [...]}. The jobs encode
+// themselves (Job.AppendJSON) into one buffer.
 func (r SubmitResult) MarshalJSON() ([]byte, error) {
 	if r.Job != nil {
-		return json.Marshal(r.Job)
+		return r.Job.AppendJSON(make([]byte, 0, jobSizeHint))
 	}
-	jobs := r.Jobs
-	if jobs == nil {
-		jobs = []Job{}
+	b := append(make([]byte, 0, 16+jobSizeHint*len(r.Jobs)), `{"jobs":`...)
+	if r.Jobs == nil {
+		return append(b, "[]}"...), nil
 	}
-	return json.Marshal(struct {
-		Jobs []Job `json:"jobs"`
-	}{jobs})
+	b, err := appendJobs(b, r.Jobs)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '}'), nil
 }
 
 // UnmarshalJSON reads either shape, in one pass: a job has no "jobs" field.
@@ -142,6 +145,20 @@ type ListParams struct {
 type ListResult struct {
 	Jobs       []Job   `json:"jobs"`
 	NextCursor *string `json:"next_cursor"`
+}
+
+// MarshalJSON writes the page as encoding/json would, with the jobs encoding
+// themselves (Job.AppendJSON) into one buffer, which encoding/json would compact
+// once more.
+func (r ListResult) MarshalJSON() ([]byte, error) {
+	b := append(make([]byte, 0, 32+jobSizeHint*len(r.Jobs)), `{"jobs":`...)
+	b, err := appendJobs(b, r.Jobs)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, `,"next_cursor":`...)
+	b = appendStringPtr(b, r.NextCursor)
+	return append(b, '}'), nil
 }
 
 // CancelParams names the job to cancel.

@@ -140,7 +140,7 @@ func recordSize(rec *rpc.Record) int {
 
 // eventSize guesses the length of ev's encoding, as recordSize does.
 func eventSize(ev *rpc.Event) int {
-	n := 128 + len(ev.Type) + len(ev.StepName) + len(ev.Error) + len(ev.Result)
+	n := 192 + len(ev.Type) + len(ev.StepName) + len(ev.Error) + len(ev.Result)
 	if ev.Progress != nil {
 		n += 128 + len(ev.Progress.Message)
 	}
