@@ -11,6 +11,7 @@ import (
 // batchResult is what running a batch of jobs to the end cost.
 type batchResult struct {
 	elapsed time.Duration // from the submit to the last final event
+	submit  time.Duration // the submit calls, until their answers came
 	failed  int           // jobs that did not succeed
 	commits uint64        // bbolt commits meanwhile
 	cpu     time.Duration // spoold CPU time meanwhile
@@ -54,6 +55,7 @@ func runBatch(ctx context.Context, d *daemon, specs []rpc.Spec) (*batchResult, e
 		}
 		specs = specs[n:]
 	}
+	submitted := time.Since(t)
 	final := map[int64]rpc.State{}
 	started := map[int64]time.Time{}
 	var held, seen time.Duration
@@ -76,7 +78,7 @@ func runBatch(ctx context.Context, d *daemon, specs []rpc.Spec) (*batchResult, e
 			seen += now.Sub(ev.Time)
 		}
 	}
-	r := &batchResult{elapsed: time.Since(t)}
+	r := &batchResult{elapsed: time.Since(t), submit: submitted}
 	r.held = held / time.Duration(len(final))
 	r.finalSeen = seen / time.Duration(len(final))
 	c1, _ := d.commits()
@@ -93,8 +95,8 @@ func runBatch(ctx context.Context, d *daemon, specs []rpc.Spec) (*batchResult, e
 
 // describe is the note of a batch figure.
 func (r *batchResult) describe(jobs int) string {
-	s := fmt.Sprintf("%d jobs in %s; %d commits (%.2f per job); spoold CPU %s (%.0f µs/job), %.1f page faults per job",
-		jobs, ms(r.elapsed), r.commits, float64(r.commits)/float64(jobs), ms(r.cpu),
+	s := fmt.Sprintf("%d jobs in %s (the submit answered after %s); %d commits (%.2f per job); spoold CPU %s (%.0f µs/job), %.1f page faults per job",
+		jobs, ms(r.elapsed), ms(r.submit), r.commits, float64(r.commits)/float64(jobs), ms(r.cpu),
 		float64(r.cpu/time.Microsecond)/float64(jobs), float64(r.faults)/float64(jobs))
 	if r.failed > 0 {
 		s += fmt.Sprintf("; %d jobs did not succeed", r.failed)
