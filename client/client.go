@@ -389,13 +389,37 @@ func (c *Client) write(ctx context.Context, b []byte) error {
 	return nil
 }
 
-// Submit implements rpc.Service (job.submit).
+// Submit implements rpc.Service (job.submit). The answer is decoded in one pass
+// by the Client's decoder, whichever of its two shapes it has: one job, or
+// {"jobs": [...]}.
 func (c *Client) Submit(ctx context.Context, p rpc.SubmitParams) (*rpc.SubmitResult, error) {
-	var r rpc.SubmitResult
-	if err := c.call(ctx, rpc.MethodSubmit, p, &r); err != nil {
+	var raw json.RawMessage
+	if err := c.call(ctx, rpc.MethodSubmit, p, &raw); err != nil {
 		return nil, err
 	}
-	return &r, nil
+	many := false
+	if err := rpc.Members(raw, func(key []byte, _ json.RawMessage) {
+		many = many || string(key) == "jobs"
+	}); err != nil {
+		return nil, fmt.Errorf("decode the result of %s: %w", rpc.MethodSubmit, err)
+	}
+	if many {
+		var r struct {
+			Jobs []rpc.Job `json:"jobs"`
+		}
+		if err := c.dec.Lenient(raw, &r); err != nil {
+			return nil, fmt.Errorf("decode the result of %s: %w", rpc.MethodSubmit, err)
+		}
+		if r.Jobs == nil {
+			r.Jobs = []rpc.Job{}
+		}
+		return &rpc.SubmitResult{Jobs: r.Jobs}, nil
+	}
+	var j rpc.Job
+	if err := c.dec.Lenient(raw, &j); err != nil {
+		return nil, fmt.Errorf("decode the result of %s: %w", rpc.MethodSubmit, err)
+	}
+	return &rpc.SubmitResult{Job: &j}, nil
 }
 
 // SubmitIDs submits like Submit and returns only the ids of the jobs, in order,

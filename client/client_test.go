@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -596,4 +597,34 @@ func TestLenientDecoding(t *testing.T) {
 	var wantList rpc.ListResult
 	is.NoErr(json.Unmarshal(raw, &wantList)) // and encoding/json decodes it
 	is.Equal(*list, wantList)                // as the client does
+}
+
+// TestSubmitShapes: a submit's answer, one job or {"jobs": [...]}, decodes as
+// rpc.SubmitResult's own decoding (encoding/json) would, unknown members skipped.
+func TestSubmitShapes(t *testing.T) {
+	is := is.New(t)
+	f := newFakeServer(t)
+	c, s := f.dial()
+	ctx := context.Background()
+	job := func(id int) map[string]any {
+		return map[string]any{"id": id, "name": fmt.Sprint("j", id), "queue": "default", "state": "queued",
+			"after": []any{}, "labels": map[string]any{"k": "v"}, "submitted_at": "2026-01-02T03:04:05Z",
+			"steps": []any{map[string]any{"name": "s", "state": "pending"}}, "zz_new": []any{1, "x"}}
+	}
+	for _, answer := range []any{
+		job(7),
+		map[string]any{"jobs": []any{job(8), job(9)}},
+		map[string]any{"jobs": []any{}},
+	} {
+		var got *rpc.SubmitResult
+		done := async(func() (err error) { got, err = c.Submit(ctx, rpc.SubmitParams{Job: &rpc.Spec{}}); return err })
+		r := s.read()
+		s.reply(*r.ID, answer)
+		is.NoErr(recv(t, done)) // the answer decodes
+		raw, err := json.Marshal(answer)
+		is.NoErr(err)
+		var want rpc.SubmitResult
+		is.NoErr(json.Unmarshal(raw, &want)) // encoding/json decodes it too
+		is.Equal(*got, want)                 // to the same result
+	}
 }
