@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"time"
@@ -27,7 +26,7 @@ func (s *Store) Events(ctx context.Context, after int64, limit int) ([]rpc.Event
 				break
 			}
 			var ev rpc.Event
-			if err := json.Unmarshal(v, &ev); err != nil {
+			if err := b.decode(v, &ev); err != nil {
 				return fmt.Errorf("decode event %d: %w", btoi(k), err)
 			}
 			evs = append(evs, ev)
@@ -71,7 +70,7 @@ func (s *Store) TrimEvents(ctx context.Context, before time.Time) (int, error) {
 				var ev struct {
 					Time time.Time `json:"time"`
 				}
-				if err := json.Unmarshal(v, &ev); err != nil {
+				if err := b.decode(v, &ev); err != nil {
 					return fmt.Errorf("decode event %d: %w", btoi(k), err)
 				}
 				if !ev.Time.Before(before) {

@@ -287,7 +287,7 @@ func applyTx(b *txb, ts []rpc.Transition) ([]rpc.Event, error) {
 func (s *Store) Get(ctx context.Context, id int64) (*rpc.Record, error) {
 	var rec *rpc.Record
 	open := func(tx *bbolt.Tx) (*txb, error) {
-		b := &txb{tx: tx, jobs: tx.Bucket([]byte(bJobs)), specs: tx.Bucket([]byte(bSpecs)), pages: s.pages}
+		b := &txb{tx: tx, jobs: tx.Bucket([]byte(bJobs)), specs: tx.Bucket([]byte(bSpecs)), pages: s.pages, dec: s.dec}
 		if b.jobs == nil || b.specs == nil {
 			return nil, fmt.Errorf("bucket %q or %q is missing", bJobs, bSpecs)
 		}
@@ -630,7 +630,7 @@ scan:
 			if raw == nil {
 				continue
 			}
-			if err := json.Unmarshal(raw, &fin); err != nil {
+			if err := b.decode(raw, &fin); err != nil {
 				return nil, nil, pos, fmt.Errorf("decode job %d: %w", id, err)
 			}
 			if !cutoff.IsZero() && (fin.FinishedAt == nil || !fin.FinishedAt.Before(cutoff)) {

@@ -79,6 +79,8 @@ type txb struct {
 	// pages, when set, reads values of the jobs and specs by reading the
 	// file's pages rather than through the map (see pageFile).
 	pages *pageFile
+	// dec decodes stored JSON (records, specs, events); nil: encoding/json.
+	dec *rpc.Decoder
 }
 
 // buckets opens every bucket of tx; Open made sure that they exist.

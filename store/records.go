@@ -21,6 +21,16 @@ type indexed struct {
 	Key      *string   `json:"key"`
 }
 
+// decode decodes stored JSON into v as encoding/json would, in one pass when
+// the transaction has the store's decoder. What it keeps is copied out of raw,
+// which bbolt owns.
+func (b *txb) decode(raw []byte, v any) error {
+	if b.dec == nil {
+		return json.Unmarshal(raw, v)
+	}
+	return b.dec.Lenient(raw, v)
+}
+
 // getIndexed reads only what a record's index entries derive from (cheaper than
 // the whole record, which a transition replaces anyway).
 func (b *txb) getIndexed(id int64) (*rpc.Record, error) {
@@ -29,7 +39,7 @@ func (b *txb) getIndexed(id int64) (*rpc.Record, error) {
 		return nil, nil
 	}
 	var f indexed
-	if err := json.Unmarshal(raw, &f); err != nil {
+	if err := b.decode(raw, &f); err != nil {
 		return nil, fmt.Errorf("decode job %d: %w", id, err)
 	}
 	return &rpc.Record{Job: rpc.Job{ID: f.ID, Queue: f.Queue, Priority: f.Priority, State: f.State, After: f.After, Key: f.Key}}, nil
@@ -45,8 +55,8 @@ func sameIndex(a, b *rpc.Record) bool {
 func (b *txb) getRecord(id int64) (*rpc.Record, error) {
 	var rec rpc.Record
 	found, err := b.value(b.jobs, itob(id), func(raw []byte) error {
-		// json.Unmarshal copies what it keeps, so rec outlives the transaction.
-		if err := json.Unmarshal(raw, &rec); err != nil {
+		// The decoder copies what it keeps, so rec outlives the transaction.
+		if err := b.decode(raw, &rec); err != nil {
 			return fmt.Errorf("decode job %d: %w", id, err)
 		}
 		return nil
@@ -61,7 +71,7 @@ func (b *txb) getRecord(id int64) (*rpc.Record, error) {
 func (b *txb) getSpec(id int64) (*rpc.Spec, error) {
 	var spec rpc.Spec
 	found, err := b.value(b.specs, itob(id), func(raw []byte) error {
-		if err := json.Unmarshal(raw, &spec); err != nil {
+		if err := b.decode(raw, &spec); err != nil {
 			return fmt.Errorf("decode spec of job %d: %w", id, err)
 		}
 		return nil

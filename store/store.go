@@ -66,6 +66,9 @@ type Store struct {
 	rel *releaser
 	// pages reads jobs by id from the file's pages (Get).
 	pages *pageFile
+	// dec decodes the stored JSON in one pass (rpc.Decoder.Lenient): a
+	// transition reads its job's record, watchers catching up read events.
+	dec *rpc.Decoder
 
 	// mu guards the fields below it.
 	mu sync.Mutex
@@ -148,7 +151,7 @@ func Open(path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open store: chmod %s: %w", path, err)
 		}
 	}
-	s := &Store{db: db, quit: make(chan struct{}), nudge: make(chan struct{}, 1), last: 1}
+	s := &Store{db: db, quit: make(chan struct{}), nudge: make(chan struct{}, 1), last: 1, dec: rpc.NewDecoder()}
 	if err := guard(s.setup); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -515,6 +518,7 @@ func (s *Store) commit(batch []*op) {
 			if err != nil {
 				return err
 			}
+			b.dec = s.dec
 			wrote := false
 			for i, o := range pending {
 				o.err = safeApply(o, b)
@@ -586,6 +590,7 @@ func (s *Store) viewWith(ctx context.Context, open func(tx *bbolt.Tx) (*txb, err
 		if err != nil {
 			return err
 		}
+		b.dec = s.dec
 		return fn(b)
 	})
 	return storageErr(err)
