@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -161,6 +162,13 @@ func realMain(args []string, stderr io.Writer, getenv func(string) string) int {
 		return 2
 	}
 	log := newLogger(stderr, o.logLevel, getenv)
+	if getenv("GOGC") == "" {
+		// Each collection has a fixed cost (waking the collector's workers on
+		// every core), and each page of new heap a fault, both dear on a virtual
+		// machine: collecting at 3x the small live heap spends less CPU per job
+		// than 2x (fewer collections) or 5x (more memory touched).
+		debug.SetGCPercent(gcPercent)
+	}
 	sm := readServiceManager(getenv, os.Getpid())
 	unsetServiceManagerEnv()
 	if err := serve(o, sm, log); err != nil {
@@ -170,6 +178,9 @@ func realMain(args []string, stderr io.Writer, getenv func(string) string) int {
 	}
 	return 0
 }
+
+// gcPercent is the collector's target unless GOGC says otherwise.
+const gcPercent = 200
 
 // openStore opens the database in the state folder, failing fast with the pid of
 // the daemon that holds it.
