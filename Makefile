@@ -78,6 +78,7 @@ crash:
 # with every `go test`. New failing inputs land in testdata/fuzz: commit them.
 FUZZTIME ?= 10s
 FUZZ_TARGETS := rpc:FuzzNewlineFraming rpc:FuzzLSPFraming rpc:FuzzDecodeParams rpc:FuzzSpec \
+	rpc:FuzzLenient rpc:FuzzEncodeJob rpc:FuzzEncodeEvent \
 	daemon:FuzzParseProgress daemon:FuzzExpandTemplate
 fuzz:
 	@set -e; log=$$(mktemp); trap 'rm -f $$log' EXIT; \
