@@ -10,7 +10,9 @@ package rpc
 // is rare in what is encoded (the store keeps it apart), is left to encoding/json.
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -561,59 +563,21 @@ func appendFloat(b []byte, f float64) ([]byte, error) {
 }
 
 // appendRaw appends a json.RawMessage as encoding/json writes one: null when nil,
-// else compacted, with <, >, &, U+2028 and U+2029 escaped. Text that is not valid
-// JSON is left to encoding/json, for its error.
+// else compacted, with <, >, &, U+2028 and U+2029 escaped (json.Compact, then
+// json.HTMLEscape). Text that is not valid JSON is left to encoding/json, for its
+// error.
 func appendRaw(b []byte, raw json.RawMessage) ([]byte, error) {
 	if raw == nil {
 		return append(b, "null"...), nil
 	}
-	if !validJSON(raw) {
-		out, err := json.Marshal(raw)
-		if err != nil {
+	var compact bytes.Buffer
+	if json.Compact(&compact, raw) != nil {
+		if _, err := json.Marshal(raw); err != nil {
 			return b, err
 		}
-		return append(b, out...), nil
+		return b, errors.New("encode a raw JSON value: invalid JSON")
 	}
-	inString, escaped := false, false
-	start := 0
-	for i := 0; i < len(raw); i++ {
-		c := raw[i]
-		switch {
-		case c == '<' || c == '>' || c == '&':
-			b = append(b, raw[start:i]...)
-			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			start = i + 1
-		case c == 0xE2 && i+2 < len(raw) && raw[i+1] == 0x80 && raw[i+2]&^1 == 0xA8:
-			b = append(b, raw[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[raw[i+2]&0xF])
-			i += 2
-			start = i + 1
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			b = append(b, raw[start:i]...)
-			start = i + 1
-		}
-	}
-	return append(b, raw[start:]...), nil
-}
-
-// validJSON reports whether raw is one JSON value, with white space around it at
-// most.
-func validJSON(raw []byte) bool {
-	s := scanner{data: raw}
-	if s.skip() != nil {
-		return false
-	}
-	s.ws()
-	return s.i == len(raw)
+	out := bytes.NewBuffer(b)
+	json.HTMLEscape(out, compact.Bytes())
+	return out.Bytes(), nil
 }
