@@ -632,14 +632,8 @@ func (s *scanner) fieldValue(v reflect.Value, index []int) (reflect.Value, error
 // mapKey is a map's key as its type, or an error when it cannot be one.
 func (s *scanner) mapKey(p *plan, key []byte) (reflect.Value, error) {
 	kt := p.t.Key()
-	bad := func(reason string) (reflect.Value, error) {
-		if err := s.skip(); err != nil {
-			return reflect.Value{}, err
-		}
-		return reflect.Value{}, s.fail(reason)
-	}
 	if !p.keyOK {
-		return bad("cannot be decoded")
+		return reflect.Value{}, s.failSkip("cannot be decoded")
 	}
 	kv := reflect.New(kt).Elem()
 	switch {
@@ -647,18 +641,18 @@ func (s *scanner) mapKey(p *plan, key []byte) (reflect.Value, error) {
 		kv.SetString(string(key))
 	case p.key == reflect.String: // a text key
 		if err := kv.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText(key); err != nil {
-			return bad(err.Error())
+			return reflect.Value{}, s.failSkip(err.Error())
 		}
 	case p.key >= reflect.Uint:
 		n, err := strconv.ParseUint(string(key), 10, p.bits)
 		if err != nil {
-			return bad("key must be integer")
+			return reflect.Value{}, s.failSkip("key must be integer")
 		}
 		kv.SetUint(n)
 	default:
 		n, err := strconv.ParseInt(string(key), 10, p.bits)
 		if err != nil {
-			return bad("key must be integer")
+			return reflect.Value{}, s.failSkip("key must be integer")
 		}
 		kv.SetInt(n)
 	}
