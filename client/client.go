@@ -393,27 +393,19 @@ func (c *Client) write(ctx context.Context, b []byte) error {
 // by the Client's decoder, whichever of its two shapes it has: one job, or
 // {"jobs": [...]}.
 func (c *Client) Submit(ctx context.Context, p rpc.SubmitParams) (*rpc.SubmitResult, error) {
-	var raw json.RawMessage
-	if err := c.call(ctx, rpc.MethodSubmit, p, &raw); err != nil {
+	raw, _, jobs, err := c.submit(ctx, p)
+	if err != nil {
 		return nil, err
 	}
-	many := false
-	if err := rpc.Members(raw, func(key []byte, _ json.RawMessage) {
-		many = many || string(key) == "jobs"
-	}); err != nil {
-		return nil, fmt.Errorf("decode the result of %s: %w", rpc.MethodSubmit, err)
-	}
-	if many {
-		var r struct {
-			Jobs []rpc.Job `json:"jobs"`
-		}
-		if err := c.dec.Lenient(raw, &r); err != nil {
+	if jobs != nil {
+		r := rpc.SubmitResult{Jobs: []rpc.Job{}}
+		if err := c.dec.Lenient(jobs, &r.Jobs); err != nil {
 			return nil, fmt.Errorf("decode the result of %s: %w", rpc.MethodSubmit, err)
 		}
-		if r.Jobs == nil {
+		if r.Jobs == nil { // "jobs": null
 			r.Jobs = []rpc.Job{}
 		}
-		return &rpc.SubmitResult{Jobs: r.Jobs}, nil
+		return &r, nil
 	}
 	var j rpc.Job
 	if err := c.dec.Lenient(raw, &j); err != nil {
@@ -426,11 +418,36 @@ func (c *Client) Submit(ctx context.Context, p rpc.SubmitParams) (*rpc.SubmitRes
 // without decoding the jobs themselves: for callers that print the ids alone (a
 // short-lived command saves the decoding and its first-use setup).
 func (c *Client) SubmitIDs(ctx context.Context, p rpc.SubmitParams) ([]int64, error) {
-	var raw json.RawMessage
-	if err := c.call(ctx, rpc.MethodSubmit, p, &raw); err != nil {
+	raw, id, jobs, err := c.submit(ctx, p)
+	if err != nil {
 		return nil, err
 	}
-	var id, jobs json.RawMessage
+	if jobs == nil {
+		n, err := strconv.ParseInt(string(id), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("decode the result of %s: no job id in %.100s", rpc.MethodSubmit, raw)
+		}
+		return []int64{n}, nil
+	}
+	var js []struct {
+		ID int64 `json:"id"`
+	}
+	if err := c.dec.Lenient(jobs, &js); err != nil {
+		return nil, fmt.Errorf("decode the result of %s: %w", rpc.MethodSubmit, err)
+	}
+	ids := make([]int64, len(js))
+	for i, j := range js {
+		ids[i] = j.ID
+	}
+	return ids, nil
+}
+
+// submit calls job.submit and returns its answer with the values of its "id" and
+// "jobs" members: jobs is set for a batch, nil for one job.
+func (c *Client) submit(ctx context.Context, p rpc.SubmitParams) (raw, id, jobs json.RawMessage, err error) {
+	if err := c.call(ctx, rpc.MethodSubmit, p, &raw); err != nil {
+		return nil, nil, nil, err
+	}
 	if err := rpc.Members(raw, func(key []byte, val json.RawMessage) {
 		switch string(key) {
 		case "id":
@@ -439,28 +456,9 @@ func (c *Client) SubmitIDs(ctx context.Context, p rpc.SubmitParams) ([]int64, er
 			jobs = val
 		}
 	}); err != nil {
-		return nil, fmt.Errorf("decode the result of %s: %w", rpc.MethodSubmit, err)
+		return nil, nil, nil, fmt.Errorf("decode the result of %s: %w", rpc.MethodSubmit, err)
 	}
-	if jobs != nil {
-		var r struct {
-			Jobs []struct {
-				ID int64 `json:"id"`
-			} `json:"jobs"`
-		}
-		if err := c.dec.Lenient(raw, &r); err != nil {
-			return nil, fmt.Errorf("decode the result of %s: %w", rpc.MethodSubmit, err)
-		}
-		ids := make([]int64, len(r.Jobs))
-		for i, j := range r.Jobs {
-			ids[i] = j.ID
-		}
-		return ids, nil
-	}
-	n, err := strconv.ParseInt(string(id), 10, 64)
-	if err != nil {
-		return nil, fmt.Errorf("decode the result of %s: no job id in %.100s", rpc.MethodSubmit, raw)
-	}
-	return []int64{n}, nil
+	return raw, id, jobs, nil
 }
 
 // Get implements rpc.Service (job.get).
