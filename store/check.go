@@ -43,6 +43,7 @@ func (s *Store) Check(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		b.dec = s.dec
 		checkMeta(b, report)
 		if err := checkJobs(ctx, b, report); err != nil {
 			return err

@@ -287,7 +287,7 @@ func applyTx(b *txb, ts []rpc.Transition) ([]rpc.Event, error) {
 func (s *Store) Get(ctx context.Context, id int64) (*rpc.Record, error) {
 	var rec *rpc.Record
 	open := func(tx *bbolt.Tx) (*txb, error) {
-		b := &txb{tx: tx, jobs: tx.Bucket([]byte(bJobs)), specs: tx.Bucket([]byte(bSpecs)), pages: s.pages, dec: s.dec}
+		b := &txb{tx: tx, jobs: tx.Bucket([]byte(bJobs)), specs: tx.Bucket([]byte(bSpecs)), pages: s.pages}
 		if b.jobs == nil || b.specs == nil {
 			return nil, fmt.Errorf("bucket %q or %q is missing", bJobs, bSpecs)
 		}

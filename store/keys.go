@@ -79,7 +79,7 @@ type txb struct {
 	// pages, when set, reads values of the jobs and specs by reading the
 	// file's pages rather than through the map (see pageFile).
 	pages *pageFile
-	// dec decodes stored JSON (records, specs, events); nil: encoding/json.
+	// dec decodes stored JSON (records, specs, events): the store's decoder.
 	dec *rpc.Decoder
 }
 

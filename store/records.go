@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -21,15 +20,9 @@ type indexed struct {
 	Key      *string   `json:"key"`
 }
 
-// decode decodes stored JSON into v as encoding/json would, in one pass when
-// the transaction has the store's decoder. What it keeps is copied out of raw,
-// which bbolt owns.
-func (b *txb) decode(raw []byte, v any) error {
-	if b.dec == nil {
-		return json.Unmarshal(raw, v)
-	}
-	return b.dec.Lenient(raw, v)
-}
+// decode decodes stored JSON into v as encoding/json would, in one pass (the
+// store's decoder). What it keeps is copied out of raw, which bbolt owns.
+func (b *txb) decode(raw []byte, v any) error { return b.dec.Lenient(raw, v) }
 
 // getIndexed reads only what a record's index entries derive from (cheaper than
 // the whole record, which a transition replaces anyway).

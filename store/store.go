@@ -212,7 +212,7 @@ func reserve(path string, noSync bool) error {
 			return fmt.Errorf("reserve space: sync: %w", err)
 		}
 	}
-	return f.Close()
+	return nil
 }
 
 // openBolt is bbolt.Open with a damaged file's faults and panics turned into
@@ -428,6 +428,7 @@ func (s *Store) lead(self *op, fresh bool) {
 				break
 			}
 		}
+		// A new array: batch keeps the old one while calls queue meanwhile.
 		s.queue = append([]*op(nil), s.queue[len(batch):]...)
 		s.last = len(batch)
 		s.mu.Unlock()
