@@ -609,20 +609,16 @@ func (s *scanner) object(p *plan, v reflect.Value) error {
 
 // fieldValue is the field of struct v at index, making embedded pointers on the way.
 func (s *scanner) fieldValue(v reflect.Value, index []int) (reflect.Value, error) {
-	if len(index) == 1 {
-		return v.Field(index[0]), nil
-	}
-	for i, x := range index {
-		if i > 0 {
-			if v.Kind() == reflect.Pointer {
-				if v.IsNil() {
-					if !v.CanSet() {
-						return reflect.Value{}, s.failSkip("cannot be decoded")
-					}
-					v.Set(reflect.New(v.Type().Elem()))
-				}
-				v = v.Elem()
+	v = v.Field(index[0])
+	for _, x := range index[1:] {
+		if v.Kind() == reflect.Pointer {
+			if v.IsNil() && !v.CanSet() {
+				return reflect.Value{}, s.failSkip("cannot be decoded")
 			}
+			if v.IsNil() {
+				v.Set(reflect.New(v.Type().Elem()))
+			}
+			v = v.Elem()
 		}
 		v = v.Field(x)
 	}
