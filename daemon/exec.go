@@ -663,8 +663,9 @@ func ParseProgress(line string) (rpc.Progress, bool) {
 	default:
 		return p, false
 	}
-	// At most 1 KiB, cut on a character boundary.
-	p.Message = truncateText(p.Message, 1024)
+	// At most 1 KiB, cut on a character boundary; a cut can end in
+	// white space, which is trimmed again.
+	p.Message = strings.TrimSpace(truncateText(p.Message, 1024))
 	return p, true
 }
 

@@ -39,7 +39,7 @@ func FuzzParseProgress(f *testing.F) {
 		"0/0", "5/3 over", "-1/3", "1/-3", "NaN%", "Inf%", "101%", "-0%", "1e2%", "0x1p-2%",
 		"+5/+10", "7/10\r\n", "50%\n", "\xff\xfe", "- caf\xc3\xa9", "garbage", "", "/", "%",
 		"1/2/3 x", "9223372036854775807/1", "1/9223372036854775807", "- " + strings.Repeat("é", 600),
-		"12%  two  spaces ", "3/4\tTab",
+		"12%  two  spaces ", "3/4\tTab", "- " + strings.Repeat("a", 1023) + " b", "1/2 " + strings.Repeat("a", 1023) + "\f\fb",
 	} {
 		f.Add(s)
 	}
