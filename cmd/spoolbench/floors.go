@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -21,8 +22,25 @@ type floors struct {
 	xargs        float64       // `xargs -P2` running `true`, jobs/s
 	boltCommit   time.Duration // one bbolt Update with a small Put, median
 	boltCommit99 time.Duration
-	boltBatch    float64 // bbolt records/s with 1,000 Puts per commit
+	boltBatch    float64 // bbolt records/s with 1,000 Puts of 700 bytes per commit
+	boltSmall    float64 // bbolt records/s with 1,000 Puts of 100 bytes per commit
+	boltWriters  float64 // bbolt records/s from 64 writers through db.Batch, 64 per batch
 }
+
+// The issue's reference figures, measured on another 2-core machine. The ratios
+// of the throughput targets to them are what the harness holds spool to here.
+const (
+	refFdatasync   = 0.3 // ms
+	refBoltCommit  = "0.6-0.8 ms"
+	refForkExec    = 1.0    // ms
+	refBoltSmall   = 270000 // records/s, 1,000 records per commit
+	refBoltWriters = 57000  // records/s, 64 writers, batches of 64
+	refHello       = 2.3    // ms, one Go hello-world process
+	refTspTurn     = 2.2    // ms, 500 `tsp true` from a shell loop in 1.1 s
+
+	targetBulk       = 50000 // jobs/s, against refBoltSmall
+	targetConcurrent = 10000 // jobs/s, against refBoltWriters
+)
 
 // measureFloors measures every floor.
 func measureFloors(ctx context.Context, b *bench) (*floors, []row, error) {
@@ -72,15 +90,112 @@ func measureFloors(ctx context.Context, b *bench) (*floors, []row, error) {
 		return nil, nil, err
 	}
 	f.boltCommit, f.boltCommit99, f.boltBatch = bc.pct(50), bc.pct(99), bb
+	if f.boltSmall, err = timeBoltBatch(filepath.Join(dir, "small.db"), 100); err != nil {
+		return nil, nil, err
+	}
+	if f.boltWriters, err = timeBoltWriters(filepath.Join(dir, "writers.db"), 64, b.opts.size.writerPuts, 100); err != nil {
+		return nil, nil, err
+	}
 
 	rows := []row{
-		{figure: "floor: fdatasync (4 KiB), p50", value: ms(f.fdatasync), note: fmt.Sprintf("p99 %s over %d", ms(fs.pct(99)), n)},
-		{figure: "floor: fork/exec /bin/true, p50", value: ms(f.forkExec), note: fmt.Sprintf("p99 %s over %d", ms(fe.pct(99)), n)},
+		{figure: "floor: fdatasync (4 KiB), p50", value: ms(f.fdatasync),
+			note: fmt.Sprintf("p99 %s over %d; the issue's reference machine: %.1f ms", ms(fs.pct(99)), n, refFdatasync)},
+		{figure: "floor: fork/exec /bin/true, p50", value: ms(f.forkExec),
+			note: fmt.Sprintf("p99 %s over %d; the issue's reference machine: %.1f ms", ms(fe.pct(99)), n, refForkExec)},
 		{figure: fmt.Sprintf("floor: xargs -P2, %d true", jobs), value: rate(f.xargs, "jobs/s"), note: fmt.Sprintf("best of 3: %s", ms(best))},
-		{figure: "floor: bbolt commit (1 small put), p50", value: ms(f.boltCommit), note: fmt.Sprintf("p99 %s", ms(f.boltCommit99))},
+		{figure: "floor: bbolt commit (1 small put), p50", value: ms(f.boltCommit),
+			note: fmt.Sprintf("p99 %s; the issue's reference machine: %s", ms(f.boltCommit99), refBoltCommit)},
 		{figure: "floor: bbolt 1,000 puts per commit", value: rate(f.boltBatch, "records/s"), note: "700-byte values, sequential keys, as a job record plus its spec"},
+		{figure: "floor: bbolt 1,000 small puts per commit", value: rate(f.boltSmall, "records/s"),
+			note: fmt.Sprintf("100-byte values, sequential keys; the issue's reference machine: %s records/s", thousands(refBoltSmall))},
+		{figure: "floor: bbolt 64 writers, batches of 64", value: rate(f.boltWriters, "records/s"),
+			note: fmt.Sprintf("db.Batch with MaxBatchSize 64, 100-byte values; the issue's reference machine: %s records/s", thousands(refBoltWriters))},
 	}
 	return f, rows, nil
+}
+
+// timeBoltBatch measures records/s with 1,000 puts of size-byte values per commit,
+// over 20 commits.
+func timeBoltBatch(path string, size int) (float64, error) {
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	if err != nil {
+		return 0, fmt.Errorf("floors: open bbolt: %w", err)
+	}
+	defer os.Remove(path)
+	defer db.Close()
+	bucket := []byte("b")
+	value := []byte(strings.Repeat("v", size))
+	const perCommit, commits = 1000, 20
+	var next uint64
+	t := time.Now()
+	for range commits {
+		err := db.Update(func(tx *bbolt.Tx) error {
+			bk, err := tx.CreateBucketIfNotExists(bucket)
+			if err != nil {
+				return err
+			}
+			for range perCommit {
+				next++
+				if err := bk.Put(boltKey(next), value); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("floors: bbolt batch: %w", err)
+		}
+	}
+	return perSec(perCommit*commits, time.Since(t)), nil
+}
+
+// timeBoltWriters measures records/s when writers goroutines each put puts
+// size-byte values through db.Batch, at most 64 to a commit.
+func timeBoltWriters(path string, writers, puts, size int) (float64, error) {
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	if err != nil {
+		return 0, fmt.Errorf("floors: open bbolt: %w", err)
+	}
+	defer os.Remove(path)
+	defer db.Close()
+	db.MaxBatchSize = 64
+	bucket := []byte("b")
+	if err := db.Update(func(tx *bbolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucket)
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("floors: bbolt: %w", err)
+	}
+	value := []byte(strings.Repeat("v", size))
+	var wg sync.WaitGroup
+	errs := make([]error, writers)
+	t := time.Now()
+	for w := range writers {
+		wg.Go(func() {
+			for i := range puts {
+				k := boltKey(uint64(w*puts + i))
+				if err := db.Batch(func(tx *bbolt.Tx) error { return tx.Bucket(bucket).Put(k, value) }); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	el := time.Since(t)
+	for _, err := range errs {
+		if err != nil {
+			return 0, fmt.Errorf("floors: bbolt writers: %w", err)
+		}
+	}
+	return perSec(writers*puts, el), nil
+}
+
+// boltKey is i as an 8-byte big-endian key.
+func boltKey(i uint64) []byte {
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], i)
+	return k[:]
 }
 
 // timeFdatasync times n rounds of a 4 KiB write at offset 0 and fdatasync.
@@ -128,17 +243,12 @@ func timeBolt(path string, n int) (durations, float64, error) {
 	}); err != nil {
 		return nil, 0, fmt.Errorf("floors: bbolt: %w", err)
 	}
-	key := func(i uint64) []byte {
-		var k [8]byte
-		binary.BigEndian.PutUint64(k[:], i)
-		return k[:]
-	}
 	small := []byte(`{"state":"queued"}`)
 	var d durations
 	for i := range n {
 		t := time.Now()
 		err := db.Update(func(tx *bbolt.Tx) error {
-			return tx.Bucket(bucket).Put(key(uint64(i)), small)
+			return tx.Bucket(bucket).Put(boltKey(uint64(i)), small)
 		})
 		if err != nil {
 			return nil, 0, fmt.Errorf("floors: bbolt commit: %w", err)
@@ -154,7 +264,7 @@ func timeBolt(path string, n int) (durations, float64, error) {
 			bk := tx.Bucket(bucket)
 			for range perCommit {
 				next++
-				if err := bk.Put(key(next), value); err != nil {
+				if err := bk.Put(boltKey(next), value); err != nil {
 					return err
 				}
 			}

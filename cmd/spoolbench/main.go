@@ -38,6 +38,7 @@ type sizes struct {
 	floorN         int // rounds of each floor timing
 	bulkCalls      int // job.submit calls of 1,000 jobs
 	concurrentJobs int // single-job submits per client count
+	writerPuts     int // puts per writer of the 64-writer bbolt floor
 	loneN          int // submits of the lone client
 	e2eJobs        int // `true` jobs at --max-parallel 2
 	stepJobs       int // sleep 1ms jobs at --max-parallel 256
@@ -50,13 +51,13 @@ type sizes struct {
 }
 
 func fullSizes() sizes {
-	return sizes{floorN: 200, bulkCalls: 20, concurrentJobs: 16000, loneN: 500, e2eJobs: 1000,
+	return sizes{floorN: 200, bulkCalls: 20, concurrentJobs: 16000, writerPuts: 250, loneN: 500, e2eJobs: 1000,
 		stepJobs: 1000, cliJobs: 300, scaleJobs: 1_000_000, scaleGets: 5000, scaleLists: 100,
 		watchers: 100, watchJobs: 1000}
 }
 
 func quickSizes() sizes {
-	return sizes{floorN: 50, bulkCalls: 5, concurrentJobs: 4000, loneN: 200, e2eJobs: 1000,
+	return sizes{floorN: 50, bulkCalls: 5, concurrentJobs: 4000, writerPuts: 100, loneN: 200, e2eJobs: 1000,
 		stepJobs: 1000, cliJobs: 300, scaleJobs: 20000, scaleGets: 1000, scaleLists: 30,
 		watchers: 100, watchJobs: 1000}
 }
