@@ -80,10 +80,12 @@ type Store struct {
 	queue    []*op
 	// last is the number of calls in the previous commit.
 	last int
-	// gathering is set while the leader waits for more calls; a call that joins
-	// the queue then nudges it.
-	gathering bool
-	nudge     chan struct{}
+	// gathering is set while the leader waits for gatherWant calls; the call
+	// that brings the queue to that many nudges it, so the leader wakes once per
+	// commit rather than once per call.
+	gathering  bool
+	gatherWant int
+	nudge      chan struct{}
 	// inflight counts the leaders at work, for Close to wait for.
 	inflight sync.WaitGroup
 }
@@ -389,7 +391,7 @@ func (s *Store) do(ctx context.Context, o *op) error {
 	s.queue = append(s.queue, o)
 	if s.leading {
 		o.lead = make(chan struct{})
-		if s.gathering {
+		if s.gathering && len(s.queue) >= s.gatherWant {
 			s.gathering = false
 			select {
 			case s.nudge <- struct{}{}:
@@ -476,7 +478,7 @@ func (s *Store) gather(fresh bool) {
 		case <-s.nudge: // a stale nudge only costs one more look
 		default:
 		}
-		s.gathering = true
+		s.gathering, s.gatherWant = true, want
 		s.mu.Unlock()
 		select {
 		case <-s.nudge:
