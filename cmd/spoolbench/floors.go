@@ -84,12 +84,16 @@ func measureFloors(ctx context.Context, b *bench) (*floors, []row, error) {
 	}
 	f.xargs = perSec(jobs, best)
 
-	// bbolt: one small commit, and 1,000 records per commit.
-	bc, bb, err := timeBolt(filepath.Join(dir, "bolt.db"), n)
+	// bbolt: one small commit; 1,000 records per commit, of a job's size and
+	// small; 64 writers in batches.
+	bc, err := timeBoltCommits(filepath.Join(dir, "bolt.db"), n)
 	if err != nil {
 		return nil, nil, err
 	}
-	f.boltCommit, f.boltCommit99, f.boltBatch = bc.pct(50), bc.pct(99), bb
+	f.boltCommit, f.boltCommit99 = bc.pct(50), bc.pct(99)
+	if f.boltBatch, err = timeBoltBatch(filepath.Join(dir, "batch.db"), 700); err != nil {
+		return nil, nil, err
+	}
 	if f.boltSmall, err = timeBoltBatch(filepath.Join(dir, "small.db"), 100); err != nil {
 		return nil, nil, err
 	}
@@ -114,26 +118,67 @@ func measureFloors(ctx context.Context, b *bench) (*floors, []row, error) {
 	return f, rows, nil
 }
 
+// openFloorDB opens a fresh bbolt file at path with one bucket, floorBucket;
+// done closes and removes the file.
+func openFloorDB(path string) (db *bbolt.DB, done func(), err error) {
+	db, err = bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	if err != nil {
+		return nil, nil, fmt.Errorf("floors: open bbolt: %w", err)
+	}
+	done = func() {
+		db.Close()
+		os.Remove(path)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error {
+		_, err := tx.CreateBucket([]byte(floorBucket))
+		return err
+	}); err != nil {
+		done()
+		return nil, nil, fmt.Errorf("floors: bbolt: %w", err)
+	}
+	return db, done, nil
+}
+
+// floorBucket is the bucket of the floors' bbolt files.
+const floorBucket = "b"
+
+// timeBoltCommits times n commits of one small put each.
+func timeBoltCommits(path string, n int) (durations, error) {
+	db, done, err := openFloorDB(path)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	small := []byte(`{"state":"queued"}`)
+	var d durations
+	for i := range n {
+		t := time.Now()
+		err := db.Update(func(tx *bbolt.Tx) error {
+			return tx.Bucket([]byte(floorBucket)).Put(boltKey(uint64(i)), small)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("floors: bbolt commit: %w", err)
+		}
+		d = append(d, time.Since(t))
+	}
+	return d, nil
+}
+
 // timeBoltBatch measures records/s with 1,000 puts of size-byte values per commit,
 // over 20 commits.
 func timeBoltBatch(path string, size int) (float64, error) {
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	db, done, err := openFloorDB(path)
 	if err != nil {
-		return 0, fmt.Errorf("floors: open bbolt: %w", err)
+		return 0, err
 	}
-	defer os.Remove(path)
-	defer db.Close()
-	bucket := []byte("b")
+	defer done()
 	value := []byte(strings.Repeat("v", size))
 	const perCommit, commits = 1000, 20
 	var next uint64
 	t := time.Now()
 	for range commits {
 		err := db.Update(func(tx *bbolt.Tx) error {
-			bk, err := tx.CreateBucketIfNotExists(bucket)
-			if err != nil {
-				return err
-			}
+			bk := tx.Bucket([]byte(floorBucket))
 			for range perCommit {
 				next++
 				if err := bk.Put(boltKey(next), value); err != nil {
@@ -152,20 +197,12 @@ func timeBoltBatch(path string, size int) (float64, error) {
 // timeBoltWriters measures records/s when writers goroutines each put puts
 // size-byte values through db.Batch, at most 64 to a commit.
 func timeBoltWriters(path string, writers, puts, size int) (float64, error) {
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	db, done, err := openFloorDB(path)
 	if err != nil {
-		return 0, fmt.Errorf("floors: open bbolt: %w", err)
+		return 0, err
 	}
-	defer os.Remove(path)
-	defer db.Close()
+	defer done()
 	db.MaxBatchSize = 64
-	bucket := []byte("b")
-	if err := db.Update(func(tx *bbolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucket)
-		return err
-	}); err != nil {
-		return 0, fmt.Errorf("floors: bbolt: %w", err)
-	}
 	value := []byte(strings.Repeat("v", size))
 	var wg sync.WaitGroup
 	errs := make([]error, writers)
@@ -174,7 +211,7 @@ func timeBoltWriters(path string, writers, puts, size int) (float64, error) {
 		wg.Go(func() {
 			for i := range puts {
 				k := boltKey(uint64(w*puts + i))
-				if err := db.Batch(func(tx *bbolt.Tx) error { return tx.Bucket(bucket).Put(k, value) }); err != nil {
+				if err := db.Batch(func(tx *bbolt.Tx) error { return tx.Bucket([]byte(floorBucket)).Put(k, value) }); err != nil {
 					errs[w] = err
 					return
 				}
@@ -226,53 +263,4 @@ func timeFdatasync(path string, n int) (durations, error) {
 		d = append(d, time.Since(t))
 	}
 	return d, nil
-}
-
-// timeBolt times n small commits, and records/s with 1,000 puts per commit.
-func timeBolt(path string, n int) (durations, float64, error) {
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
-	if err != nil {
-		return nil, 0, fmt.Errorf("floors: open bbolt: %w", err)
-	}
-	defer os.Remove(path)
-	defer db.Close()
-	bucket := []byte("b")
-	if err := db.Update(func(tx *bbolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucket)
-		return err
-	}); err != nil {
-		return nil, 0, fmt.Errorf("floors: bbolt: %w", err)
-	}
-	small := []byte(`{"state":"queued"}`)
-	var d durations
-	for i := range n {
-		t := time.Now()
-		err := db.Update(func(tx *bbolt.Tx) error {
-			return tx.Bucket(bucket).Put(boltKey(uint64(i)), small)
-		})
-		if err != nil {
-			return nil, 0, fmt.Errorf("floors: bbolt commit: %w", err)
-		}
-		d = append(d, time.Since(t))
-	}
-	value := []byte(strings.Repeat("v", 700))
-	const perCommit, commits = 1000, 20
-	next := uint64(1 << 32)
-	t := time.Now()
-	for range commits {
-		err := db.Update(func(tx *bbolt.Tx) error {
-			bk := tx.Bucket(bucket)
-			for range perCommit {
-				next++
-				if err := bk.Put(boltKey(next), value); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, 0, fmt.Errorf("floors: bbolt batch: %w", err)
-		}
-	}
-	return d, perSec(perCommit*commits, time.Since(t)), nil
 }
