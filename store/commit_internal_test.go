@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
 
@@ -122,4 +124,72 @@ func TestCloseWaitsForWaitingCalls(t *testing.T) {
 	for name := range stored {
 		is.True(got[name]) // every call answered without error was committed before Close returned
 	}
+}
+
+// TestGatherWaitsForThePreviousCallers: after a commit shared by three calls, the
+// next leader waits until three calls are queued again, and no longer.
+func TestGatherWaitsForThePreviousCallers(t *testing.T) {
+	is := is.New(t)
+	ctx := context.Background()
+	s, err := Open(filepath.Join(t.TempDir(), "spool.db"), Options{})
+	is.NoErr(err) // opens
+	defer s.Close()
+	s.gatherWait = time.Hour // only the third call can end the wait
+
+	s.mu.Lock()
+	s.leading, s.last = true, 3 // a commit of three calls is under way
+	s.mu.Unlock()
+	var answered sync.WaitGroup
+	join := func(name string) {
+		answered.Go(func() {
+			if err := s.do(ctx, putQueueOp(ctx, name, nil)); err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		})
+	}
+	queued := func(n int) {
+		for {
+			s.mu.Lock()
+			l := len(s.queue)
+			s.mu.Unlock()
+			if l >= n {
+				return
+			}
+			runtime.Gosched()
+		}
+	}
+	join("q1")
+	queued(1)
+
+	gathered := make(chan []*op)
+	go func() {
+		s.mu.Lock()
+		s.gather(true)
+		batch := s.queue
+		s.queue = nil
+		s.mu.Unlock()
+		gathered <- batch
+	}()
+	join("q2")
+	queued(2)
+	for range 100 {
+		runtime.Gosched()
+	}
+	select {
+	case <-gathered:
+		t.Fatal("the leader stopped gathering with two of three calls")
+	default:
+	}
+	join("q3")
+	batch := <-gathered
+	is.Equal(len(batch), 3) // the third call ends the wait
+
+	s.commit(batch) // answers them
+	answered.Wait()
+	s.mu.Lock()
+	s.leading = false
+	s.mu.Unlock()
+	qs, err := s.Queues(ctx)
+	is.NoErr(err)
+	is.Equal(len(qs), 3) // all three stored
 }

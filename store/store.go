@@ -85,6 +85,7 @@ type Store struct {
 	// commit rather than once per call.
 	gathering  bool
 	gatherWant int
+	gatherWait time.Duration // the longest a leader gathers: defaultGatherWait
 	nudge      chan struct{}
 	// inflight counts the leaders at work, for Close to wait for.
 	inflight sync.WaitGroup
@@ -153,7 +154,7 @@ func Open(path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open store: chmod %s: %w", path, err)
 		}
 	}
-	s := &Store{db: db, quit: make(chan struct{}), nudge: make(chan struct{}, 1), last: 1, dec: rpc.NewDecoder()}
+	s := &Store{db: db, quit: make(chan struct{}), nudge: make(chan struct{}, 1), gatherWait: defaultGatherWait, last: 1, dec: rpc.NewDecoder()}
 	if err := guard(s.setup); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -456,7 +457,7 @@ func (s *Store) lead(self *op, fresh bool) {
 	}
 }
 
-// gather waits, with s.mu held, up to gatherWait for more calls when the previous
+// gather waits, with s.mu held, up to s.gatherWait for more calls when the previous
 // commit was shared: its callers are likely on their way back and should share
 // this one too. It waits for as many calls as that commit had, plus, when the lead
 // was handed over (fresh is false), the calls that came while it was committed,
@@ -471,7 +472,7 @@ func (s *Store) gather(fresh bool) {
 	if s.last <= 1 || len(s.queue) >= want || s.stopping {
 		return
 	}
-	timer := time.NewTimer(gatherWait)
+	timer := time.NewTimer(s.gatherWait)
 	defer timer.Stop()
 	for len(s.queue) < want && !s.stopping {
 		select {
@@ -493,8 +494,9 @@ func (s *Store) gather(fresh bool) {
 	}
 }
 
-// gatherWait is the longest a commit waits for the callers of the previous one.
-const gatherWait = 500 * time.Microsecond
+// defaultGatherWait is the longest a commit waits for the callers of the previous
+// one.
+const defaultGatherWait = 500 * time.Microsecond
 
 // errRollback ends a transaction in which no call wrote anything.
 var errRollback = errors.New("nothing to commit")
