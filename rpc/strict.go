@@ -674,8 +674,10 @@ func (s *scanner) array(p *plan, v reflect.Value) error {
 			v.Grow(1)
 		}
 		if !fixed {
+			// An element within the old length keeps what it held, as in
+			// encoding/json: a repeated key decodes into it (a null leaves it, an
+			// object merges into it).
 			v.SetLen(i + 1)
-			v.Index(i).SetZero()
 		}
 		ev := v.Index(i)
 		n = i + 1

@@ -152,6 +152,9 @@ func FuzzDecodeParams(f *testing.F) {
 	f.Add([]byte(`{"u": 3, "f": 1.5e3, "arr": [1, 2, 3], "b": "aGk=", "bs": [1, 2], "m": {"1": "x"}, "a": {"k": [1, null]}, "raw": {"x": 1}, "t": "2026-01-02T03:04:05Z", "Inner": 4, "tx": null, "ptrs": [null, 1]}`))
 	f.Add([]byte("{\"names\": {\"\xff\": [true]}, \"m\": {\"1\": \"\xfe\"}}"))
 	f.Add([]byte(`{"u": -1, "arr": [1, 2, 3, 4, 5], "b": null, "m": {"x": "y"}, "raw": null, "t": null, "a": null}`))
+	// A repeated key decodes into what the first one left.
+	f.Add([]byte(`{"a":0,"arr":[0,0],"b":"0000","b":[null]}`))
+	f.Add([]byte(`{"es": [{"a": 1}, {"a": 2}], "es": [{"b": 3}, null]}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		fuzzDecodeAs[SubmitParams](t, raw)
 		fuzzDecodeAs[fuzzKinds](t, raw)
@@ -172,7 +175,14 @@ type fuzzKinds struct {
 	Tx    time.Time         `json:"tx"`
 	Ptrs  []*int            `json:"ptrs"`
 	Names map[string][]bool `json:"names"`
+	Es    []fuzzElem        `json:"es"`
 	*fuzzInner
+}
+
+// fuzzElem is the element of a slice of structs in fuzzKinds.
+type fuzzElem struct {
+	A int `json:"a"`
+	B int `json:"b"`
 }
 
 // fuzzInner is embedded by pointer in fuzzKinds.
