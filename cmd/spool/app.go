@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"spool/client"
@@ -32,6 +34,8 @@ type app struct {
 	environ func() []string
 	getwd   func() (string, error)
 	now     func() time.Time
+	// interrupts derives a context that ends at SIGINT or SIGTERM.
+	interrupts func(context.Context) (context.Context, context.CancelFunc)
 
 	socket string // --socket
 	json   bool   // --json
@@ -54,6 +58,12 @@ type command struct {
 	// strict: flags end at the first argument that is not one (submit's command);
 	// otherwise flags and arguments may mix.
 	strict bool
+	// waits: the command can wait for long (for jobs, events or input), so an
+	// interrupt (SIGINT, SIGTERM) ends its wait and it finishes as it would;
+	// the others are one exchange with the daemon, which an interrupt simply
+	// ends. Catching signals costs a short-lived Go process a locked thread and
+	// several thread switches, about a millisecond, so only these pay for it.
+	waits  bool
 	define func(a *app, fs *flag.FlagSet) runner
 }
 
@@ -91,6 +101,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		environ: os.Environ,
 		getwd:   os.Getwd,
 		now:     time.Now,
+		interrupts: func(ctx context.Context) (context.Context, context.CancelFunc) {
+			return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		},
 	}
 	a.term = detectTerminal(stdout, getenv)
 	code := a.main(ctx, args)
@@ -148,6 +161,11 @@ func (a *app) main(ctx context.Context, args []string) int {
 			return exitOK
 		}
 		return a.fail(usagef("%s: %v", cmd.name, err))
+	}
+	if cmd.waits {
+		var stop context.CancelFunc
+		ctx, stop = a.interrupts(ctx)
+		defer stop()
 	}
 	return a.fail(runCmd(ctx, pos))
 }
