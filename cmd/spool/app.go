@@ -34,8 +34,6 @@ type app struct {
 	environ func() []string
 	getwd   func() (string, error)
 	now     func() time.Time
-	// interrupts derives a context that ends at SIGINT or SIGTERM.
-	interrupts func(context.Context) (context.Context, context.CancelFunc)
 
 	socket string // --socket
 	json   bool   // --json
@@ -62,7 +60,7 @@ type command struct {
 	// interrupt (SIGINT, SIGTERM) ends its wait and it finishes as it would;
 	// the others are one exchange with the daemon, which an interrupt simply
 	// ends. Catching signals costs a short-lived Go process a locked thread and
-	// several thread switches, about a millisecond, so only these pay for it.
+	// several thread switches (about 2 ms of CPU here), so only these pay for it.
 	waits  bool
 	define func(a *app, fs *flag.FlagSet) runner
 }
@@ -101,9 +99,6 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		environ: os.Environ,
 		getwd:   os.Getwd,
 		now:     time.Now,
-		interrupts: func(ctx context.Context) (context.Context, context.CancelFunc) {
-			return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-		},
 	}
 	a.term = detectTerminal(stdout, getenv)
 	code := a.main(ctx, args)
@@ -164,7 +159,7 @@ func (a *app) main(ctx context.Context, args []string) int {
 	}
 	if cmd.waits {
 		var stop context.CancelFunc
-		ctx, stop = a.interrupts(ctx)
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
 	}
 	return a.fail(runCmd(ctx, pos))
