@@ -1,6 +1,6 @@
 package rpc
 
-// The JSON scanner under the strict decoder and the request parser: it moves over
+// The JSON scanner under the decoder (strict and lenient) and the request parser: it moves over
 // JSON text, checking its syntax, without decoding what it does not need.
 
 import (

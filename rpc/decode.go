@@ -1,5 +1,9 @@
 package rpc
 
+// Decoding JSON in one pass guided by a plan of the target type: strictly, for
+// request params (DecodeParams, Decoder.Params, Decoder.Strict), and leniently,
+// as encoding/json does, for stored data and answers (Decoder.Lenient).
+
 import (
 	"bytes"
 	"encoding"
