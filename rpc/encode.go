@@ -42,11 +42,7 @@ func (j *Job) AppendJSON(b []byte) ([]byte, error) {
 // MarshalJSON encodes j as AppendJSON does. It has a value receiver so that every
 // Job that encoding/json meets is encoded this way.
 func (j Job) MarshalJSON() ([]byte, error) {
-	b, err := j.AppendJSON(make([]byte, 0, jobSizeHint))
-	if err != nil {
-		return nil, err
-	}
-	return b, nil
+	return marshaled(j.AppendJSON(make([]byte, 0, jobSizeHint)))
 }
 
 // AppendJSON appends the JSON encoding of r to b and returns the extended buffer:
@@ -66,11 +62,7 @@ func (r *Record) AppendJSON(b []byte) ([]byte, error) {
 // "run". Record must have its own method: the one of its embedded Job would
 // otherwise be promoted, and leave out the run state.
 func (r Record) MarshalJSON() ([]byte, error) {
-	b, err := r.AppendJSON(make([]byte, 0, jobSizeHint))
-	if err != nil {
-		return nil, err
-	}
-	return b, nil
+	return marshaled(r.AppendJSON(make([]byte, 0, jobSizeHint)))
 }
 
 // AppendJSON appends the JSON encoding of e to b and returns the extended buffer.
@@ -85,7 +77,12 @@ func (e *Event) AppendJSON(b []byte) ([]byte, error) {
 
 // MarshalJSON encodes e as AppendJSON does.
 func (e Event) MarshalJSON() ([]byte, error) {
-	b, err := e.AppendJSON(make([]byte, 0, eventSizeHint))
+	return marshaled(e.AppendJSON(make([]byte, 0, eventSizeHint)))
+}
+
+// marshaled is what a MarshalJSON method returns from an AppendJSON call: the
+// encoding, or nil and the error.
+func marshaled(b []byte, err error) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}

@@ -95,7 +95,7 @@ type SubmitResult struct {
 // themselves (Job.AppendJSON) into one buffer.
 func (r SubmitResult) MarshalJSON() ([]byte, error) {
 	if r.Job != nil {
-		return r.Job.AppendJSON(make([]byte, 0, jobSizeHint))
+		return marshaled(r.Job.AppendJSON(make([]byte, 0, jobSizeHint)))
 	}
 	b := append(make([]byte, 0, 16+jobSizeHint*len(r.Jobs)), `{"jobs":`...)
 	if r.Jobs == nil {
