@@ -7,13 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"spool/rpc"
@@ -56,6 +56,9 @@ type Config struct {
 	Subreaper bool
 	// Home is the default working directory of steps (default the user's home).
 	Home string
+	// Containment is how a step's processes are kept together: ContainAuto (the
+	// default), ContainCgroup or ContainGroup.
+	Containment string
 }
 
 // Daemon is the engine. It implements rpc.Service.
@@ -69,9 +72,12 @@ type Daemon struct {
 	start  time.Time
 	logDir string
 	resDir string
-	// noResDir is an empty folder that cannot be written: SPOOL_RESULTS_DIR of a
-	// job of one step, which has no earlier steps and so no results to read.
-	noResDir string
+	// cgroups is the tree of step cgroups; nil when steps are contained by process
+	// groups. containment names the mode in force, containNote says why.
+	cgroups     *cgroupTree
+	containment string
+	containNote string
+	cgSeq       atomic.Int64
 	// specs decodes templates' specs strictly, knowing the spec's shape once.
 	specs *rpc.Decoder
 	env   []string // the base environment of processes
@@ -142,7 +148,6 @@ func New(cfg Config) (*Daemon, error) {
 		log:        cfg.Log,
 		logDir:     filepath.Join(cfg.StateDir, "logs"),
 		resDir:     filepath.Join(cfg.StateDir, "results"),
-		noResDir:   filepath.Join(cfg.StateDir, "results", "none"),
 		specs:      rpc.NewDecoder(),
 		env:        baseEnv(cfg.Env),
 		jobs:       map[int64]*jobState{},
@@ -165,9 +170,8 @@ func New(cfg Config) (*Daemon, error) {
 			return nil, fmt.Errorf("daemon: chmod %s: %w", dir, err)
 		}
 	}
-	if err := os.Mkdir(d.noResDir, 0o500); err != nil && !errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("daemon: create %s: %w", d.noResDir, err)
-	}
+	// Earlier versions gave jobs of one step a shared, empty results folder.
+	_ = os.Remove(filepath.Join(d.resDir, "none"))
 	d.hub = newHub(d)
 	return d, nil
 }
@@ -217,6 +221,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		sp.becomeSubreaper(d.log.Warn)
 	}
 	defer sp.close()
+	if err := d.setupContainment(); err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	if d.cgroups != nil {
+		defer d.cgroups.close()
+	}
+	d.log.Info("step containment", "mode", d.containment, "how", d.containNote) // written before, by this goroutine
 	runCtx, cancelRuns := context.WithCancel(context.Background())
 	defer cancelRuns()
 	d.mu.Lock()
@@ -343,15 +354,6 @@ func (d *Daemon) removeFiles(ids []int64) {
 
 func (d *Daemon) jobLogDir(id int64) string {
 	return filepath.Join(d.logDir, strconv.FormatInt(id, 10))
-}
-
-// resultsDirOf is the SPOOL_RESULTS_DIR of rec's steps: its own folder for a job of
-// several steps, the shared empty one for a job of one.
-func (d *Daemon) resultsDirOf(rec *rpc.Record) string {
-	if len(rec.Spec.Steps) > 1 {
-		return d.jobResultDir(rec.ID)
-	}
-	return d.noResDir
 }
 
 func (d *Daemon) jobResultDir(id int64) string {

@@ -19,12 +19,12 @@ import (
 	"spool/rpc"
 )
 
-// execute runs one attempt of step i and reports how it ended. start stores the
-// step's start: a process step calls it once its process runs, with the process;
-// other steps before they begin. A failure to store ends the attempt with storeErr.
-//
-// exited, if not nil, is called once a process step's main process is gone.
-func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i int, start func([]rpc.Proc) error, exited func()) outcome {
+// execute runs one attempt of step i, whose start was stored, and reports how it
+// ended. sp reaches the processes of a process step; record, if not nil, stores
+// the identity of its main process once it runs (a failure ends the attempt with
+// storeErr). exited, if not nil, is called once a process step's main process is
+// gone.
+func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i int, sp *stepProcs, record func([]rpc.Proc) error, exited func()) outcome {
 	spec := rec.Spec.Steps[i]
 	live := &liveState{d: d, job: rec.ID, step: i}
 	d.mu.Lock()
@@ -39,15 +39,10 @@ func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i i
 	switch {
 	case spec.Exec != nil:
 		e := spec.Exec
-		return d.runProcess(ctx, rec, i, e.Argv, e.Dir, e.Env, e.Stdin, live, start, exited)
+		return d.runProcess(ctx, rec, i, e.Argv, e.Dir, e.Env, e.Stdin, live, sp, record, exited)
 	case spec.Shell != nil:
 		sh := spec.Shell
-		return d.runProcess(ctx, rec, i, []string{"/bin/sh", "-c", sh.Script}, sh.Dir, sh.Env, sh.Stdin, live, start, exited)
-	}
-	if err := start(nil); err != nil {
-		return outcome{storeErr: err}
-	}
-	switch {
+		return d.runProcess(ctx, rec, i, []string{"/bin/sh", "-c", sh.Script}, sh.Dir, sh.Env, sh.Stdin, live, sp, record, exited)
 	case spec.Sleep != nil:
 		return d.runSleep(ctx, rec, i, live)
 	case spec.HTTP != nil:
@@ -230,7 +225,7 @@ func (d *Daemon) stepEnv(rec *rpc.Record, i int, stepEnv map[string]string) []st
 	set("SPOOL_JOB_ID", strconv.FormatInt(rec.ID, 10))
 	set("SPOOL_STEP", rec.Spec.Steps[i].Name)
 	set("SPOOL_PROGRESS_FD", "3")
-	set("SPOOL_RESULTS_DIR", d.resultsDirOf(rec))
+	set("SPOOL_RESULTS_DIR", d.jobResultDir(rec.ID))
 	env := make([]string, 0, len(d.env)+len(order))
 	for _, kv := range d.env {
 		k, _, _ := strings.Cut(kv, "=")
@@ -340,27 +335,34 @@ func (c *pathCache) lookPath(argv0 string, env []string, dir string) (string, er
 	return f, err
 }
 
-// runProcess runs argv in a process group of its own, output to the step's log,
-// progress lines from fd 3, until it exits or ctx ends (then the group gets
-// SIGTERM, and SIGKILL after the kill grace).
-func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []string, dir string, env map[string]string, stdin string, live *liveState, start func([]rpc.Proc) error, exited func()) outcome {
+// runProcess runs argv in a process group of its own (and in the step's cgroup,
+// where there is one), output to the step's log, progress lines from fd 3, until
+// it exits or ctx ends (then every process of the step gets SIGTERM, and SIGKILL
+// after the kill grace). What the main process leaves behind is stopped the same
+// way once it exits.
+func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []string, dir string, env map[string]string, stdin string, live *liveState, sp *stepProcs, record func([]rpc.Proc) error, exited func()) outcome {
 	if dir == "" {
 		dir = rec.Spec.Dir
 	}
 	if dir == "" {
 		dir = d.cfg.Home
 	}
+	if err := checkDir(dir); err != nil {
+		return outcome{err: err.Error()}
+	}
 	penv := d.stepEnv(rec, i, env)
 	path, err := d.paths.lookPath(argv[0], penv, dir)
 	if err != nil {
 		return outcome{err: err.Error()}
 	}
-	if len(rec.Spec.Steps) > 1 {
-		// The results of the job's finished steps, for its later steps: a job of
-		// one step has none, and reads the shared empty folder.
-		if err := os.MkdirAll(d.jobResultDir(rec.ID), 0o700); err != nil {
-			return outcome{err: fmt.Sprintf("create results folder: %v", err)}
-		}
+	// The results of the job's finished steps, for its later steps; a folder of
+	// the job's own, which no other job sees.
+	if err := os.MkdirAll(d.jobResultDir(rec.ID), 0o700); err != nil {
+		return outcome{err: fmt.Sprintf("create results folder: %v", err)}
+	}
+	if err := ctx.Err(); err != nil {
+		// Stopped between its stored start and its process: none is started.
+		return outcome{err: causeText(ctx), stopped: context.Cause(ctx)}
 	}
 	logw := d.newLog(rec.ID, i, live)
 	defer logw.Close()
@@ -391,13 +393,28 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
-	proc, wait, err := d.spawn.start(cmd)
+	cgfd := -1
+	if sp.cgroup != "" {
+		if cgfd, err = openCgroup(sp.cgroup); err != nil {
+			closeAll(fds[:]...)
+			return outcome{err: err.Error()}
+		}
+	}
+	proc, wait, err := d.spawn.start(cmd, cgfd)
+	if cgfd >= 0 {
+		closeFD(cgfd)
+	}
 	closeAll(outW, errW, progW)
 	if err != nil {
 		closeAll(outR, errR, progR)
+		if derr := checkDir(dir); derr != nil {
+			return outcome{err: derr.Error()}
+		}
 		return outcome{err: fmt.Sprintf("start %s: %v", argv[0], err)}
 	}
 	proc.Step = i
+	proc.Cgroup = sp.cgroup
+	sp.pgid = proc.PGID
 
 	result := &tailBuffer{max: maxResult}
 	// Each reader says when it is done: the step ends once all three are.
@@ -406,48 +423,50 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	go func() { _, _ = io.Copy(logw, errR); drained <- struct{}{} }()
 	go func() { readProgress(progR, live); drained <- struct{}{} }()
 
-	// The process runs: store the step's start with its identity, so that a
-	// daemon that starts after a crash can find and kill what is left of it. The
-	// commit and the process run side by side.
-	startDone := make(chan error, 1)
-	go func() { startDone <- start([]rpc.Proc{proc}) }()
+	// Without a cgroup, the process's identity is stored as it runs, so that its
+	// group can be found after a crash even if it resets its environment.
+	var startDone chan error
+	if record != nil {
+		startDone = make(chan error, 1)
+		go func() { startDone <- record([]rpc.Proc{proc}) }()
+	}
 	waited := make(chan error, 1)
 	go func() { waited <- wait() }()
 	var werr, recErr error
-	stored, exitedNow := false, false
+	var stopped error
+	exitedNow := false
 	for !exitedNow {
 		select {
 		case recErr = <-startDone:
-			stored = true
+			startDone = nil
 			if recErr != nil {
 				d.log.Error("store process", "id", rec.ID, "err", recErr)
-				killGroup(proc.PGID, syscall.SIGKILL)
-				startDone = nil
-				continue
+				d.signalStep(sp, syscall.SIGKILL)
 			}
-			startDone = nil
 		case werr = <-waited:
 			exitedNow = true
 		case <-ctx.Done():
-			werr = d.stopGroup(proc.PGID, waited)
+			stopped = context.Cause(ctx)
+			werr = d.stopProcs(sp, waited)
 			exitedNow = true
 		}
 	}
 	if exited != nil {
 		exited()
 	}
-	if !stored {
+	if startDone != nil {
 		recErr = <-startDone
 	}
-	// The main process is gone: the rest of its group gets SIGTERM, then SIGKILL.
-	d.reapGroup(proc.PGID)
+	// The main process is gone: the rest of the step's processes get SIGTERM,
+	// then SIGKILL.
+	reaped := d.stopStepProcs(sp)
 	// The readers end at the pipes' end, once no process holds them.
 	t := time.NewTimer(200 * time.Millisecond)
 	for left := 3; left > 0; left-- {
 		select {
 		case <-drained:
 		case <-t.C:
-			// A process left in the group still holds the pipes: stop reading.
+			// A process left behind still holds the pipes: stop reading.
 			closeAll(outR, errR, progR)
 			<-drained
 		}
@@ -455,7 +474,7 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	t.Stop()
 	closeAll(outR, errR, progR)
 
-	out := outcome{}
+	out := outcome{stopped: stopped, reaped: reaped}
 	if recErr != nil {
 		out.storeErr = fmt.Errorf("store the started process: %w", recErr)
 		return out
@@ -488,6 +507,20 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	return out
 }
 
+// checkDir says, naming the folder, why a step cannot run in dir.
+func checkDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("working folder %s does not exist", dir)
+	case err != nil:
+		return fmt.Errorf("working folder %s: %v", dir, err)
+	case !fi.IsDir():
+		return fmt.Errorf("working folder %s is not a folder", dir)
+	}
+	return nil
+}
+
 // openDevNull opens the null device once for the daemon's life, blocking and
 // outside the poller, so that each process takes it as stdin with no system call
 // of its own (os/exec would open it anew for each).
@@ -499,6 +532,8 @@ func openDevNull() (*os.File, error) {
 	return os.NewFile(uintptr(fd), os.DevNull), nil
 }
 
+func closeFD(fd int) { _ = syscall.Close(fd) }
+
 func closeAll(files ...*os.File) {
 	for _, f := range files {
 		if f != nil {
@@ -507,40 +542,24 @@ func closeAll(files ...*os.File) {
 	}
 }
 
-// stopGroup sends SIGTERM to a process group, then SIGKILL after the kill grace,
-// and returns the main process's wait result.
-func (d *Daemon) stopGroup(pgid int, waited <-chan error) error {
-	killGroup(pgid, syscall.SIGTERM)
+// stopProcs stops a step on cancel, timeout or the daemon's stop: SIGTERM to
+// every process of the step, SIGKILL to those left after the kill grace. It
+// returns the main process's wait result once no process of the step is left, so
+// that the outcome is told only when the step is over.
+func (d *Daemon) stopProcs(sp *stepProcs, waited <-chan error) error {
+	deadline := time.Now().Add(d.cfg.KillGrace)
+	d.signalStep(sp, syscall.SIGTERM)
 	t := time.NewTimer(d.cfg.KillGrace)
 	defer t.Stop()
+	var err error
 	select {
-	case err := <-waited:
-		return err
+	case err = <-waited:
 	case <-t.C:
-		killGroup(pgid, syscall.SIGKILL)
-		return <-waited
+		d.signalStep(sp, syscall.SIGKILL)
+		err = <-waited
 	}
-}
-
-// reapGroup stops what is left of a process group after its main process exited:
-// SIGTERM now, SIGKILL after the kill grace, in the background.
-func (d *Daemon) reapGroup(pgid int) {
-	if !groupAlive(pgid) {
-		return
-	}
-	killGroup(pgid, syscall.SIGTERM)
-	d.bg.Add(1)
-	go func() {
-		defer d.bg.Done()
-		deadline := time.Now().Add(d.cfg.KillGrace)
-		for groupAlive(pgid) {
-			if time.Now().After(deadline) {
-				killGroup(pgid, syscall.SIGKILL)
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
+	d.endStepProcs(sp, deadline)
+	return err
 }
 
 func killGroup(pgid int, sig syscall.Signal) {

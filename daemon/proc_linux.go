@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -26,6 +27,14 @@ type spawner struct {
 	// pidfd says the kernel gives a process file descriptor that can be polled
 	// and waited on (Linux 5.4).
 	pidfd bool
+
+	// mine holds the pids of the processes the daemon started and has not waited
+	// for yet: every other child is an orphan it adopted as a subreaper. mu is held
+	// from a start until its pid is in mine, so that the reaper never takes a child
+	// of the daemon's for an orphan.
+	mu        sync.Mutex
+	mine      map[int]bool
+	subreaper bool
 }
 
 type spawnReq struct {
@@ -38,7 +47,7 @@ func newSpawner() (*spawner, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &spawner{reqs: make(chan spawnReq), done: make(chan struct{}), pidfd: pidfdWorks(), devNull: null}
+	s := &spawner{reqs: make(chan spawnReq), done: make(chan struct{}), pidfd: pidfdWorks(), devNull: null, mine: map[int]bool{}}
 	ready := make(chan struct{})
 	go func() {
 		// Never unlocked: when this goroutine returns, its thread exits with it.
@@ -47,7 +56,13 @@ func newSpawner() (*spawner, error) {
 		for {
 			select {
 			case r := <-s.reqs:
-				r.reply <- r.cmd.Start()
+				s.mu.Lock()
+				err := r.cmd.Start()
+				if err == nil {
+					s.mine[r.cmd.Process.Pid] = true
+				}
+				s.mu.Unlock()
+				r.reply <- err
 			case <-s.done:
 				return
 			}
@@ -69,14 +84,19 @@ func pidfdWorks() bool {
 }
 
 // start starts cmd in a process group of its own, with SIGKILL as its
-// parent-death signal, and returns its identity and the function that waits for
-// it (cmd.Wait, once the process is gone).
-func (s *spawner) start(cmd *exec.Cmd) (rpc.Proc, func() error, error) {
+// parent-death signal and, when cgroupFD is not -1, cloned straight into that
+// cgroup. It returns its identity and the function that waits for it (cmd.Wait,
+// once the process is gone).
+func (s *spawner) start(cmd *exec.Cmd, cgroupFD int) (rpc.Proc, func() error, error) {
 	pidfd := -1
 	if cmd.Stdin == nil {
 		cmd.Stdin = s.devNull
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if cgroupFD >= 0 {
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = cgroupFD
+	}
 	if s.pidfd {
 		cmd.SysProcAttr.PidFD = &pidfd
 	}
@@ -92,7 +112,11 @@ func (s *spawner) start(cmd *exec.Cmd) (rpc.Proc, func() error, error) {
 	pid := cmd.Process.Pid
 	return rpc.Proc{PID: pid, PGID: pid, Start: procStartTime(pid)}, func() error {
 		waitExit(pidfd)
-		return cmd.Wait()
+		err := cmd.Wait()
+		s.mu.Lock()
+		delete(s.mine, pid)
+		s.mu.Unlock()
+		return err
 	}, nil
 }
 
@@ -245,6 +269,7 @@ func (s *spawner) becomeSubreaper(log func(string, ...any)) {
 		log("cannot become a child subreaper", "err", err)
 		return
 	}
+	s.subreaper = true
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGCHLD)
 	go func() {
@@ -267,13 +292,17 @@ func (s *spawner) becomeSubreaper(log func(string, ...any)) {
 	}()
 }
 
-// reapOrphans waits for zombie children that no exec.Cmd waits for. The daemon
-// starts every process as the leader of its own group, so a child that is not a
-// group leader came to it as an orphan.
+// reapOrphans waits for the zombie children that no exec.Cmd waits for: the
+// orphans the daemon adopted, whether or not they lead a group or a session.
 func (s *spawner) reapOrphans(me int) {
 	reap := func(pid int) {
-		st, ppid, pgid, _, ok := procStat(pid)
-		if !ok || ppid != me || st != 'Z' || pgid == pid {
+		st, ppid, _, _, ok := procStat(pid)
+		if !ok || ppid != me || st != 'Z' {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.mine[pid] {
 			return
 		}
 		var ws syscall.WaitStatus
@@ -282,6 +311,81 @@ func (s *spawner) reapOrphans(me int) {
 	if !eachChild(reap) {
 		eachProc(reap)
 	}
+}
+
+// orphans lists the living processes the daemon adopted as a subreaper: what a
+// step left when its parent died (double forks, setsid children). Without the
+// subreaper role they go to init and the list is empty.
+func (s *spawner) orphans() []int {
+	if !s.subreaper {
+		return nil
+	}
+	me := os.Getpid()
+	var out []int
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	eachChild(func(pid int) {
+		if s.mine[pid] {
+			return
+		}
+		if st, ppid, _, _, ok := procStat(pid); ok && ppid == me && st != 'Z' && st != 'X' {
+			out = append(out, pid)
+		}
+	})
+	return out
+}
+
+// envHas reports whether a living process has the variable kv ("NAME=value") in
+// the environment it started with.
+func envHas(pid int, kv string) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return false
+	}
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, 0)
+		if i < 0 {
+			i = len(b)
+		}
+		if string(b[:i]) == kv {
+			return true
+		}
+		b = b[min(i+1, len(b)):]
+	}
+	return false
+}
+
+// procsWithEnv lists the living processes (not zombies) whose environment has one
+// of the variables of want, by the value they have. It reads every process of
+// the system: for start-up, and for daemons that are not a subreaper.
+func procsWithEnv(want map[string]bool) map[string][]int {
+	out := map[string][]int{}
+	me := os.Getpid()
+	eachProc(func(pid int) {
+		if pid == me {
+			return
+		}
+		st, _, _, _, ok := procStat(pid)
+		if !ok || st == 'Z' || st == 'X' {
+			return
+		}
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+		if err != nil {
+			return
+		}
+		for len(b) > 0 {
+			i := bytes.IndexByte(b, 0)
+			if i < 0 {
+				i = len(b)
+			}
+			if kv := string(b[:i]); want[kv] {
+				out[kv] = append(out[kv], pid)
+				return
+			}
+			b = b[min(i+1, len(b)):]
+		}
+	})
+	return out
 }
 
 // eachChild calls fn with the pid of every child of the daemon's threads, from
@@ -351,4 +455,28 @@ func procStartTime(pid int) uint64 {
 		return 0
 	}
 	return start
+}
+
+// probeCgroup starts /bin/sh in a new cgroup of tree, to learn whether this
+// kernel clones a process straight into a cgroup (Linux 5.7).
+func (s *spawner) probeCgroup(tree *cgroupTree) error {
+	path, err := tree.create("probe-start")
+	if err != nil {
+		return err
+	}
+	defer removeCgroup(path, time.Second)
+	fd, err := openCgroup(path)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	cmd := exec.Command("/bin/sh", "-c", ":")
+	_, wait, err := s.start(cmd, fd)
+	if err != nil {
+		return fmt.Errorf("start a process in a cgroup: %w", err)
+	}
+	if err := wait(); err != nil {
+		return fmt.Errorf("run a process in a cgroup: %w", err)
+	}
+	return nil
 }

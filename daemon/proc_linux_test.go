@@ -56,7 +56,7 @@ func TestSpawnerWaits(t *testing.T) {
 		is.NoErr(err)
 		sp.pidfd = sp.pidfd && pidfd
 		cmd := exec.Command("/bin/sh", "-c", "sleep 0.1; exit 3")
-		proc, wait, err := sp.start(cmd)
+		proc, wait, err := sp.start(cmd, -1)
 		is.NoErr(err)
 		is.Equal(proc.PID, cmd.Process.Pid) // its identity
 		err = wait()
@@ -64,7 +64,7 @@ func TestSpawnerWaits(t *testing.T) {
 		is.True(errors.As(err, &ee))             // it failed
 		is.Equal(cmd.ProcessState.ExitCode(), 3) // with its status
 		cmd = exec.Command("/bin/sh", "-c", "kill -9 $$")
-		_, wait, err = sp.start(cmd)
+		_, wait, err = sp.start(cmd, -1)
 		is.NoErr(err)
 		_ = wait()
 		ws := cmd.ProcessState.Sys().(syscall.WaitStatus)

@@ -3,10 +3,12 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"syscall"
+	"time"
 
 	"spool/rpc"
 )
@@ -26,7 +28,7 @@ func newSpawner() (*spawner, error) {
 	return &spawner{done: make(chan struct{}), devNull: null}, nil
 }
 
-func (s *spawner) start(cmd *exec.Cmd) (rpc.Proc, func() error, error) {
+func (s *spawner) start(cmd *exec.Cmd, cgroupFD int) (rpc.Proc, func() error, error) {
 	select {
 	case <-s.done:
 		return rpc.Proc{}, nil, fmt.Errorf("the daemon is stopping")
@@ -60,3 +62,31 @@ func groupHasLiving(pgid int) bool { return true }
 // procStartTime is not known on this system; 0 makes the start-up check rely on
 // the process group alone.
 func procStartTime(pid int) uint64 { return 0 }
+
+// cgroupTree is Linux only: elsewhere steps are contained by process groups.
+type cgroupTree struct{ dir string }
+
+func openCgroupTree(name string) (*cgroupTree, error) {
+	return nil, errors.New("cgroups are a Linux feature")
+}
+
+func (t *cgroupTree) create(name string) (string, error) {
+	return "", errors.New("cgroups are a Linux feature")
+}
+func (t *cgroupTree) sweep(wait time.Duration) []string { return nil }
+func (t *cgroupTree) close()                            {}
+
+func (s *spawner) probeCgroup(tree *cgroupTree) error {
+	return errors.New("cgroups are a Linux feature")
+}
+
+func openCgroup(path string) (int, error) {
+	return -1, errors.New("cgroups are a Linux feature")
+}
+func signalCgroup(path string, sig syscall.Signal)       {}
+func killCgroup(path string)                             {}
+func cgroupPopulated(path string) bool                   { return false }
+func removeCgroup(path string, wait time.Duration) bool  { return true }
+func (s *spawner) orphans() []int                        { return nil }
+func envHas(pid int, kv string) bool                     { return false }
+func procsWithEnv(want map[string]bool) map[string][]int { return nil }

@@ -35,11 +35,7 @@ func (d *Daemon) recover(ctx context.Context) error {
 	d.mu.Unlock()
 
 	// Nothing may resume while a process of an earlier run still lives.
-	for _, rec := range recs {
-		for _, p := range rec.Run.Procs {
-			d.killLeftover(ctx, p)
-		}
-	}
+	d.killLeftovers(recs)
 
 	now := d.clock.Now()
 	var ts []rpc.Transition
@@ -128,7 +124,7 @@ func (d *Daemon) recover(ctx context.Context) error {
 
 // killLeftover kills the process group of a process from an earlier run, if it
 // is still there, and waits until it is gone.
-func (d *Daemon) killLeftover(ctx context.Context, p rpc.Proc) {
+func (d *Daemon) killLeftover(p rpc.Proc) {
 	if p.PGID <= 1 {
 		return
 	}
@@ -145,7 +141,7 @@ func (d *Daemon) killLeftover(ctx context.Context, p rpc.Proc) {
 	d.log.Info("killing leftover process group", "pgid", p.PGID)
 	_ = syscall.Kill(-p.PGID, syscall.SIGKILL)
 	deadline := time.Now().Add(10 * time.Second)
-	for groupAlive(p.PGID) && time.Now().Before(deadline) && ctx.Err() == nil {
+	for groupAlive(p.PGID) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if groupAlive(p.PGID) {

@@ -38,9 +38,15 @@ type outcome struct {
 	truncated bool
 	// resultText is what goes to SPOOL_RESULTS_DIR.
 	resultText string
-	// storeErr says the step's start could not be stored: nothing of the attempt
-	// counts, and its process was killed.
+	// storeErr says the step's process could not be recorded: nothing of the
+	// attempt counts, and its process was killed.
 	storeErr error
+	// stopped is why the daemon stopped the step (a cancel, a timeout, the
+	// daemon's stop), nil when it ended by itself.
+	stopped error
+	// reaped is closed once no process of the attempt is left; nil when it had
+	// none.
+	reaped <-chan struct{}
 }
 
 // mutation edits a job's record for a transition and returns its events.
@@ -199,19 +205,53 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 		d.mu.Unlock()
 	}()
 
-	// start stores the start of the step (and what was held back) with the
-	// processes it started, once.
-	started := false
-	start := func(procs []rpc.Proc) error {
-		err := d.update(context.WithoutCancel(parent), js, func(r *rpc.Record, now time.Time) []rpc.Event {
-			evs := pre.fn(r, now)
-			r.Run.Procs = procs
-			return evs
-		})
-		if err == nil {
-			started = true
+	// The claim: the step's start, with what was held back and what will reach
+	// every process of the step, is stored before any process exists. A daemon
+	// that dies from here on finds them at its next start and stops them before
+	// anything resumes.
+	var sp *stepProcs
+	var procs []rpc.Proc
+	var containErr error
+	if spec.Exec != nil || spec.Shell != nil {
+		sp, containErr = d.newStepProcs(&preview, i)
+		if containErr == nil && sp.cgroup != "" {
+			procs = []rpc.Proc{{Step: i, Cgroup: sp.cgroup}}
+		} else {
+			// The mark of the job's processes is enough to find them; the pid
+			// follows once the process runs.
+			procs = []rpc.Proc{{Step: i}}
 		}
-		return err
+	}
+	claimed, err := d.claim(context.WithoutCancel(parent), js, pre.fn, procs)
+	if err != nil || !claimed {
+		if sp != nil && sp.cgroup != "" {
+			removeCgroup(sp.cgroup, time.Second)
+		}
+		if errors.Is(err, errJobOver) {
+			return true, nil, err
+		}
+		if err != nil {
+			return false, pre, err
+		}
+		// A cancel was stored first: the step never starts.
+		d.mu.Lock()
+		reason := *js.rec.Run.CancelReason
+		d.mu.Unlock()
+		return true, nil, d.finishWith(parent, js, withPending(pre, func(r *rpc.Record, now time.Time) []rpc.Event {
+			return failQueued(r, reason, rpc.StateCancelled, now)
+		}))
+	}
+
+	// record stores the pid of a step's main process where no cgroup contains it,
+	// so that its group can be found even if it resets its environment.
+	var record func([]rpc.Proc) error
+	if sp != nil && sp.cgroup == "" {
+		record = func(procs []rpc.Proc) error {
+			return d.update(context.WithoutCancel(parent), js, func(r *rpc.Record, now time.Time) []rpc.Event {
+				r.Run.Procs = procs
+				return nil
+			})
+		}
 	}
 	// When this is the job's last try of its last step, its slot goes to the next
 	// job as soon as the process is gone: the next start then overlaps this job's
@@ -232,17 +272,17 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 			}
 		}
 	}
-	out := d.execute(ctx, js, &preview, i, start, exited)
+	var out outcome
+	if containErr != nil {
+		out = outcome{err: fmt.Sprintf("contain the step's processes: %v", containErr)}
+	} else {
+		out = d.execute(ctx, js, &preview, i, sp, record, exited)
+	}
 	if out.storeErr != nil {
 		d.mu.Lock()
 		d.takeSlotBack(js)
 		d.mu.Unlock()
-		return false, pre, out.storeErr
-	}
-	if !started {
-		if err := start(nil); err != nil {
-			return false, pre, err
-		}
+		return false, nil, out.storeErr
 	}
 
 	if parent.Err() != nil {
@@ -257,15 +297,19 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 			return d.finishStep(parent, js, i, out, rpc.StateCancelled, *reason)
 		})
 	}
-	cause := context.Cause(ctx)
+	// What stopped the step, if the daemon did, is its outcome whatever the
+	// process did after: a cancel (checked again where the outcome is stored,
+	// under the job's lock), the job's deadline, the step's timeout.
 	var jt jobTimeout
-	if errors.As(cause, &jt) && !out.ok {
+	if errors.As(out.stopped, &jt) {
+		out.ok = false
 		return true, nil, d.storeOutcome(parent, func() error {
 			return d.finishStep(parent, js, i, out, rpc.StateFailed, jt.Error())
 		})
 	}
 	var st stepTimeout
-	if errors.As(cause, &st) && !out.ok {
+	if errors.As(out.stopped, &st) {
+		out.ok = false
 		out.err = st.Error()
 	}
 	if out.ok {
@@ -283,7 +327,7 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 	}
 	if attempt < attempts {
 		wait := backoff(spec.Retry, attempt)
-		return false, nil, d.storeOutcome(parent, func() error {
+		err := d.storeOutcome(parent, func() error {
 			return d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
 				s := &r.Steps[i]
 				at := now.Add(wait)
@@ -294,10 +338,45 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 				return []rpc.Event{stepEvent(r, i, rpc.EventStepRetrying, now)}
 			})
 		})
+		// No attempt starts while a process of the one before still lives.
+		if out.reaped != nil {
+			select {
+			case <-out.reaped:
+			case <-parent.Done():
+			}
+		}
+		return false, nil, err
 	}
 	return true, nil, d.storeOutcome(parent, func() error {
 		return d.finishStep(parent, js, i, out, rpc.StateFailed, stepError(spec.Name, out.err))
 	})
+}
+
+// claim stores fn, the start of a step with what was held back, and procs, the
+// handle of its processes, unless a cancel was stored first: then it stores
+// nothing and reports false.
+func (d *Daemon) claim(ctx context.Context, js *jobState, fn mutation, procs []rpc.Proc) (bool, error) {
+	if err := js.mu.lock(ctx); err != nil {
+		return false, err
+	}
+	defer js.mu.unlock()
+	rec, err := d.current(js)
+	if err != nil {
+		return false, err
+	}
+	if rec.Run.CancelReason != nil {
+		return false, nil
+	}
+	from := rec.State
+	evs := fn(&rec, d.clock.Now())
+	rec.Run.Procs = procs
+	if _, err := d.apply(ctx, []rpc.Transition{{Record: rec, From: from, Events: evs}}); err != nil {
+		return false, err
+	}
+	d.mu.Lock()
+	js.rec = rec
+	d.mu.Unlock()
+	return true, nil
 }
 
 // storeOutcome stores what came of an attempt, trying again while the store fails
@@ -406,6 +485,10 @@ func (d *Daemon) stepSucceeded(ctx context.Context, js *jobState, i int, out out
 		}}, nil
 	}
 	return true, nil, d.finishWith(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+		if reason := r.Run.CancelReason; reason != nil {
+			// A cancel stored before this success is the outcome.
+			return endStep(r, i, out, rpc.StateCancelled, *reason, now)
+		}
 		evs := mark(r, now)
 		return append(evs, finalize(r, rpc.StateSucceeded, "", now))
 	})
@@ -421,30 +504,39 @@ func (d *Daemon) finishWith(ctx context.Context, js *jobState, fn mutation) erro
 }
 
 // finishStep stores the end of step i in state (failed or cancelled) and the job's
-// final state with errText.
+// final state with errText. A cancel stored meanwhile is the outcome.
 func (d *Daemon) finishStep(ctx context.Context, js *jobState, i int, out outcome, state rpc.State, errText string) error {
 	if err := js.mu.lock(ctx); err != nil {
 		return err
 	}
 	defer js.mu.unlock()
 	return d.finish(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
-		s := &r.Steps[i]
-		s.State = state
-		s.FinishedAt = &now
-		s.ExitCode, s.Signal = out.exitCode, out.signal
-		s.Error = out.err
-		if state == rpc.StateCancelled {
-			s.Error = errText
-		} else if s.Error == "" {
-			s.Error = errText
+		if reason := r.Run.CancelReason; reason != nil {
+			state, errText = rpc.StateCancelled, *reason
 		}
-		s.RetryAt = nil
-		evs := []rpc.Event{stepEvent(r, i, rpc.EventStepFinished, now)}
-		for k := i + 1; k < len(r.Steps); k++ {
-			r.Steps[k].State = rpc.StateSkipped
-		}
-		return append(evs, finalize(r, state, errText, now))
+		return endStep(r, i, out, state, errText, now)
 	})
+}
+
+// endStep ends step i in state (failed or cancelled), skips the rest and makes the
+// job final with errText.
+func endStep(r *rpc.Record, i int, out outcome, state rpc.State, errText string, now time.Time) []rpc.Event {
+	s := &r.Steps[i]
+	s.State = state
+	s.FinishedAt = &now
+	s.ExitCode, s.Signal = out.exitCode, out.signal
+	s.Error = out.err
+	if state == rpc.StateCancelled {
+		s.Error = errText
+	} else if s.Error == "" {
+		s.Error = errText
+	}
+	s.RetryAt = nil
+	evs := []rpc.Event{stepEvent(r, i, rpc.EventStepFinished, now)}
+	for k := i + 1; k < len(r.Steps); k++ {
+		r.Steps[k].State = rpc.StateSkipped
+	}
+	return append(evs, finalize(r, state, errText, now))
 }
 
 // failJobMutation fails a running job with reason: its current step failed, the

@@ -23,7 +23,7 @@ func TestSilentStepLeavesNoFiles(t *testing.T) {
 	_, err := os.Stat(filepath.Join(h.dir, "logs", itoa(j.ID)))
 	is.True(os.IsNotExist(err)) // no output, no log folder
 	_, err = os.Stat(filepath.Join(h.dir, "results", itoa(j.ID)))
-	is.True(os.IsNotExist(err))          // one step, no results folder of its own
+	is.True(os.IsNotExist(err))          // an empty results folder goes with the job's end
 	is.Equal(*j.Steps[0].OutputTail, "") // the tail of no log is empty
 	res, err := h.d.Logs(ctxT(t), rpc.LogsParams{ID: j.ID})
 	is.NoErr(err)
@@ -57,18 +57,23 @@ func TestResultsFolderOfALaterStep(t *testing.T) {
 }
 
 // TestResultsFolderOfOneStep checks that a job of one step finds an empty results
-// folder, shared and not writable.
+// folder of its own: what a job writes there no other job sees.
 func TestResultsFolderOfOneStep(t *testing.T) {
 	is := is.New(t)
 	h := start(t, t.TempDir(), nil)
-	j := wait(t, h.d, submit(t, h.d, rpc.Spec{Steps: []rpc.Step{
-		{Shell: &rpc.ShellStep{Script: `test -d "$SPOOL_RESULTS_DIR" && ls -A "$SPOOL_RESULTS_DIR" | wc -l`}},
-	}}).ID)
-	is.Equal(j.State, rpc.StateSucceeded) // the folder is there
-	is.Equal(string(j.Result), `"0"`)     // and empty
-	fi, err := os.Stat(filepath.Join(h.dir, "results", "none"))
+	script := `test -d "$SPOOL_RESULTS_DIR" && ls -A "$SPOOL_RESULTS_DIR" | wc -l; echo "$SPOOL_JOB_ID" > "$SPOOL_RESULTS_DIR/left"`
+	first := wait(t, h.d, submit(t, h.d, rpc.Spec{Steps: []rpc.Step{{Shell: &rpc.ShellStep{Script: script}}}}).ID)
+	is.Equal(first.State, rpc.StateSucceeded) // the folder is there, and writable
+	is.Equal(string(first.Result), `"0"`)     // and empty
+	second := wait(t, h.d, submit(t, h.d, rpc.Spec{Steps: []rpc.Step{{Shell: &rpc.ShellStep{Script: script}}}}).ID)
+	is.Equal(second.State, rpc.StateSucceeded) // the next job has one too
+	is.Equal(string(second.Result), `"0"`)     // without the file the first job left
+	b, err := os.ReadFile(filepath.Join(h.dir, "results", itoa(first.ID), "left"))
 	is.NoErr(err)
-	is.Equal(fi.Mode().Perm(), os.FileMode(0o500)) // nobody writes into it
+	is.Equal(strings.TrimSpace(string(b)), itoa(first.ID)) // what a job left stays with it
+	fi, err := os.Stat(filepath.Join(h.dir, "results", itoa(second.ID)))
+	is.NoErr(err)
+	is.Equal(fi.Mode().Perm(), os.FileMode(0o700)) // private
 }
 
 // TestStepEnvironment checks how a process's environment is made: the daemon's,
@@ -99,16 +104,16 @@ func TestStepEnvironment(t *testing.T) {
 	for _, n := range seen {
 		is.Equal(n, 1) // each name once
 	}
-	is.Equal(seen["LISTEN_PID"], 0)                                             // systemd's variables stay with the daemon
-	is.Equal(value["A"], "3")                                                   // the daemon's last value
-	is.Equal(value["C"], "job")                                                 // the job replaces the daemon
-	is.Equal(value["D"], "step")                                                // the step replaces the job
-	is.Equal(value["SPOOL_JOB_ID"], itoa(j.ID))                                 // spool's own replace anything
-	is.Equal(value["SPOOL_STEP"], "step-0")                                     // the step's name
-	is.Equal(value["SPOOL_PROGRESS_FD"], "3")                                   // where progress goes
-	is.Equal(value["SPOOL_RESULTS_DIR"], filepath.Join(dir, "results", "none")) // one step: the shared empty folder
-	is.Equal(order[:4], []string{"PATH", "A", "B", "C"})                        // the daemon's names keep their places
-	is.Equal(order[4], "SPOOL_JOB_ID")                                          // a replaced one too
+	is.Equal(seen["LISTEN_PID"], 0)                                                 // systemd's variables stay with the daemon
+	is.Equal(value["A"], "3")                                                       // the daemon's last value
+	is.Equal(value["C"], "job")                                                     // the job replaces the daemon
+	is.Equal(value["D"], "step")                                                    // the step replaces the job
+	is.Equal(value["SPOOL_JOB_ID"], itoa(j.ID))                                     // spool's own replace anything
+	is.Equal(value["SPOOL_STEP"], "step-0")                                         // the step's name
+	is.Equal(value["SPOOL_PROGRESS_FD"], "3")                                       // where progress goes
+	is.Equal(value["SPOOL_RESULTS_DIR"], filepath.Join(dir, "results", itoa(j.ID))) // the job's own folder
+	is.Equal(order[:4], []string{"PATH", "A", "B", "C"})                            // the daemon's names keep their places
+	is.Equal(order[4], "SPOOL_JOB_ID")                                              // a replaced one too
 }
 
 // TestWatchersPastTheRing checks that watchers get every stored event in seq

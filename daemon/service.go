@@ -593,10 +593,14 @@ func (d *Daemon) Info(ctx context.Context) (*rpc.Info, error) {
 			counts[s] = 0
 		}
 	}
+	d.mu.Lock()
+	mode, note := d.containment, d.containNote
+	d.mu.Unlock()
 	return &rpc.Info{
 		Version: d.cfg.Version, Protocol: rpc.ProtocolVersion, PID: os.Getpid(), StartedAt: d.start,
 		Socket: d.cfg.Socket, StateDir: d.cfg.StateDir, StoreID: d.store.StoreID(),
 		MaxParallel: d.cfg.MaxParallel, Counts: counts, LastSeq: last, OldestSeq: oldest,
+		Containment: mode, ContainmentNote: note,
 	}, nil
 }
 

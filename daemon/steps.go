@@ -41,7 +41,7 @@ func (d *Daemon) runSleep(ctx context.Context, rec *rpc.Record, i int, live *liv
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return outcome{err: causeText(ctx)}
+			return outcome{err: causeText(ctx), stopped: context.Cause(ctx)}
 		}
 	}
 }
@@ -83,7 +83,7 @@ func (d *Daemon) runHTTP(ctx context.Context, rec *rpc.Record, i int, live *live
 	resp, err := d.httpClient().Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return outcome{err: causeText(ctx)}
+			return outcome{err: causeText(ctx), stopped: context.Cause(ctx)}
 		}
 		fmt.Fprintf(logw, "error: %v\n", err)
 		return outcome{err: fmt.Sprintf("request failed: %v", err)}
@@ -116,7 +116,7 @@ func (d *Daemon) runHTTP(ctx context.Context, rec *rpc.Record, i int, live *live
 		}
 		if rerr != nil {
 			if ctx.Err() != nil {
-				return outcome{err: causeText(ctx)}
+				return outcome{err: causeText(ctx), stopped: context.Cause(ctx)}
 			}
 			return outcome{err: fmt.Sprintf("read response: %v", rerr)}
 		}

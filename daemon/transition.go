@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"sort"
 	"time"
@@ -121,6 +122,11 @@ func (d *Daemon) finish(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 	}
 	if _, err := d.apply(ctx, ts); err != nil {
 		return err
+	}
+	if rec.State.Final() {
+		// An empty results folder goes with the job's end; one that holds what
+		// the job left goes when the job is removed.
+		_ = os.Remove(d.jobResultDir(rec.ID))
 	}
 	d.mu.Lock()
 	js.rec = rec

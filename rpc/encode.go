@@ -291,6 +291,10 @@ func (r *RunState) appendJSON(b []byte) ([]byte, error) {
 			b = strconv.AppendInt(b, int64(p.PGID), 10)
 			b = append(b, `,"start":`...)
 			b = strconv.AppendUint(b, p.Start, 10)
+			if p.Cgroup != "" {
+				b = append(b, `,"cgroup":`...)
+				b = appendString(b, p.Cgroup)
+			}
 			b = append(b, '}')
 		}
 		b = append(b, ']')

@@ -24,14 +24,18 @@ type RunState struct {
 	Interrupted bool `json:"interrupted"`
 }
 
-// Proc identifies a started process: its pid, its process group, and its start
-// time (in clock ticks since boot, from /proc) so that a reused pid is not taken
-// for it.
+// Proc identifies the processes of a running step: the cgroup that holds them all,
+// where the daemon has one, and the main process once it runs: its pid, its
+// process group, and its start time (in clock ticks since boot, from /proc) so
+// that a reused pid is not taken for it. A Proc with no pid is stored before the
+// process exists, so that a daemon that crashes then looks for what it may have
+// started.
 type Proc struct {
-	Step  int    `json:"step"`
-	PID   int    `json:"pid"`
-	PGID  int    `json:"pgid"`
-	Start uint64 `json:"start"`
+	Step   int    `json:"step"`
+	PID    int    `json:"pid"`
+	PGID   int    `json:"pgid"`
+	Start  uint64 `json:"start"`
+	Cgroup string `json:"cgroup,omitempty"`
 }
 
 // NewJob is a job to submit: its initial record (ID 0, Spec set) and the submitted

@@ -356,4 +356,9 @@ type Info struct {
 	Counts      map[State]int `json:"counts"`
 	LastSeq     int64         `json:"last_seq"`
 	OldestSeq   int64         `json:"oldest_seq"`
+	// Containment is how a step's processes are kept together: "cgroup" (a cgroup
+	// v2 per step) or "group" (process groups, the subreaper role and each job's
+	// environment mark). ContainmentNote says where the cgroups are, or why none.
+	Containment     string `json:"containment"`
+	ContainmentNote string `json:"containment_note"`
 }

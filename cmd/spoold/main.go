@@ -41,6 +41,7 @@ type options struct {
 	stateDir       string
 	maxParallel    int
 	killGrace      time.Duration
+	containment    string
 	maxMessage     int64
 	eventRetention time.Duration
 	retain         time.Duration
@@ -58,6 +59,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.StringVar(&o.stateDir, "state-dir", "", "state folder (default $XDG_STATE_HOME/spool)")
 	fs.IntVar(&o.maxParallel, "max-parallel", runtime.NumCPU(), "jobs running at once, all queues together")
 	fs.DurationVar(&o.killGrace, "kill-grace", 10*time.Second, "time between SIGTERM and SIGKILL when a step is stopped")
+	fs.StringVar(&o.containment, "containment", "auto", "how a step's processes are kept together: auto (a cgroup per step where a writable cgroup v2 subtree exists, else process groups), cgroup (required), group")
 	fs.StringVar(&maxMessage, "max-message", "1MiB", "largest protocol message accepted")
 	fs.StringVar(&eventRetention, "event-retention", "30d", "keep stored events this long (0: forever)")
 	fs.StringVar(&retain, "retain", "0", "remove final jobs this long after they finished (0: never)")
@@ -95,6 +97,11 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	}
 	if o.killGrace <= 0 {
 		return nil, fmt.Errorf("--kill-grace: must be positive")
+	}
+	switch o.containment {
+	case daemon.ContainAuto, daemon.ContainCgroup, daemon.ContainGroup:
+	default:
+		return nil, fmt.Errorf("--containment: want auto, cgroup or group, got %q", o.containment)
 	}
 	if o.socket == "" {
 		o.socket = rpc.DefaultSocketPath(getenv)
@@ -239,7 +246,7 @@ func serve(o *options, sm serviceManager, log *slog.Logger) error {
 
 	d, err := daemon.New(daemon.Config{
 		Store: st, StateDir: o.stateDir, Socket: socket, Version: version,
-		MaxParallel: o.maxParallel, KillGrace: o.killGrace, MaxLog: o.maxLog, Subreaper: true,
+		MaxParallel: o.maxParallel, KillGrace: o.killGrace, MaxLog: o.maxLog, Subreaper: true, Containment: o.containment,
 		EventRetention: eventRetention(o.eventRetention), Retain: o.retain, Log: log,
 	})
 	if err != nil {

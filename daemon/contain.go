@@ -1,0 +1,240 @@
+package daemon
+
+import (
+	"fmt"
+	"strconv"
+	"syscall"
+	"time"
+
+	"spool/rpc"
+)
+
+// Containment modes of Config.Containment.
+const (
+	// ContainAuto uses a cgroup per step where the daemon has a writable cgroup v2
+	// subtree, and process groups elsewhere. It is the default.
+	ContainAuto = "auto"
+	// ContainCgroup requires a cgroup per step: the daemon refuses to start
+	// without a writable cgroup v2 subtree.
+	ContainCgroup = "cgroup"
+	// ContainGroup uses process groups, the subreaper role and the environment
+	// mark of each job's processes, without cgroups.
+	ContainGroup = "group"
+)
+
+// stepProcs reaches every process of one attempt of a step. With a cgroup that is
+// the cgroup; without, the main process's group, plus the orphans the daemon
+// adopted as a subreaper whose environment carries the job's mark.
+type stepProcs struct {
+	cgroup string // the attempt's cgroup, "" without
+	pgid   int    // the main process's group, once it runs
+	mark   string // "SPOOL_RESULTS_DIR=<folder>": in the environment of each of the job's processes
+}
+
+// setupContainment picks the containment in force, as cfg.Containment asks.
+func (d *Daemon) setupContainment() error {
+	mode := d.cfg.Containment
+	switch mode {
+	case "", ContainAuto, ContainCgroup:
+	case ContainGroup:
+		d.setContainment(ContainGroup, "process groups, as --containment group asks")
+		return nil
+	default:
+		return fmt.Errorf("containment %q: must be auto, cgroup or group", mode)
+	}
+	name := "spool-" + d.store.StoreID()
+	if len(name) > 30 {
+		name = name[:30]
+	}
+	tree, err := openCgroupTree(name)
+	if err != nil {
+		if mode == ContainCgroup {
+			return fmt.Errorf("containment cgroup: %w", err)
+		}
+		d.setContainment(ContainGroup, "process groups: no writable cgroup v2 subtree ("+err.Error()+"); run spoold as root or under systemd with Delegate=yes")
+		d.log.Warn("steps are contained by process groups only: a process that leaves its group and resets its environment can outlive its step",
+			"reason", err)
+		return nil
+	}
+	if err := d.spawn.probeCgroup(tree); err != nil {
+		tree.close()
+		if mode == ContainCgroup {
+			return fmt.Errorf("containment cgroup: %w", err)
+		}
+		d.setContainment(ContainGroup, "process groups: starting a process in a cgroup failed ("+err.Error()+")")
+		d.log.Warn("steps are contained by process groups only", "reason", err)
+		return nil
+	}
+	d.cgroups = tree
+	d.setContainment(ContainCgroup, "a cgroup per step under "+tree.dir)
+	return nil
+}
+
+// setContainment records the containment in force for daemon.info.
+func (d *Daemon) setContainment(mode, note string) {
+	d.mu.Lock()
+	d.containment, d.containNote = mode, note
+	d.mu.Unlock()
+}
+
+// newStepProcs makes what will reach the processes of the attempt of step i of
+// rec that is about to start: its cgroup, made now, before the start is stored.
+func (d *Daemon) newStepProcs(rec *rpc.Record, i int) (*stepProcs, error) {
+	sp := &stepProcs{mark: "SPOOL_RESULTS_DIR=" + d.jobResultDir(rec.ID)}
+	if d.cgroups == nil {
+		return sp, nil
+	}
+	name := "j" + strconv.FormatInt(rec.ID, 10) + "-s" + strconv.Itoa(i) + "-" + strconv.FormatInt(d.cgSeq.Add(1), 36)
+	path, err := d.cgroups.create(name)
+	if err != nil {
+		return nil, err
+	}
+	sp.cgroup = path
+	return sp, nil
+}
+
+// signal sends sig to every process of the step.
+func (d *Daemon) signalStep(sp *stepProcs, sig syscall.Signal) {
+	if sp.cgroup != "" {
+		if sig == syscall.SIGKILL {
+			killCgroup(sp.cgroup)
+			return
+		}
+		signalCgroup(sp.cgroup, sig)
+		return
+	}
+	killGroup(sp.pgid, sig)
+	for _, pid := range d.escaped(sp) {
+		_ = syscall.Kill(pid, sig)
+		// An orphan that leads a group of its own (setsid) takes that group along.
+		killGroup(pid, sig)
+	}
+}
+
+// stepAlive reports whether a process of the step still lives.
+func (d *Daemon) stepAlive(sp *stepProcs) bool {
+	if sp.cgroup != "" {
+		return cgroupPopulated(sp.cgroup)
+	}
+	return groupAlive(sp.pgid) || len(d.escaped(sp)) > 0
+}
+
+// escaped lists the step's processes that left its group and were adopted by the
+// daemon when their parent died.
+func (d *Daemon) escaped(sp *stepProcs) []int {
+	var out []int
+	for _, pid := range d.spawn.orphans() {
+		if envHas(pid, sp.mark) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// stopStepProcs ends what is left of a step once its main process is gone: SIGTERM
+// to every process now, SIGKILL to those still there after the kill grace, then
+// the cgroup is removed. It returns a channel closed once none is left (or, for
+// a process that would not die, once it gave up and logged it).
+func (d *Daemon) stopStepProcs(sp *stepProcs) <-chan struct{} {
+	done := make(chan struct{})
+	if !d.stepAlive(sp) {
+		if sp.cgroup != "" {
+			removeCgroup(sp.cgroup, time.Second)
+		}
+		close(done)
+		return done
+	}
+	d.signalStep(sp, syscall.SIGTERM)
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		defer close(done)
+		d.endStepProcs(sp, time.Now().Add(d.cfg.KillGrace))
+	}()
+	return done
+}
+
+// endStepProcs waits until the step's processes are gone, SIGKILLs them once the
+// deadline passed, and removes the step's cgroup.
+func (d *Daemon) endStepProcs(sp *stepProcs, deadline time.Time) {
+	killed := false
+	giveUp := time.Time{}
+	for d.stepAlive(sp) {
+		now := time.Now()
+		if !killed && !now.Before(deadline) {
+			killed = true
+			giveUp = now.Add(10 * time.Second)
+		}
+		if killed {
+			// Again each round: orphans that a kill made show up only after it.
+			d.signalStep(sp, syscall.SIGKILL)
+			if now.After(giveUp) {
+				d.log.Error("processes of a step would not die", "cgroup", sp.cgroup, "pgid", sp.pgid)
+				break
+			}
+		} else {
+			// Orphans adopted since the last round get their SIGTERM too.
+			for _, pid := range d.escaped(sp) {
+				_ = syscall.Kill(pid, syscall.SIGTERM)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if sp.cgroup != "" && !removeCgroup(sp.cgroup, time.Second) {
+		d.log.Error("cannot remove a step's cgroup", "cgroup", sp.cgroup)
+	}
+}
+
+// killLeftovers stops, before anything resumes, every process that the running
+// jobs of an earlier run left: their stored cgroups, their stored process groups,
+// every process whose environment carries one of their marks, and every step
+// cgroup the earlier run made but could not store. It waits until they are gone.
+func (d *Daemon) killLeftovers(recs []rpc.Record) {
+	marks := map[string]bool{}
+	var cgroups []string
+	for _, rec := range recs {
+		if rec.State != rpc.StateRunning && len(rec.Run.Procs) == 0 {
+			continue
+		}
+		marks["SPOOL_RESULTS_DIR="+d.jobResultDir(rec.ID)] = true
+		for _, p := range rec.Run.Procs {
+			if p.Cgroup != "" {
+				cgroups = append(cgroups, p.Cgroup)
+			}
+			d.killLeftover(p)
+		}
+	}
+	for _, cg := range cgroups {
+		if !removeCgroup(cg, 10*time.Second) {
+			d.log.Error("a leftover step cgroup would not empty", "cgroup", cg)
+		} else {
+			d.log.Info("killed a leftover step cgroup", "cgroup", cg)
+		}
+	}
+	if d.cgroups != nil {
+		for _, cg := range d.cgroups.sweep(10 * time.Second) {
+			d.log.Error("a leftover step cgroup would not empty", "cgroup", cg)
+		}
+	}
+	if len(marks) == 0 {
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		found := procsWithEnv(marks)
+		if len(found) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.log.Error("leftover processes would not die", "count", len(found))
+			return
+		}
+		for _, pids := range found {
+			for _, pid := range pids {
+				d.log.Info("killing a leftover process", "pid", pid)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
