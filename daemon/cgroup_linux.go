@@ -3,7 +3,6 @@
 package daemon
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -26,7 +26,16 @@ import (
 // internal processes" rule out of the way.
 type cgroupTree struct {
 	dir string
+
+	// idle holds empty step cgroups to use again: making and removing a cgroup
+	// costs more than the check that one is empty.
+	mu   sync.Mutex
+	idle []string
+	next int64
 }
+
+// maxIdleCgroups is how many empty step cgroups the tree keeps for reuse.
+const maxIdleCgroups = 64
 
 // openCgroupTree makes (or reuses) the folder name under the daemon's own cgroup
 // of the v2 hierarchy and checks that step cgroups can be made and killed in it.
@@ -36,6 +45,16 @@ func openCgroupTree(name string) (*cgroupTree, error) {
 		return nil, err
 	}
 	dir := filepath.Join(own, name)
+	// Trees of daemons that are gone stay behind, empty, when their daemon
+	// could not remove them: an empty one is removed (a live daemon makes its
+	// tree again when it needs it).
+	if ents, err := os.ReadDir(own); err == nil {
+		for _, e := range ents {
+			if e.IsDir() && strings.HasPrefix(e.Name(), "spool-") && e.Name() != name {
+				_ = os.Remove(filepath.Join(own, e.Name()))
+			}
+		}
+	}
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("make cgroup %s: %w", dir, err)
 	}
@@ -122,14 +141,53 @@ func unescapeMount(s string) string {
 func (t *cgroupTree) create(name string) (string, error) {
 	path := filepath.Join(t.dir, name)
 	err := os.Mkdir(path, 0o755)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Another daemon took the tree for one left behind: make it again.
+		if err := os.Mkdir(t.dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return "", fmt.Errorf("make cgroup %s: %w", t.dir, err)
+		}
+		err = os.Mkdir(path, 0o755)
+	}
 	if errors.Is(err, fs.ErrExist) {
-		killCgroup(path)
-		err = nil
+		// A killed cgroup kills what is cloned into it later: make it anew.
+		if !removeCgroup(path, 10*time.Second) {
+			return "", fmt.Errorf("cgroup %s is left from an earlier run and would not empty", path)
+		}
+		err = os.Mkdir(path, 0o755)
 	}
 	if err != nil {
 		return "", fmt.Errorf("make cgroup %s: %w", path, err)
 	}
 	return path, nil
+}
+
+// take returns an empty step cgroup: an idle one, or a new one.
+func (t *cgroupTree) take() (string, error) {
+	t.mu.Lock()
+	if n := len(t.idle); n > 0 {
+		path := t.idle[n-1]
+		t.idle = t.idle[:n-1]
+		t.mu.Unlock()
+		return path, nil
+	}
+	t.next++
+	name := "step-" + strconv.FormatInt(t.next, 10)
+	t.mu.Unlock()
+	return t.create(name)
+}
+
+// put gives back a step cgroup whose processes are all gone and that was never
+// killed through cgroup.kill: it is kept for the next step, or removed when
+// enough are kept.
+func (t *cgroupTree) put(path string) {
+	t.mu.Lock()
+	if len(t.idle) < maxIdleCgroups {
+		t.idle = append(t.idle, path)
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	_ = os.Remove(path)
 }
 
 // openCgroup opens a cgroup's folder for cloning a process into it.
@@ -168,18 +226,17 @@ func killCgroup(path string) {
 	_ = os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0)
 }
 
-// cgroupPopulated reports whether a live process is in the cgroup. A cgroup that
-// is gone is empty.
+// cgroupPopulated reports whether a live process is in the cgroup or its
+// children, from its cgroup.events. A cgroup that is gone is empty.
 func cgroupPopulated(path string) bool {
-	f, err := os.Open(filepath.Join(path, "cgroup.events"))
-	if err != nil {
+	var buf [256]byte
+	b, ok := readSmall(path+"/cgroup.events", buf[:], false)
+	if !ok {
 		return false
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "populated "); ok {
-			return v != "0"
+	for line := range bytes.SplitSeq(b, []byte{'\n'}) {
+		if v, ok := bytes.CutPrefix(line, []byte("populated ")); ok {
+			return string(v) != "0"
 		}
 	}
 	return false
@@ -218,5 +275,14 @@ func (t *cgroupTree) sweep(wait time.Duration) (stuck []string) {
 	return stuck
 }
 
-// close removes the tree's folder when it is empty.
-func (t *cgroupTree) close() { _ = os.Remove(t.dir) }
+// close removes the idle cgroups, and the tree's folder when it is empty.
+func (t *cgroupTree) close() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = nil
+	t.mu.Unlock()
+	for _, p := range idle {
+		_ = os.Remove(p)
+	}
+	_ = os.Remove(t.dir)
+}

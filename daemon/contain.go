@@ -2,7 +2,7 @@ package daemon
 
 import (
 	"fmt"
-	"strconv"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -29,6 +29,26 @@ type stepProcs struct {
 	cgroup string // the attempt's cgroup, "" without
 	pgid   int    // the main process's group, once it runs
 	mark   string // "SPOOL_RESULTS_DIR=<folder>": in the environment of each of the job's processes
+	// released is set once the cgroup went back to the tree: a later look at the
+	// step must not reach whatever uses it next.
+	released bool
+	// killed is set once cgroup.kill was written: the kernel then kills every
+	// process cloned into that cgroup later, so it is never used again.
+	killed bool
+}
+
+// releaseStep gives the step's cgroup back to the tree once its processes are
+// all gone, once.
+func (d *Daemon) releaseStep(sp *stepProcs) {
+	if sp.cgroup == "" || sp.released {
+		return
+	}
+	sp.released = true
+	if sp.killed {
+		_ = removeCgroup(sp.cgroup, time.Second)
+		return
+	}
+	d.cgroups.put(sp.cgroup)
 }
 
 // setupContainment picks the containment in force, as cfg.Containment asks.
@@ -84,8 +104,7 @@ func (d *Daemon) newStepProcs(rec *rpc.Record, i int) (*stepProcs, error) {
 	if d.cgroups == nil {
 		return sp, nil
 	}
-	name := "j" + strconv.FormatInt(rec.ID, 10) + "-s" + strconv.Itoa(i) + "-" + strconv.FormatInt(d.cgSeq.Add(1), 36)
-	path, err := d.cgroups.create(name)
+	path, err := d.cgroups.take()
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +116,7 @@ func (d *Daemon) newStepProcs(rec *rpc.Record, i int) (*stepProcs, error) {
 func (d *Daemon) signalStep(sp *stepProcs, sig syscall.Signal) {
 	if sp.cgroup != "" {
 		if sig == syscall.SIGKILL {
+			sp.killed = true
 			killCgroup(sp.cgroup)
 			return
 		}
@@ -137,10 +157,8 @@ func (d *Daemon) escaped(sp *stepProcs) []int {
 // a process that would not die, once it gave up and logged it).
 func (d *Daemon) stopStepProcs(sp *stepProcs) <-chan struct{} {
 	done := make(chan struct{})
-	if !d.stepAlive(sp) {
-		if sp.cgroup != "" {
-			removeCgroup(sp.cgroup, time.Second)
-		}
+	if sp.released || !d.stepAlive(sp) {
+		d.releaseStep(sp)
 		close(done)
 		return done
 	}
@@ -180,23 +198,18 @@ func (d *Daemon) endStepProcs(sp *stepProcs, deadline time.Time) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if sp.cgroup != "" && !removeCgroup(sp.cgroup, time.Second) {
-		d.log.Error("cannot remove a step's cgroup", "cgroup", sp.cgroup)
-	}
+	d.releaseStep(sp)
 }
 
-// killLeftovers stops, before anything resumes, every process that the running
-// jobs of an earlier run left: their stored cgroups, their stored process groups,
-// every process whose environment carries one of their marks, and every step
-// cgroup the earlier run made but could not store. It waits until they are gone.
+// killLeftovers stops, before anything resumes, every process an earlier run
+// left: the stored cgroups and process groups of its running jobs, every step
+// cgroup of the tree (made for a start that was not stored yet), and every
+// process whose environment carries the mark of one of this state folder's jobs
+// (what left its group where there is no cgroup, or started before its start was
+// stored). It waits until they are gone.
 func (d *Daemon) killLeftovers(recs []rpc.Record) {
-	marks := map[string]bool{}
 	var cgroups []string
 	for _, rec := range recs {
-		if rec.State != rpc.StateRunning && len(rec.Run.Procs) == 0 {
-			continue
-		}
-		marks["SPOOL_RESULTS_DIR="+d.jobResultDir(rec.ID)] = true
 		for _, p := range rec.Run.Procs {
 			if p.Cgroup != "" {
 				cgroups = append(cgroups, p.Cgroup)
@@ -216,24 +229,20 @@ func (d *Daemon) killLeftovers(recs []rpc.Record) {
 			d.log.Error("a leftover step cgroup would not empty", "cgroup", cg)
 		}
 	}
-	if len(marks) == 0 {
-		return
-	}
+	prefix := "SPOOL_RESULTS_DIR=" + d.resDir + string(filepath.Separator)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		found := procsWithEnv(marks)
-		if len(found) == 0 {
+		pids := procsWithEnvPrefix(prefix)
+		if len(pids) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			d.log.Error("leftover processes would not die", "count", len(found))
+			d.log.Error("leftover processes would not die", "count", len(pids))
 			return
 		}
-		for _, pids := range found {
-			for _, pid := range pids {
-				d.log.Info("killing a leftover process", "pid", pid)
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
+		for _, pid := range pids {
+			d.log.Info("killing a leftover process", "pid", pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

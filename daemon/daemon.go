@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"spool/rpc"
@@ -77,7 +76,6 @@ type Daemon struct {
 	cgroups     *cgroupTree
 	containment string
 	containNote string
-	cgSeq       atomic.Int64
 	// specs decodes templates' specs strictly, knowing the spec's shape once.
 	specs *rpc.Decoder
 	env   []string // the base environment of processes

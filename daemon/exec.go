@@ -19,12 +19,12 @@ import (
 	"spool/rpc"
 )
 
-// execute runs one attempt of step i, whose start was stored, and reports how it
-// ended. sp reaches the processes of a process step; record, if not nil, stores
-// the identity of its main process once it runs (a failure ends the attempt with
-// storeErr). exited, if not nil, is called once a process step's main process is
-// gone.
-func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i int, sp *stepProcs, record func([]rpc.Proc) error, exited func()) outcome {
+// execute runs one attempt of step i and reports how it ended. start stores the
+// step's start: a process step calls it once its process runs, with what reaches
+// its processes (sp); other steps before they begin. A failure to store ends the
+// attempt with storeErr. exited, if not nil, is called once a process step's main
+// process is gone.
+func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i int, sp *stepProcs, start func([]rpc.Proc) error, exited func()) outcome {
 	spec := rec.Spec.Steps[i]
 	live := &liveState{d: d, job: rec.ID, step: i}
 	d.mu.Lock()
@@ -39,10 +39,15 @@ func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i i
 	switch {
 	case spec.Exec != nil:
 		e := spec.Exec
-		return d.runProcess(ctx, rec, i, e.Argv, e.Dir, e.Env, e.Stdin, live, sp, record, exited)
+		return d.runProcess(ctx, rec, i, e.Argv, e.Dir, e.Env, e.Stdin, live, sp, start, exited)
 	case spec.Shell != nil:
 		sh := spec.Shell
-		return d.runProcess(ctx, rec, i, []string{"/bin/sh", "-c", sh.Script}, sh.Dir, sh.Env, sh.Stdin, live, sp, record, exited)
+		return d.runProcess(ctx, rec, i, []string{"/bin/sh", "-c", sh.Script}, sh.Dir, sh.Env, sh.Stdin, live, sp, start, exited)
+	}
+	if err := start(nil); err != nil {
+		return outcome{storeErr: err}
+	}
+	switch {
 	case spec.Sleep != nil:
 		return d.runSleep(ctx, rec, i, live)
 	case spec.HTTP != nil:
@@ -340,7 +345,7 @@ func (c *pathCache) lookPath(argv0 string, env []string, dir string) (string, er
 // it exits or ctx ends (then every process of the step gets SIGTERM, and SIGKILL
 // after the kill grace). What the main process leaves behind is stopped the same
 // way once it exits.
-func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []string, dir string, env map[string]string, stdin string, live *liveState, sp *stepProcs, record func([]rpc.Proc) error, exited func()) outcome {
+func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []string, dir string, env map[string]string, stdin string, live *liveState, sp *stepProcs, start func([]rpc.Proc) error, exited func()) outcome {
 	if dir == "" {
 		dir = rec.Spec.Dir
 	}
@@ -357,7 +362,7 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	}
 	// The results of the job's finished steps, for its later steps; a folder of
 	// the job's own, which no other job sees.
-	if err := os.MkdirAll(d.jobResultDir(rec.ID), 0o700); err != nil {
+	if err := os.Mkdir(d.jobResultDir(rec.ID), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return outcome{err: fmt.Sprintf("create results folder: %v", err)}
 	}
 	if err := ctx.Err(); err != nil {
@@ -423,13 +428,12 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	go func() { _, _ = io.Copy(logw, errR); drained <- struct{}{} }()
 	go func() { readProgress(progR, live); drained <- struct{}{} }()
 
-	// Without a cgroup, the process's identity is stored as it runs, so that its
-	// group can be found after a crash even if it resets its environment.
-	var startDone chan error
-	if record != nil {
-		startDone = make(chan error, 1)
-		go func() { startDone <- record([]rpc.Proc{proc}) }()
-	}
+	// The process runs: store the step's start with what reaches its processes
+	// (its cgroup; its group, pid and start time), so that a daemon that starts
+	// after a crash can find and kill what is left of it. The commit and the
+	// process run side by side.
+	startDone := make(chan error, 1)
+	go func() { startDone <- start([]rpc.Proc{proc}) }()
 	waited := make(chan error, 1)
 	go func() { waited <- wait() }()
 	var werr, recErr error

@@ -322,16 +322,39 @@ func (s *spawner) orphans() []int {
 	}
 	me := os.Getpid()
 	var out []int
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	eachChild(func(pid int) {
-		if s.mine[pid] {
-			return
+	// The kernel gives an orphan to the first live thread of its subreaper: the
+	// daemon's main thread, which lives as long as the daemon. The spawner's
+	// children are its own thread's.
+	var buf [4096]byte
+	b, ok := readSmall("/proc/self/task/"+strconv.Itoa(me)+"/children", buf[:], false)
+	if !ok || len(b) == len(buf) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		eachChild(func(pid int) {
+			if s.mine[pid] {
+				return
+			}
+			if st, ppid, _, _, ok := procStat(pid); ok && ppid == me && st != 'Z' && st != 'X' {
+				out = append(out, pid)
+			}
+		})
+		return out
+	}
+	for f := range bytes.FieldsSeq(b) {
+		pid := int(atou(f))
+		if pid <= 0 {
+			continue
+		}
+		s.mu.Lock()
+		mine := s.mine[pid]
+		s.mu.Unlock()
+		if mine {
+			continue
 		}
 		if st, ppid, _, _, ok := procStat(pid); ok && ppid == me && st != 'Z' && st != 'X' {
 			out = append(out, pid)
 		}
-	})
+	}
 	return out
 }
 
@@ -355,11 +378,11 @@ func envHas(pid int, kv string) bool {
 	return false
 }
 
-// procsWithEnv lists the living processes (not zombies) whose environment has one
-// of the variables of want, by the value they have. It reads every process of
-// the system: for start-up, and for daemons that are not a subreaper.
-func procsWithEnv(want map[string]bool) map[string][]int {
-	out := map[string][]int{}
+// procsWithEnvPrefix lists the living processes (not zombies) with a variable
+// that starts with prefix ("NAME=value...") in the environment they started with.
+// It reads every process of the system: it is for start-up.
+func procsWithEnvPrefix(prefix string) []int {
+	var out []int
 	me := os.Getpid()
 	eachProc(func(pid int) {
 		if pid == me {
@@ -378,8 +401,8 @@ func procsWithEnv(want map[string]bool) map[string][]int {
 			if i < 0 {
 				i = len(b)
 			}
-			if kv := string(b[:i]); want[kv] {
-				out[kv] = append(out[kv], pid)
+			if bytes.HasPrefix(b[:i], []byte(prefix)) {
+				out = append(out, pid)
 				return
 			}
 			b = b[min(i+1, len(b)):]

@@ -73,6 +73,10 @@ func openCgroupTree(name string) (*cgroupTree, error) {
 func (t *cgroupTree) create(name string) (string, error) {
 	return "", errors.New("cgroups are a Linux feature")
 }
+func (t *cgroupTree) take() (string, error) {
+	return "", errors.New("cgroups are a Linux feature")
+}
+func (t *cgroupTree) put(path string)                   {}
 func (t *cgroupTree) sweep(wait time.Duration) []string { return nil }
 func (t *cgroupTree) close()                            {}
 
@@ -83,10 +87,10 @@ func (s *spawner) probeCgroup(tree *cgroupTree) error {
 func openCgroup(path string) (int, error) {
 	return -1, errors.New("cgroups are a Linux feature")
 }
-func signalCgroup(path string, sig syscall.Signal)       {}
-func killCgroup(path string)                             {}
-func cgroupPopulated(path string) bool                   { return false }
-func removeCgroup(path string, wait time.Duration) bool  { return true }
-func (s *spawner) orphans() []int                        { return nil }
-func envHas(pid int, kv string) bool                     { return false }
-func procsWithEnv(want map[string]bool) map[string][]int { return nil }
+func signalCgroup(path string, sig syscall.Signal)      {}
+func killCgroup(path string)                            {}
+func cgroupPopulated(path string) bool                  { return false }
+func removeCgroup(path string, wait time.Duration) bool { return true }
+func (s *spawner) orphans() []int                       { return nil }
+func envHas(pid int, kv string) bool                    { return false }
+func procsWithEnvPrefix(prefix string) []int            { return nil }

@@ -205,53 +205,61 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 		d.mu.Unlock()
 	}()
 
-	// The claim: the step's start, with what was held back and what will reach
-	// every process of the step, is stored before any process exists. A daemon
-	// that dies from here on finds them at its next start and stops them before
-	// anything resumes.
+	// The claim: the job's lock is held from the check for a stored cancel until
+	// the step's start (with what was held back, and what reaches every process
+	// of the step) is stored. A cancel stored first means no process ever starts;
+	// one stored later finds the start stored and stops the step. The commit runs
+	// beside the process it records: a daemon that dies before it lands leaves a
+	// process of no stored step, which the next start kills before anything
+	// resumes (every step cgroup of the tree, every process with the state
+	// folder's mark), so no step runs twice.
+	if err := js.mu.lock(context.WithoutCancel(parent)); err != nil {
+		return false, pre, err
+	}
+	locked := true
+	unlock := func() {
+		if locked {
+			locked = false
+			js.mu.unlock()
+		}
+	}
+	defer unlock()
+	cur, err := d.current(js)
+	if err != nil {
+		return true, nil, err
+	}
+	if reason := cur.Run.CancelReason; reason != nil {
+		unlock()
+		return true, nil, d.finishWith(parent, js, withPending(pre, func(r *rpc.Record, now time.Time) []rpc.Event {
+			return failQueued(r, *reason, rpc.StateCancelled, now)
+		}))
+	}
 	var sp *stepProcs
-	var procs []rpc.Proc
 	var containErr error
 	if spec.Exec != nil || spec.Shell != nil {
 		sp, containErr = d.newStepProcs(&preview, i)
-		if containErr == nil && sp.cgroup != "" {
-			procs = []rpc.Proc{{Step: i, Cgroup: sp.cgroup}}
-		} else {
-			// The mark of the job's processes is enough to find them; the pid
-			// follows once the process runs.
-			procs = []rpc.Proc{{Step: i}}
-		}
 	}
-	claimed, err := d.claim(context.WithoutCancel(parent), js, pre.fn, procs)
-	if err != nil || !claimed {
-		if sp != nil && sp.cgroup != "" {
-			removeCgroup(sp.cgroup, time.Second)
-		}
-		if errors.Is(err, errJobOver) {
-			return true, nil, err
-		}
+	// start stores the claim, with the processes it started, once; it gives the
+	// job's lock back whatever happens.
+	started := false
+	start := func(procs []rpc.Proc) error {
+		defer unlock()
+		rec, err := d.current(js)
 		if err != nil {
-			return false, pre, err
+			return err
 		}
-		// A cancel was stored first: the step never starts.
+		from := rec.State
+		now := d.clock.Now()
+		evs := pre.fn(&rec, now)
+		rec.Run.Procs = procs
+		if _, err := d.apply(context.WithoutCancel(parent), []rpc.Transition{{Record: rec, From: from, Events: evs}}); err != nil {
+			return err
+		}
 		d.mu.Lock()
-		reason := *js.rec.Run.CancelReason
+		js.rec = rec
 		d.mu.Unlock()
-		return true, nil, d.finishWith(parent, js, withPending(pre, func(r *rpc.Record, now time.Time) []rpc.Event {
-			return failQueued(r, reason, rpc.StateCancelled, now)
-		}))
-	}
-
-	// record stores the pid of a step's main process where no cgroup contains it,
-	// so that its group can be found even if it resets its environment.
-	var record func([]rpc.Proc) error
-	if sp != nil && sp.cgroup == "" {
-		record = func(procs []rpc.Proc) error {
-			return d.update(context.WithoutCancel(parent), js, func(r *rpc.Record, now time.Time) []rpc.Event {
-				r.Run.Procs = procs
-				return nil
-			})
-		}
+		started = true
+		return nil
 	}
 	// When this is the job's last try of its last step, its slot goes to the next
 	// job as soon as the process is gone: the next start then overlaps this job's
@@ -276,13 +284,23 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 	if containErr != nil {
 		out = outcome{err: fmt.Sprintf("contain the step's processes: %v", containErr)}
 	} else {
-		out = d.execute(ctx, js, &preview, i, sp, record, exited)
+		out = d.execute(ctx, js, &preview, i, sp, start, exited)
 	}
 	if out.storeErr != nil {
 		d.mu.Lock()
 		d.takeSlotBack(js)
 		d.mu.Unlock()
-		return false, nil, out.storeErr
+		return false, pre, out.storeErr
+	}
+	if !started {
+		// No process ran (the step could not start, or is not a process): its
+		// start is stored with how it ended.
+		if err := start(nil); err != nil {
+			if errors.Is(err, errJobOver) {
+				return true, nil, err
+			}
+			return false, pre, err
+		}
 	}
 
 	if parent.Err() != nil {
@@ -350,33 +368,6 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 	return true, nil, d.storeOutcome(parent, func() error {
 		return d.finishStep(parent, js, i, out, rpc.StateFailed, stepError(spec.Name, out.err))
 	})
-}
-
-// claim stores fn, the start of a step with what was held back, and procs, the
-// handle of its processes, unless a cancel was stored first: then it stores
-// nothing and reports false.
-func (d *Daemon) claim(ctx context.Context, js *jobState, fn mutation, procs []rpc.Proc) (bool, error) {
-	if err := js.mu.lock(ctx); err != nil {
-		return false, err
-	}
-	defer js.mu.unlock()
-	rec, err := d.current(js)
-	if err != nil {
-		return false, err
-	}
-	if rec.Run.CancelReason != nil {
-		return false, nil
-	}
-	from := rec.State
-	evs := fn(&rec, d.clock.Now())
-	rec.Run.Procs = procs
-	if _, err := d.apply(ctx, []rpc.Transition{{Record: rec, From: from, Events: evs}}); err != nil {
-		return false, err
-	}
-	d.mu.Lock()
-	js.rec = rec
-	d.mu.Unlock()
-	return true, nil
 }
 
 // storeOutcome stores what came of an attempt, trying again while the store fails

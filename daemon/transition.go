@@ -123,11 +123,6 @@ func (d *Daemon) finish(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 	if _, err := d.apply(ctx, ts); err != nil {
 		return err
 	}
-	if rec.State.Final() {
-		// An empty results folder goes with the job's end; one that holds what
-		// the job left goes when the job is removed.
-		_ = os.Remove(d.jobResultDir(rec.ID))
-	}
 	d.mu.Lock()
 	js.rec = rec
 	d.forget(js)
@@ -155,6 +150,10 @@ func (d *Daemon) finish(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 	if wake {
 		d.reschedule()
 	}
+	// An empty results folder goes with the job's end (after it was told: the
+	// removal is no part of it); one that holds what the job left goes when the
+	// job is removed.
+	_ = os.Remove(d.jobResultDir(rec.ID))
 	return nil
 }
 
