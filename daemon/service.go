@@ -85,6 +85,10 @@ func (d *Daemon) submit(ctx context.Context, news []rpc.NewJob) ([]rpc.Record, e
 	if err != nil {
 		return nil, err
 	}
+	// The jobs are stored: the answer is a success whatever happens to ctx now
+	// (the daemon may be stopping), and what follows must not fail on it, or a
+	// dependency it could not read would fail the new job.
+	ctx = context.WithoutCancel(ctx)
 	fresh := map[int64]bool{}
 	for _, ev := range evs {
 		fresh[ev.Job] = true
@@ -131,7 +135,7 @@ func (d *Daemon) submit(ctx context.Context, news []rpc.NewJob) ([]rpc.Record, e
 	d.mu.Unlock()
 	d.hub.publish(evs)
 	if len(late) > 0 {
-		d.failLate(context.WithoutCancel(ctx), late)
+		d.failLate(ctx, late)
 	}
 	if wake {
 		d.reschedule()
