@@ -114,12 +114,18 @@ func NewServer(cfg ServerConfig) *Server {
 	return &Server{cfg: cfg, log: log, uid: os.Getuid(), methods: methods(cfg.Service, dec), dec: dec}
 }
 
-// withParams adapts a Service method that takes params.
+// withParams adapts a Service method that takes params: they are decoded and,
+// when they are a Validator, checked before the method sees them.
 func withParams[P, R any](dec *Decoder, f func(context.Context, P) (R, error)) func(context.Context, json.RawMessage) (any, error) {
 	return func(ctx context.Context, raw json.RawMessage) (any, error) {
 		var p P
 		if err := dec.Params(raw, &p); err != nil {
 			return nil, err
+		}
+		if v, ok := any(p).(Validator); ok {
+			if err := v.Validate(); err != nil {
+				return nil, err
+			}
 		}
 		return f(ctx, p)
 	}
@@ -810,6 +816,10 @@ func (cc *conn) cancelRequest(params json.RawMessage) {
 func (cc *conn) watch(req request) {
 	var p WatchParams
 	if err := cc.s.dec.Params(req.params, &p); err != nil {
+		cc.reply(req, nil, err)
+		return
+	}
+	if err := p.Validate(); err != nil {
 		cc.reply(req, nil, err)
 		return
 	}
