@@ -16,6 +16,9 @@ import (
 
 // Retry submits a final job's stored spec again as a new job.
 func (d *Daemon) Retry(ctx context.Context, p rpc.RetryParams) (*rpc.Job, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
 	rec, err := d.store.Get(ctx, p.ID)
 	if err != nil {
 		return nil, err
@@ -44,8 +47,8 @@ func (d *Daemon) Retry(ctx context.Context, p rpc.RetryParams) (*rpc.Job, error)
 
 // Remove removes final jobs, all or none.
 func (d *Daemon) Remove(ctx context.Context, p rpc.RemoveParams) (*rpc.RemoveResult, error) {
-	if len(p.IDs) == 0 {
-		return nil, rpc.InvalidParams("ids", "must not be empty")
+	if err := p.Validate(); err != nil {
+		return nil, err
 	}
 	ids, evs, err := d.store.Remove(ctx, p.IDs, d.clock.Now())
 	if err != nil {
@@ -58,13 +61,8 @@ func (d *Daemon) Remove(ctx context.Context, p rpc.RemoveParams) (*rpc.RemoveRes
 
 // Prune removes final jobs by state and age.
 func (d *Daemon) Prune(ctx context.Context, p rpc.PruneParams) (*rpc.RemoveResult, error) {
-	if len(p.States) == 0 && p.OlderThan == 0 {
-		return nil, rpc.InvalidParams("states", "give states, older_than or both")
-	}
-	for i, s := range p.States {
-		if s != rpc.StateSucceeded && s != rpc.StateFailed && s != rpc.StateCancelled {
-			return nil, rpc.InvalidParams(fmt.Sprintf("states[%d]", i), "must be a final state: succeeded, failed or cancelled")
-		}
+	if err := p.Validate(); err != nil {
+		return nil, err
 	}
 	now := d.clock.Now()
 	var cutoff time.Time
@@ -101,14 +99,11 @@ func queueOf(q *queueState) rpc.Queue {
 
 // QueueSet changes a queue's settings, making the queue when it is new.
 func (d *Daemon) QueueSet(ctx context.Context, p rpc.QueueSetParams) (*rpc.Queue, error) {
-	if err := d.waitReady(ctx); err != nil {
+	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	if !rpc.ValidQueueName(p.Name) {
-		return nil, rpc.InvalidParams("name", "must match [a-z0-9._-]{1,64}")
-	}
-	if p.Parallel != nil && *p.Parallel < 0 {
-		return nil, rpc.InvalidParams("parallel", "must not be negative (0 removes the limit)")
+	if err := d.waitReady(ctx); err != nil {
+		return nil, err
 	}
 	d.mu.Lock()
 	q := d.queue(p.Name)
@@ -134,19 +129,6 @@ func (d *Daemon) QueueSet(ctx context.Context, p rpc.QueueSetParams) (*rpc.Queue
 	d.mu.Unlock()
 	d.kick()
 	return &out, nil
-}
-
-// paramNameOK reports whether s may name a template param.
-func paramNameOK(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // expandTemplate replaces each {{name}} of a declared param in the raw spec with
@@ -249,22 +231,11 @@ func (d *Daemon) decodeSpec(raw []byte, field string) (*rpc.Spec, error) {
 
 // TemplatePut validates and stores a template.
 func (d *Daemon) TemplatePut(ctx context.Context, p rpc.TemplatePutParams) (*rpc.Template, error) {
-	if !paramNameOK(strings.ReplaceAll(strings.ReplaceAll(p.Name, "-", "_"), ".", "_")) {
-		return nil, rpc.InvalidParams("name", "must be 1 to 64 letters, digits, '.', '-' or '_'")
-	}
-	if len(bytes.TrimSpace(p.Spec)) == 0 || bytes.Equal(bytes.TrimSpace(p.Spec), []byte("null")) {
-		return nil, rpc.InvalidParams("spec", "is required")
+	if err := p.Validate(); err != nil {
+		return nil, err
 	}
 	if p.Params == nil {
 		p.Params = map[string]rpc.TemplateParam{}
-	}
-	for name, prm := range p.Params {
-		if !paramNameOK(name) {
-			return nil, rpc.InvalidParams("params."+name, "a param name is letters, digits and '_'")
-		}
-		if prm.Required && prm.Default != nil {
-			return nil, rpc.InvalidParams("params."+name, "a required param has no default")
-		}
 	}
 	// Scripts read their params from the environment: a placeholder in one is an
 	// error. Only the scripts are read here; the whole spec is checked below.
@@ -283,7 +254,7 @@ func (d *Daemon) TemplatePut(ctx context.Context, p rpc.TemplatePutParams) (*rpc
 			for _, name := range slices.Sorted(maps.Keys(p.Params)) {
 				if strings.Contains(st.Shell.Script, "{{"+name+"}}") {
 					return nil, rpc.InvalidParams(fmt.Sprintf("spec.steps[%d].shell.script", i),
-						fmt.Sprintf("placeholder {{%s}} in a script: use $SPOOL_PARAM_%s", name, strings.ToUpper(name)))
+						fmt.Sprintf("placeholder {{%s}} in a script: use $%s", name, rpc.ParamEnv(name)))
 				}
 			}
 		}
@@ -346,6 +317,9 @@ func (d *Daemon) TemplateRemove(ctx context.Context, p rpc.TemplateNameParams) e
 
 // TemplateRun makes a job from a template and submits it.
 func (d *Daemon) TemplateRun(ctx context.Context, p rpc.TemplateRunParams) (*rpc.Job, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
 	t, err := d.store.Template(ctx, p.Name)
 	if err != nil {
 		return nil, err

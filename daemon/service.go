@@ -85,6 +85,10 @@ func (d *Daemon) submit(ctx context.Context, news []rpc.NewJob) ([]rpc.Record, e
 	if err != nil {
 		return nil, err
 	}
+	// The jobs are stored: the answer is a success whatever happens to ctx now
+	// (the daemon may be stopping), and what follows must not fail on it, or a
+	// dependency it could not read would fail the new job.
+	ctx = context.WithoutCancel(ctx)
 	fresh := map[int64]bool{}
 	for _, ev := range evs {
 		fresh[ev.Job] = true
@@ -131,7 +135,7 @@ func (d *Daemon) submit(ctx context.Context, news []rpc.NewJob) ([]rpc.Record, e
 	d.mu.Unlock()
 	d.hub.publish(evs)
 	if len(late) > 0 {
-		d.failLate(context.WithoutCancel(ctx), late)
+		d.failLate(ctx, late)
 	}
 	if wake {
 		d.reschedule()
@@ -303,25 +307,14 @@ func (d *Daemon) Get(ctx context.Context, p rpc.GetParams) (*rpc.Job, error) {
 
 // List reads a page of jobs.
 func (d *Daemon) List(ctx context.Context, p rpc.ListParams) (*rpc.ListResult, error) {
-	switch {
-	case p.Limit == 0:
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if p.Limit == 0 {
 		p.Limit = 100
-	case p.Limit < 1 || p.Limit > 1000:
-		return nil, rpc.InvalidParams("limit", "must be 1 to 1000")
 	}
-	switch p.Order {
-	case "":
+	if p.Order == "" {
 		p.Order = "desc"
-	case "asc", "desc":
-	default:
-		return nil, rpc.InvalidParams("order", `must be "asc" or "desc"`)
-	}
-	for i, s := range p.State {
-		switch s {
-		case rpc.StateQueued, rpc.StateRunning, rpc.StateSucceeded, rpc.StateFailed, rpc.StateCancelled:
-		default:
-			return nil, rpc.InvalidParams(fmt.Sprintf("state[%d]", i), fmt.Sprintf("unknown job state %q", s))
-		}
 	}
 	if err := d.waitReady(ctx); err != nil {
 		return nil, err
@@ -468,6 +461,15 @@ func (d *Daemon) Wait(ctx context.Context, p rpc.WaitParams) (*rpc.Job, error) {
 
 // Logs reads part of a step's log.
 func (d *Daemon) Logs(ctx context.Context, p rpc.LogsParams) (*rpc.LogsResult, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if p.Limit == 0 {
+		p.Limit = 65536
+	}
+	if p.Encoding == "" {
+		p.Encoding = "text"
+	}
 	rec, err := d.store.Get(ctx, p.ID)
 	if err != nil {
 		return nil, err
@@ -484,22 +486,6 @@ func (d *Daemon) Logs(ctx context.Context, p rpc.LogsParams) (*rpc.LogsResult, e
 		if step < 0 {
 			return nil, rpc.InvalidParams("step", fmt.Sprintf("job %d has no step %q", p.ID, p.Step.Name))
 		}
-	}
-	if p.Offset < 0 {
-		return nil, rpc.InvalidParams("offset", "must not be negative")
-	}
-	switch {
-	case p.Limit == 0:
-		p.Limit = 65536
-	case p.Limit < 0 || p.Limit > 1<<20:
-		return nil, rpc.InvalidParams("limit", "must be 1 to 1048576")
-	}
-	switch p.Encoding {
-	case "":
-		p.Encoding = "text"
-	case "text", "base64":
-	default:
-		return nil, rpc.InvalidParams("encoding", `must be "text" or "base64"`)
 	}
 	over := rec.Steps[step].State.Final() || rec.State.Final() || (rec.State == rpc.StateQueued && rec.Steps[step].State == rpc.StatePending)
 	res := &rpc.LogsResult{Offset: p.Offset, Step: step}
@@ -545,11 +531,11 @@ func (d *Daemon) Logs(ctx context.Context, p rpc.LogsParams) (*rpc.LogsResult, e
 
 // Watch opens a watch.
 func (d *Daemon) Watch(ctx context.Context, p rpc.WatchParams) (rpc.Watcher, error) {
-	if err := d.waitReady(ctx); err != nil {
+	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	if p.Heartbeat != 0 && p.Heartbeat.D() < 100*time.Millisecond {
-		return nil, rpc.InvalidParams("heartbeat", "must be at least 100ms")
+	if err := d.waitReady(ctx); err != nil {
+		return nil, err
 	}
 	oldest, last, err := d.store.Bounds(ctx)
 	if err != nil {

@@ -91,7 +91,7 @@ func TestTemplates(t *testing.T) {
 		is.Equal(errData(err).Field, "params.levle")     // is named
 		_, err = h.d.TemplateRun(ctxT(t), rpc.TemplateRunParams{Name: "backup", Params: map[string]string{"dir": "/x"}, Queue: ptr("Bad Queue")})
 		is.Equal(rpc.CodeOf(err), rpc.CodeInvalidParams) // the expanded job is validated too
-		is.Equal(errData(err).Field, "job.queue")
+		is.Equal(errData(err).Field, "queue")            // naming the field of the run
 	})
 
 	t.Run("put validates", func(t *testing.T) {

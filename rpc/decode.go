@@ -505,7 +505,7 @@ func (s *scanner) duration(start int, v reflect.Value) bool {
 		return false
 	}
 	d, err := time.ParseDuration(string(body))
-	if err != nil || d < 0 {
+	if err != nil || d <= 0 {
 		return false
 	}
 	v.SetInt(int64(d))

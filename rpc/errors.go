@@ -108,15 +108,20 @@ func ShuttingDown() *Error {
 // CodeOf returns the protocol code of err, as AsError converts it.
 func CodeOf(err error) int { return AsError(err).Code }
 
-// AsError converts any error to an *Error: itself when one is in the chain, -32800
+// AsError converts any error to an *Error: itself when one is in the chain, 1006
 // for a cancelled context, otherwise an internal error carrying the message.
+//
+// A cancelled context is 1006, not -32800: -32800 answers only a request that its
+// client cancelled, and the server, which knows why it cancelled a request's
+// context, says so itself (see Server). A context a Service ends on its own is
+// ended because the daemon stops.
 func AsError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
 	}
 	if errors.Is(err, context.Canceled) {
-		return &Error{Code: CodeCancelled, Message: "request cancelled"}
+		return ShuttingDown()
 	}
 	return &Error{Code: CodeInternal, Message: "internal error: " + err.Error()}
 }

@@ -24,6 +24,10 @@ type fakeService struct {
 	waitEnded chan error
 	// onShutdown runs in Shutdown.
 	onShutdown func()
+	// holdSubmits, when set, makes Submit announce itself on submitting and block
+	// until its context ends, as a submit caught by a stop.
+	holdSubmits atomic.Bool
+	submitting  chan struct{}
 
 	// watchers are the watches started, in order.
 	watchers []*fakeWatcher
@@ -33,14 +37,20 @@ type fakeService struct {
 
 func newFakeService() *fakeService {
 	return &fakeService{
-		jobs:      map[int64]*Job{},
-		release:   make(chan struct{}),
-		waiting:   make(chan int64, 16),
-		waitEnded: make(chan error, 16),
+		jobs:       map[int64]*Job{},
+		release:    make(chan struct{}),
+		waiting:    make(chan int64, 16),
+		waitEnded:  make(chan error, 16),
+		submitting: make(chan struct{}, 16),
 	}
 }
 
 func (f *fakeService) Submit(ctx context.Context, p SubmitParams) (*SubmitResult, error) {
+	if f.holdSubmits.Load() {
+		f.submitting <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	add := func(s Spec) Job {

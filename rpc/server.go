@@ -34,6 +34,20 @@ const (
 	// flushGrace bounds how long a closing connection may take to write what is
 	// left in its queue.
 	flushGrace = 2 * time.Second
+	// stopReadGrace is how long a connection goes on reading once the server
+	// stops, to answer 1006 to the requests its client had sent already rather
+	// than close on them unanswered.
+	stopReadGrace = 100 * time.Millisecond
+)
+
+// Why the server ended a request's context; the request is answered accordingly
+// (see conn.attribute). The server stopping is answered 1006.
+var (
+	// errCancelRequest: the client sent $/cancelRequest for it.
+	errCancelRequest = &Error{Code: CodeCancelled, Message: "request cancelled"}
+	// errConnEnded: the client closed (or half-closed) the connection, or the
+	// connection broke a rule that ends it, while the request was under way.
+	errConnEnded = &Error{Code: CodeCancelled, Message: "request cancelled: the connection ended"}
 )
 
 // ServerConfig configures a Server.
@@ -100,12 +114,18 @@ func NewServer(cfg ServerConfig) *Server {
 	return &Server{cfg: cfg, log: log, uid: os.Getuid(), methods: methods(cfg.Service, dec), dec: dec}
 }
 
-// withParams adapts a Service method that takes params.
+// withParams adapts a Service method that takes params: they are decoded and,
+// when they are a Validator, checked before the method sees them.
 func withParams[P, R any](dec *Decoder, f func(context.Context, P) (R, error)) func(context.Context, json.RawMessage) (any, error) {
 	return func(ctx context.Context, raw json.RawMessage) (any, error) {
 		var p P
 		if err := dec.Params(raw, &p); err != nil {
 			return nil, err
+		}
+		if v, ok := any(p).(Validator); ok {
+			if err := v.Validate(); err != nil {
+				return nil, err
+			}
 		}
 		return f(ctx, p)
 	}
@@ -204,6 +224,11 @@ func temporaryAcceptError(err error) bool {
 // requests are cancelled and its watches closed; what they answer meanwhile is
 // still written, within a short grace. It closes c and returns once everything it
 // started for c has ended, so the Service must return once a context is done.
+//
+// ctx done means the daemon stops: a request whose context that ends answers 1006
+// "the daemon is shutting down" unless its Service call completed, and so do the
+// requests the client had sent already, which are read for a short while more
+// and refused.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	if s.cfg.CheckPeer && !s.peerAllowed(c) {
@@ -272,13 +297,6 @@ type response struct {
 	ID      json.RawMessage `json:"id"`
 	Result  json.RawMessage `json:"result,omitempty"`
 	Error   *Error          `json:"error,omitempty"`
-}
-
-// notification is a JSON-RPC 2.0 notification from the server.
-type notification struct {
-	JSONRPC string `json:"jsonrpc"`
-	Method  string `json:"method"`
-	Params  any    `json:"params"`
 }
 
 // encodeResponse encodes a response with either a result (already encoded) or an
@@ -394,12 +412,16 @@ func idKey(id json.RawMessage) string {
 
 // conn is the state of one served connection.
 type conn struct {
-	s   *Server
-	c   net.Conn
-	fr  *frameReader
-	ctx context.Context
-	// cancel ends the connection's context: pending requests and watch pumps.
-	cancel context.CancelFunc
+	s  *Server
+	c  net.Conn
+	fr *frameReader
+	// parent is the server's context: done when the server stops; what is read
+	// then is refused.
+	parent context.Context
+	ctx    context.Context
+	// cancel ends the connection's context, pending requests and watch pumps,
+	// with the reason (errConnEnded); the server stopping ends it through parent.
+	cancel context.CancelCauseFunc
 
 	out chan []byte
 	// wmu is held while writing to c. queued counts the messages in out or in
@@ -441,15 +463,16 @@ func (w *watch) close() {
 
 // pending is a slow request under way.
 type pending struct {
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 }
 
-func newConn(ctx context.Context, s *Server, c net.Conn) *conn {
-	ctx, cancel := context.WithCancel(ctx)
+func newConn(parent context.Context, s *Server, c net.Conn) *conn {
+	ctx, cancel := context.WithCancelCause(parent)
 	return &conn{
 		s:          s,
 		c:          c,
 		fr:         newFrameReader(c, s.cfg.MaxMessage),
+		parent:     parent,
 		ctx:        ctx,
 		cancel:     cancel,
 		out:        make(chan []byte, writeQueue),
@@ -463,14 +486,21 @@ func newConn(ctx context.Context, s *Server, c net.Conn) *conn {
 // serve runs the connection: the read loop here, the writer (once needed) in its
 // own goroutine. When reading ends, for whatever reason, pending requests are
 // cancelled, watches closed, what they answer is written within flushGrace, and
-// the connection closed.
+// the connection closed. When the server stops, what the client sent already is
+// read for stopReadGrace more and answered 1006.
 func (cc *conn) serve() {
-	stop := context.AfterFunc(cc.ctx, func() { cc.c.SetReadDeadline(time.Now()) })
+	stop := context.AfterFunc(cc.ctx, func() {
+		if cc.parent.Err() != nil {
+			cc.c.SetReadDeadline(time.Now().Add(stopReadGrace))
+			return
+		}
+		cc.c.SetReadDeadline(time.Now())
+	})
 
 	cc.readLoop()
 
-	stop() // reading is over: nothing to interrupt
-	cc.cancel()
+	stop()                  // reading is over: nothing to interrupt
+	cc.cancel(errConnEnded) // a no-op when the server's stop ended it already
 	cc.mu.Lock()
 	watches := make([]*watch, 0, len(cc.watches))
 	for _, w := range cc.watches {
@@ -502,8 +532,31 @@ func (cc *conn) readLoop() {
 			}
 			return
 		}
+		if cc.parent.Err() != nil {
+			cc.refuse(msg)
+			continue
+		}
 		cc.handle(msg)
 	}
+}
+
+// refuse answers a request read once the server stops: 1006, or what is wrong
+// with it when it is no valid request.
+func (cc *conn) refuse(msg []byte) {
+	if msg[0] == '[' {
+		cc.send(encodeResponse(nullID, nil, &Error{Code: CodeInvalidRequest, Message: "invalid request: batches are not supported"}))
+		return
+	}
+	req, rerr := parseRequest(msg)
+	if rerr != nil {
+		id := req.id
+		if id == nil {
+			id = nullID
+		}
+		cc.send(encodeResponse(id, nil, rerr))
+		return
+	}
+	cc.reply(req, nil, ShuttingDown())
 }
 
 // handle answers or starts one message.
@@ -543,7 +596,7 @@ func (cc *conn) handle(msg []byte) {
 		cc.reply(req, res, err)
 		return
 	}
-	ctx, cancel := context.WithCancel(cc.ctx)
+	ctx, cancel := context.WithCancelCause(cc.ctx)
 	p := &pending{cancel: cancel}
 	var key string
 	if req.id != nil {
@@ -553,7 +606,7 @@ func (cc *conn) handle(msg []byte) {
 		cc.mu.Unlock()
 	}
 	cc.wg.Go(func() {
-		defer cancel()
+		defer cancel(nil)
 		res, err := cc.call(ctx, req.method, m.call, req.params)
 		if req.id != nil {
 			cc.mu.Lock()
@@ -576,11 +629,30 @@ func (cc *conn) call(ctx context.Context, name string, f func(context.Context, j
 	}()
 	res, err = f(ctx, params)
 	if err != nil {
+		err = attribute(ctx, err)
 		if e := AsError(err); e.Code == CodeInternal {
 			cc.s.log.Error("internal error", "method", name, "err", err)
 		}
 	}
 	return res, err
+}
+
+// attribute turns the error of a request whose context ended into the reason it
+// ended: -32800 when its client cancelled it ($/cancelRequest) or ended the
+// connection, 1006 when the server stops. An error that is already a protocol
+// error stays as it is.
+func attribute(ctx context.Context, err error) error {
+	if ctx.Err() == nil || !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	if errors.As(context.Cause(ctx), &e) {
+		return e
+	}
+	return ShuttingDown()
 }
 
 // reply answers req with its result or error; a notification gets no answer. This
@@ -710,7 +782,7 @@ const writeBatch = 256 << 10
 // kill ends the connection after its writer failed: nothing more can be sent.
 func (cc *conn) kill() {
 	cc.deadOnce.Do(func() { close(cc.dead) })
-	cc.cancel()
+	cc.cancel(errConnEnded)
 	cc.c.Close()
 }
 
@@ -735,7 +807,7 @@ func (cc *conn) cancelRequest(params json.RawMessage) {
 	pr := cc.pending[idKey(bytes.TrimSpace(p.ID))]
 	cc.mu.Unlock()
 	if pr != nil {
-		pr.cancel()
+		pr.cancel(errCancelRequest)
 	}
 }
 
@@ -744,6 +816,10 @@ func (cc *conn) cancelRequest(params json.RawMessage) {
 func (cc *conn) watch(req request) {
 	var p WatchParams
 	if err := cc.s.dec.Params(req.params, &p); err != nil {
+		cc.reply(req, nil, err)
+		return
+	}
+	if err := p.Validate(); err != nil {
 		cc.reply(req, nil, err)
 		return
 	}
@@ -799,6 +875,9 @@ func (cc *conn) startWatch(p WatchParams) (w Watcher, err error) {
 		}
 	}()
 	w, err = cc.s.cfg.Service.Watch(cc.ctx, p)
+	if err != nil {
+		err = attribute(cc.ctx, err)
+	}
 	if err == nil && w == nil {
 		err = errors.New("the service started no watch")
 	}

@@ -647,6 +647,48 @@ func TestServerShutdownAnswersThenStops(t *testing.T) {
 	ts.done <- nil
 }
 
+// TestServerStopAnswers1006: when the server stops, a request under way whose
+// context that ends, a pending slow one, and the requests the client had sent
+// already are answered 1006; $/cancelRequest alone answers -32800.
+func TestServerStopAnswers1006(t *testing.T) {
+	is := is.New(t)
+	ts := startServer(t, ServerConfig{})
+	ts.svc.jobs[1] = &Job{ID: 1, State: StateRunning}
+	// A wait cancelled by its client, before the stop.
+	c := dial(t, ts.path, false)
+	c.send(`{"jsonrpc":"2.0","id":1,"method":"job.wait","params":{"id":1}}`)
+	<-ts.svc.waiting
+	c.send(`{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":1}}`)
+	m := c.read()
+	is.Equal(m.Error.Code, CodeCancelled) // $/cancelRequest: -32800
+	// A wait pending at the stop.
+	b := dial(t, ts.path, false)
+	b.send(`{"jsonrpc":"2.0","id":1,"method":"job.wait","params":{"id":1}}`)
+	<-ts.svc.waiting
+	// A submit under way at the stop, and requests sent behind it.
+	ts.svc.holdSubmits.Store(true)
+	a := dial(t, ts.path, true)
+	a.send(`{"jsonrpc":"2.0","id":1,"method":"job.submit","params":{"job":{"steps":[{"exec":{"argv":["x"]}}]}}}`)
+	<-ts.svc.submitting
+	a.send(`{"jsonrpc":"2.0","id":2,"method":"daemon.info"}`)
+	a.send(`{"jsonrpc":"2.0","id":3,"method":"job.get","params":{"id":1}}`)
+	a.send(`{"jsonrpc":"2.0","method":"daemon.info"}`) // a notification: no answer
+	a.send(`{"jsonrpc":"2.0","id":4,"method":"job.get","params":{"id":1}}`)
+
+	ts.stop(t)
+	for _, id := range []string{"1", "2", "3", "4"} {
+		m := a.read()
+		is.Equal(string(m.ID), id)               // each request is answered, in order
+		is.True(m.Error != nil)                  // with an error
+		is.Equal(m.Error.Code, CodeShuttingDown) // 1006
+		is.Equal(m.Error.Message, ShuttingDown().Message)
+	}
+	a.expectEOF() // then the connection is closed
+	m = b.read()
+	is.Equal(m.Error.Code, CodeShuttingDown) // the pending wait: 1006
+	b.expectEOF()
+}
+
 func TestServeStopsEverything(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	is := is.New(t)
@@ -662,8 +704,8 @@ func TestServeStopsEverything(t *testing.T) {
 
 	ts.stop(t)
 	m := a.read()
-	is.Equal(m.Error.Code, CodeCancelled) // the pending wait is answered, cancelled
-	a.expectEOF()                         // every connection is closed
+	is.Equal(m.Error.Code, CodeShuttingDown) // the pending wait is answered 1006: the server stops
+	a.expectEOF()                            // every connection is closed
 	b.expectEOF()
 	c.expectEOF()
 	is.True(ts.svc.watcher(0).isClosed()) // and every watch

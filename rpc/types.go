@@ -15,6 +15,10 @@ const ProtocolVersion = 1
 
 // Duration is a time.Duration written in JSON as a Go duration string ("90s"), and
 // as null when zero.
+//
+// On the wire a duration is positive or null: null (or leaving the field out)
+// is how to say none or the default, so that a zero duration ("0s"), which could
+// mean "no limit" or "at once", is refused rather than read as one of them.
 type Duration time.Duration
 
 // D returns d as a time.Duration.
@@ -31,7 +35,7 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 	return json.Marshal(time.Duration(d).String())
 }
 
-// UnmarshalJSON reads a duration string or null.
+// UnmarshalJSON reads a positive duration string or null.
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	if string(b) == "null" {
 		*d = 0
@@ -47,6 +51,9 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	if v < 0 {
 		return fmt.Errorf("duration %q must not be negative", s)
+	}
+	if v == 0 {
+		return fmt.Errorf("duration %q must be positive (null, or no field, means none)", s)
 	}
 	*d = Duration(v)
 	return nil
