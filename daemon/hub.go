@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,9 +13,19 @@ import (
 )
 
 const (
-	ringSize      = 8192 // recent stored events kept in memory for watchers (a power of 2)
-	fetchBatch    = 256  // stored events a watcher takes at once
-	ephemeralSize = 256  // live events a watcher holds before dropping the oldest
+	ringSize   = 8192 // recent stored events kept in memory for watchers (a power of 2)
+	fetchBatch = 256  // stored events a watcher takes from the ring at once
+	storeBatch = 64   // stored events a watcher reads from the store at once
+	// batchBytes caps (roughly, see eventBytes) the stored events a watcher holds
+	// to send: it takes no more once its batch is past this (one event at least).
+	batchBytes = 64 << 10
+	// liveEvents and liveBytes cap the live events (progress, output) a watcher
+	// holds while its connection is slow: the oldest go first.
+	liveEvents = 64
+	liveBytes  = 256 << 10
+	// eventOverhead is what an event costs in memory before its text: the struct,
+	// its pointers and what its encoding adds.
+	eventOverhead = 384
 )
 
 // hub feeds watchers. Stored events are published after their commit and kept, in
@@ -42,6 +53,11 @@ type hub struct {
 	nextTok int64
 
 	outputs atomic.Int64
+
+	// most is the most watchers held at once since memory was last handed back;
+	// releasing is set while a hand-back is scheduled (see released). Under mu.
+	most      int
+	releasing bool
 }
 
 func newHub(d *Daemon) *hub {
@@ -102,11 +118,17 @@ func (h *hub) setLast(seq int64) {
 	h.mu.Unlock()
 }
 
-// ephemeral sends a live event to the watchers it concerns.
+// ephemeral sends a live event to the watchers it concerns. They share it: it is
+// encoded once, and each holds a pointer.
 func (h *hub) ephemeral(ev rpc.Event, output bool) {
+	var e *rpc.Event
 	for _, w := range *h.list.Load() {
 		if (!output || w.output) && w.wants(ev.Job) {
-			w.pushLive(ev)
+			if e == nil {
+				e = &ev
+				e.Freeze()
+			}
+			w.pushLive(e)
 		}
 	}
 }
@@ -117,6 +139,32 @@ func (h *hub) closeAll() {
 	for _, w := range *h.list.Load() {
 		_ = w.Close()
 	}
+}
+
+// Once most of a crowd of watchers left, the memory they used (their connections'
+// buffers, their goroutines' stacks, the garbage of their encodings) is handed
+// back to the system: otherwise the runtime keeps the heap it grew to until its
+// next collection, which an idle daemon makes only every two minutes, and
+// returns the pages slowly after that.
+const (
+	crowd        = 64              // watchers that make a crowd
+	releaseDelay = 2 * time.Second // after the watchers left, before the hand-back
+)
+
+// released notes that a watcher left, and schedules a hand-back of memory once
+// at most a quarter of the most watchers held are left; h.mu held.
+func (h *hub) released() {
+	if h.releasing || h.most < crowd || len(h.watchers)*4 > h.most {
+		return
+	}
+	h.releasing = true
+	time.AfterFunc(releaseDelay, func() {
+		h.mu.Lock()
+		h.releasing = false
+		h.most = len(h.watchers)
+		h.mu.Unlock()
+		debug.FreeOSMemory()
+	})
 }
 
 // relist rebuilds the list of watchers; h.mu held.
@@ -169,12 +217,20 @@ type watcher struct {
 	batch     []*rpc.Event // events to return, from batch[pos]
 	pos       int
 	fetched   []*rpc.Event // what the last look at the ring found
+	beats     []rpc.Event  // heartbeats to return, from beats[0]
 	doneSent  bool
 	nextBeat  time.Time
 	beatTimer *time.Timer
 
-	mu   sync.Mutex
-	live []rpc.Event
+	// live holds the live events not yet returned, oldest first, in a ring of
+	// liveEvents places made at the first one: at most liveEvents events and
+	// liveBytes bytes (eventBytes) at once.
+	mu        sync.Mutex
+	live      []*rpc.Event
+	liveHead  int
+	liveN     int
+	liveSize  int
+	liveDrops int64 // live events dropped, for tests
 }
 
 func (w *watcher) wants(job int64) bool { return w.jobs == nil || w.jobs[job] }
@@ -186,26 +242,79 @@ func (w *watcher) poke() {
 	}
 }
 
-func (w *watcher) pushLive(ev rpc.Event) {
+// pushLive adds a live event, dropping the oldest ones while the buffer is past
+// its caps. The event is shared with other watchers: it must not change.
+func (w *watcher) pushLive(ev *rpc.Event) {
+	size := eventBytes(ev)
 	w.mu.Lock()
-	if len(w.live) >= ephemeralSize {
-		copy(w.live, w.live[1:])
-		w.live = w.live[:len(w.live)-1]
+	select {
+	case <-w.closed:
+		w.mu.Unlock()
+		return
+	default:
 	}
-	w.live = append(w.live, ev)
+	if w.live == nil {
+		w.live = make([]*rpc.Event, liveEvents)
+	}
+	for w.liveN > 0 && (w.liveN == liveEvents || w.liveSize+size > liveBytes) {
+		w.dropOldest()
+	}
+	w.live[(w.liveHead+w.liveN)%liveEvents] = ev
+	w.liveN++
+	w.liveSize += size
 	w.mu.Unlock()
 	w.poke()
 }
 
-func (w *watcher) popLive() (rpc.Event, bool) {
+// dropOldest drops the oldest live event; w.mu held.
+func (w *watcher) dropOldest() {
+	w.liveSize -= eventBytes(w.live[w.liveHead])
+	w.live[w.liveHead] = nil
+	w.liveHead = (w.liveHead + 1) % liveEvents
+	w.liveN--
+	w.liveDrops++
+}
+
+// popLive takes the oldest live event. The ring is let go once empty: a watcher
+// that goes quiet holds none.
+func (w *watcher) popLive() (*rpc.Event, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.live) == 0 {
-		return rpc.Event{}, false
+	if w.liveN == 0 {
+		return nil, false
 	}
-	ev := w.live[0]
-	w.live = w.live[1:]
+	ev := w.live[w.liveHead]
+	w.live[w.liveHead] = nil
+	w.liveHead = (w.liveHead + 1) % liveEvents
+	w.liveN--
+	w.liveSize -= eventBytes(ev)
+	if w.liveN == 0 {
+		w.live, w.liveHead, w.liveSize = nil, 0, 0
+	}
 	return ev, true
+}
+
+// liveHeld is how many live events, and how many bytes of them, the watcher holds.
+func (w *watcher) liveHeld() (n, bytes int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.liveN, w.liveSize
+}
+
+// eventBytes estimates what an event costs in memory: its struct and its text,
+// twice (once as fields, once encoded).
+func eventBytes(ev *rpc.Event) int {
+	n := len(ev.StepName) + len(ev.Error) + len(ev.Result)
+	if ev.Data != nil {
+		n += len(*ev.Data)
+	}
+	if ev.LastLine != nil {
+		n += len(*ev.LastLine)
+	}
+	if ev.Progress != nil {
+		n += len(ev.Progress.Message)
+	}
+	return eventOverhead + 2*n
 }
 
 // Result is the watch's response.
@@ -214,10 +323,14 @@ func (w *watcher) Result() rpc.WatchResult { return w.result }
 // Close ends the watch.
 func (w *watcher) Close() error {
 	w.once.Do(func() {
+		w.mu.Lock()
 		close(w.closed)
+		w.live, w.liveN, w.liveHead, w.liveSize = nil, 0, 0, 0
+		w.mu.Unlock()
 		w.h.mu.Lock()
 		delete(w.h.watchers, w)
 		w.h.relist()
+		w.h.released()
 		w.h.mu.Unlock()
 		if w.output {
 			w.h.outputs.Add(-1)
@@ -246,6 +359,7 @@ func (w *watcher) Next(ctx context.Context) (*rpc.Event, error) {
 	for {
 		select {
 		case <-w.closed:
+			w.release()
 			return nil, io.EOF
 		default:
 		}
@@ -258,11 +372,12 @@ func (w *watcher) Next(ctx context.Context) (*rpc.Event, error) {
 		w.batch, w.pos = w.batch[:0], 0
 		if w.doneSent {
 			_ = w.Close()
+			w.release()
 			return nil, io.EOF
 		}
 		evs, last, ok := w.h.fromRing(w.scanned, w.fetched[:0])
 		if !ok {
-			stored, err := w.h.d.store.Events(ctx, w.scanned, fetchBatch)
+			stored, err := w.h.d.store.Events(ctx, w.scanned, storeBatch)
 			if err != nil {
 				return nil, fmt.Errorf("read stored events: %w", err)
 			}
@@ -271,9 +386,10 @@ func (w *watcher) Next(ctx context.Context) (*rpc.Event, error) {
 			}
 		}
 		if len(evs) > 0 {
+			size := 0
 			for _, ev := range evs {
-				if ev.Seq > last {
-					break
+				if ev.Seq > last || size >= batchBytes {
+					break // the rest is fetched again next time
 				}
 				w.scanned = ev.Seq
 				if !w.wants(ev.Job) {
@@ -286,15 +402,22 @@ func (w *watcher) Next(ctx context.Context) (*rpc.Event, error) {
 					}
 				}
 				w.batch = append(w.batch, ev)
+				size += eventBytes(ev)
 			}
 			clear(evs)
 			w.fetched = evs[:0]
 			continue
 		}
 		// Caught up with the stored events.
+		if len(w.beats) > 0 {
+			ev := &w.beats[0]
+			if w.beats = w.beats[1:]; len(w.beats) == 0 {
+				w.beats = nil
+			}
+			return ev, nil
+		}
 		if ev, ok := w.popLive(); ok {
-			live := ev // on the heap only when there is one
-			return &live, nil
+			return ev, nil
 		}
 		if w.jobs != nil && w.scanned >= w.startSeq && w.allFinal() {
 			w.doneSent = true
@@ -305,9 +428,7 @@ func (w *watcher) Next(ctx context.Context) (*rpc.Event, error) {
 			now := time.Now()
 			if !now.Before(w.nextBeat) {
 				w.nextBeat = now.Add(w.heartbeat)
-				for _, ev := range w.h.d.heartbeats(w) {
-					w.pushLive(ev)
-				}
+				w.beats = w.h.d.heartbeats(w)
 				continue
 			}
 			if w.beatTimer == nil {
@@ -324,6 +445,14 @@ func (w *watcher) Next(ctx context.Context) (*rpc.Event, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+	}
+}
+
+// release lets go of what Next holds, once the watch is over.
+func (w *watcher) release() {
+	w.batch, w.fetched, w.beats, w.pos = nil, nil, nil, 0
+	if w.beatTimer != nil {
+		w.beatTimer.Stop()
 	}
 }
 
@@ -390,6 +519,7 @@ func (h *hub) newWatcher(p rpc.WatchParams, storeID string) *watcher {
 	}
 	h.watchers[w] = struct{}{}
 	h.relist()
+	h.most = max(h.most, len(h.watchers))
 	if w.output {
 		h.outputs.Add(1)
 	}

@@ -32,6 +32,11 @@ type liveState struct {
 	progress *rpc.Progress
 	lastLine string
 	partial  []byte
+	// carry is the end of the last chunk of output that is the start of a
+	// character whose other bytes were not read yet: the next chunk's output
+	// event starts with it, so that no event cuts a character.
+	carry    []byte
+	carryOff int64 // the offset of carry in the log
 	lastPub  time.Time
 	timer    *time.Timer
 	dirty    bool
@@ -81,7 +86,8 @@ func (l *liveState) publish() {
 	l.d.hub.ephemeral(rpc.Event{Time: p.At, Job: l.job, Type: rpc.EventProgress, Step: &step, Progress: &p}, false)
 }
 
-// flush publishes a pending progress at the end of the step.
+// flush publishes a pending progress at the end of the step, and the last bytes
+// of output if they were held back (they are no character: invalid bytes).
 func (l *liveState) flush() {
 	l.mu.Lock()
 	if l.timer != nil {
@@ -90,11 +96,42 @@ func (l *liveState) flush() {
 	}
 	l.mu.Unlock()
 	l.publish()
+	l.output(0, nil)
 }
 
-// output passes a chunk of the log, written at off, to output watchers.
+// output passes a chunk of the log, written at off, to output watchers. An event
+// never ends inside a character: the bytes of one that the chunk cuts go out with
+// the next chunk, whose event starts at their offset. A nil p (at the end of the
+// step) sends what is held back, at its own offset.
 func (l *liveState) output(off int64, p []byte) {
 	l.mu.Lock()
+	l.noteLines(p)
+	text := p
+	if len(l.carry) > 0 {
+		off = l.carryOff
+		text = append(l.carry, p...)
+		l.carry = nil
+	}
+	if p != nil {
+		if k := cutRune(text); k > 0 {
+			l.carry = append([]byte(nil), text[len(text)-k:]...)
+			l.carryOff = off + int64(len(text)-k)
+			text = text[:len(text)-k]
+		}
+	}
+	l.mu.Unlock()
+	if len(text) == 0 || !l.d.hub.wantsOutput() {
+		return
+	}
+	step := l.step
+	data := strings.ToValidUTF8(string(text), "\uFFFD")
+	l.d.hub.ephemeral(rpc.Event{Time: l.d.clock.Now(), Job: l.job, Type: rpc.EventOutput, Step: &step, Offset: &off, Data: &data}, true)
+}
+
+// noteLines keeps the last complete line of output that is not blank, and the
+// end of the line under way (its last 512 bytes, from a character's start); l.mu
+// held.
+func (l *liveState) noteLines(p []byte) {
 	buf := append(l.partial, p...)
 	if k := bytes.LastIndexByte(buf, '\n'); k >= 0 {
 		line := buf[:k]
@@ -102,21 +139,31 @@ func (l *liveState) output(off int64, p []byte) {
 			line = line[j+1:]
 		}
 		if len(bytes.TrimSpace(line)) > 0 {
-			l.lastLine = truncateText(string(line), 512)
+			l.lastLine = truncateText(strings.ToValidUTF8(string(line), "\uFFFD"), 512)
 		}
 		buf = buf[k+1:]
 	}
 	if len(buf) > 512 {
 		buf = buf[len(buf)-512:]
+		for i := 0; i < utf8.UTFMax && len(buf) > 0 && !utf8.RuneStart(buf[0]); i++ {
+			buf = buf[1:]
+		}
 	}
-	l.partial = append([]byte(nil), buf...)
-	l.mu.Unlock()
-	if !l.d.hub.wantsOutput() {
-		return
+	l.partial = append(l.partial[:0:0], buf...)
+}
+
+// cutRune reports how many bytes at the end of b are the start of a character
+// whose other bytes are missing (0 to 3).
+func cutRune(b []byte) int {
+	for i := 1; i < utf8.UTFMax && i <= len(b); i++ {
+		if utf8.RuneStart(b[len(b)-i]) {
+			if utf8.FullRune(b[len(b)-i:]) {
+				return 0
+			}
+			return i
+		}
 	}
-	step := l.step
-	data := strings.ToValidUTF8(string(p), "\uFFFD")
-	l.d.hub.ephemeral(rpc.Event{Time: l.d.clock.Now(), Job: l.job, Type: rpc.EventOutput, Step: &step, Offset: &off, Data: &data}, true)
+	return 0
 }
 
 func (l *liveState) snapshot() (*rpc.Progress, string) {
@@ -130,13 +177,13 @@ func (l *liveState) snapshot() (*rpc.Progress, string) {
 	return p, l.lastLine
 }
 
+// truncateText cuts s to at most n bytes, at the start of a character.
 func truncateText(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	s = s[:n]
-	for !utf8.ValidString(s) && len(s) > 0 {
-		s = s[:len(s)-1]
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
-	return s
+	return s[:n]
 }

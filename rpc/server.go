@@ -28,9 +28,15 @@ const (
 )
 
 const (
-	// writeQueue is how many messages wait for a connection's writer; past it the
-	// senders of that connection (its handlers and watch pumps) wait.
+	// writeQueue is how many messages wait for a connection's writer, and
+	// queueBytes how many bytes (those the writer is writing included); past
+	// either the senders of that connection (its handlers and watch pumps) wait.
+	// A message larger than queueBytes waits for an empty queue.
 	writeQueue = 64
+	queueBytes = 32 << 10
+	// pumpBatch is how many bytes of events a watch encodes before it sends them:
+	// what a watch holds while its connection's queue is full.
+	pumpBatch = 8 << 10
 	// flushGrace bounds how long a closing connection may take to write what is
 	// left in its queue.
 	flushGrace = 2 * time.Second
@@ -430,6 +436,8 @@ type conn struct {
 	// queued: a connection of single requests never needs it.
 	wmu        sync.Mutex
 	queued     int
+	qbytes     int           // the bytes of the queued messages
+	room       chan struct{} // closed when the writer made room, if a sender waits
 	writing    bool          // the writer was started
 	failed     bool          // a write failed: nothing more is written
 	dead       chan struct{} // closed once the writer gave up
@@ -700,12 +708,30 @@ func (cc *conn) sendFramed(b []byte) bool {
 	default:
 	}
 	cc.wmu.Lock()
-	if cc.queued == 0 {
-		ok := cc.write(net.Buffers{b})
+	for {
+		if cc.queued == 0 {
+			ok := cc.write(net.Buffers{b})
+			cc.wmu.Unlock()
+			return ok
+		}
+		if cc.qbytes+len(b) <= queueBytes {
+			break
+		}
+		// Full: wait for the writer to make room.
+		if cc.room == nil {
+			cc.room = make(chan struct{})
+		}
+		room := cc.room
 		cc.wmu.Unlock()
-		return ok
+		select {
+		case <-room:
+		case <-cc.dead:
+			return false
+		}
+		cc.wmu.Lock()
 	}
 	cc.queued++
+	cc.qbytes += len(b)
 	if !cc.writing {
 		cc.writing = true
 		go cc.writer()
@@ -717,6 +743,7 @@ func (cc *conn) sendFramed(b []byte) bool {
 	case <-cc.dead:
 		cc.wmu.Lock()
 		cc.queued--
+		cc.qbytes -= len(b)
 		cc.wmu.Unlock()
 		return false
 	}
@@ -746,6 +773,11 @@ func (cc *conn) writer() {
 		cc.wmu.Lock()
 		cc.write(bufs)
 		cc.queued -= n
+		cc.qbytes -= size
+		if cc.room != nil {
+			close(cc.room)
+			cc.room = nil
+		}
 		cc.wmu.Unlock()
 	}
 }
@@ -910,16 +942,17 @@ func (cc *conn) pump(w *watch) {
 	}
 	for {
 		ev, err := w.w.Next(cc.ctx)
-		// The events the watcher holds already go out with this one, in one write.
+		// The events the watcher holds already go out with this one, in one write of
+		// at most pumpBatch bytes (and one event).
 		var msgs []byte
 		for n := 0; err == nil; n++ {
 			if !w.stopped.Load() { // unwatched: drain to io.EOF without sending
 				var eerr error
-				if msgs, eerr = cc.appendEvent(msgs, prefix, ev); eerr != nil {
+				if msgs, eerr = cc.appendEvent(msgs, prefix, ev, buffered); eerr != nil {
 					cc.s.log.Error("cannot encode an event", "err", eerr) // and go on without it
 				}
 			}
-			if buffered == nil || buffered.Buffered() == 0 || n >= maxEventsPerWrite || len(msgs) >= writeBatch {
+			if buffered == nil || buffered.Buffered() == 0 || n >= maxEventsPerWrite || len(msgs) >= pumpBatch {
 				break
 			}
 			ev, err = w.w.Next(cc.ctx)
@@ -941,13 +974,25 @@ const maxEventsPerWrite = 256
 
 // appendEvent appends a job.event notification for ev, framed, to msgs. prefix is
 // the notification's start up to the event, made once per watch (eventPrefix).
-func (cc *conn) appendEvent(msgs, prefix []byte, ev *Event) ([]byte, error) {
+//
+// The first event of a batch sizes msgs for itself and for the events bw holds,
+// at its size, up to pumpBatch: growing by doubling would leave up to half of
+// what a connection queues unused.
+func (cc *conn) appendEvent(msgs, prefix []byte, ev *Event, bw BufferedWatcher) ([]byte, error) {
 	evJSON, err := ev.JSON()
 	if err != nil {
 		return msgs, err
 	}
 	const suffix = "}}"
 	n := len(prefix) + len(evJSON) + len(suffix)
+	if msgs == nil {
+		held := 0
+		if bw != nil {
+			held = bw.Buffered()
+		}
+		size := n + 32 // a header and a newline
+		msgs = make([]byte, 0, max(size, min(pumpBatch, (1+held)*size)))
+	}
 	if cc.fr.mode == framingLSP {
 		msgs = append(msgs, "Content-Length: "...)
 		msgs = strconv.AppendInt(msgs, int64(n), 10)
