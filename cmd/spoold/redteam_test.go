@@ -34,9 +34,9 @@ import (
 var allModes = []string{"default", "cgroup", "group"}
 
 // TestRedTeamKill9DuringStarts submits 64 jobs whose step leaves a background
-// child (`sleep 20 & wait`) at --max-parallel 64 and kills the daemon with
+// child (`sleep 60 & wait`) at --max-parallel 64 and kills the daemon with
 // SIGKILL 0-20 ms after the submit is answered, while it starts them. /proc is
-// sampled all along: no two runs of a step (two live `sleep 20` of one job) may
+// sampled all along: no two runs of a step (two live `sleep 60` of one job) may
 // be alive at once, and after the restart every process from before the kill
 // must be gone.
 func TestRedTeamKill9DuringStarts(t *testing.T) {
@@ -47,7 +47,8 @@ func TestRedTeamKill9DuringStarts(t *testing.T) {
 		ctx := longCtx(t, n)
 		const jobs = 64
 		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-		// A run of a step is its one `sleep 20`: two of one job is a double run.
+		// A run of a step is its one `sleep 60`: two of one job is a double run.
+		// (60 s: a leftover outlives the wait for it to be gone.)
 		sampler := startSampler(t, mark, func(pr proc) string {
 			if pr.comm != "sleep" {
 				return ""
@@ -58,7 +59,7 @@ func TestRedTeamKill9DuringStarts(t *testing.T) {
 			c := p.client()
 			specs := make([]rpc.Spec, jobs)
 			for i := range specs {
-				specs[i] = rpc.Spec{Steps: []rpc.Step{sh("sleep 20 & wait")}}
+				specs[i] = rpc.Spec{Steps: []rpc.Step{sh("sleep 60 & wait")}}
 			}
 			res, err := c.Submit(ctx, rpc.SubmitParams{Jobs: specs})
 			is.NoErr(err) // the batch is stored
