@@ -203,10 +203,10 @@ func checkStoredAgrees(v *violations, id int64, a cancelAnswer, stored *rpc.Job)
 func TestRedTeamCancelQueuedNeverRuns(t *testing.T) {
 	is := is.New(t)
 	p, _ := redteamDaemon(t, "default", nil, "--max-parallel", "4")
-	ctx := tctx(t)
+	n := rounds(t, 2)
 	runs := filepath.Join(shortDir(t), "runs")
 	c := p.client()
-	n := rounds(t, 2)
+	ctx := longCtx(t, n)
 	var v violations
 	queuedCancels, runningCancels, lost := 0, 0, 0
 	for round := 0; round < n; round++ {
@@ -441,8 +441,8 @@ func TestRedTeamContainment(t *testing.T) {
 // otherwise; and the stored job agrees with the answer.
 func TestRedTeamCancelRacesTheEnd(t *testing.T) {
 	p, _ := redteamDaemon(t, "default", nil, "--max-parallel", "8")
-	ctx := tctx(t)
 	perClient := 25 * rounds(t, 1)
+	ctx := longCtx(t, perClient/25)
 	var v violations
 	var cancelled, late atomic.Int64
 	var wg sync.WaitGroup
@@ -533,8 +533,8 @@ func TestRedTeamShutdownAnswers(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			is := is.New(t)
 			p, _ := redteamDaemon(t, "default", nil, "--max-parallel", "2")
-			ctx := tctx(t)
 			n := rounds(t, 2)
+			ctx := longCtx(t, n)
 			var v violations
 			acked := map[int64]bool{}
 			var mu sync.Mutex
@@ -623,9 +623,9 @@ func TestRedTeamShutdownAnswers(t *testing.T) {
 func TestRedTeamManyClients(t *testing.T) {
 	is := is.New(t)
 	p, _ := redteamDaemon(t, "default", nil, "--max-parallel", "4")
-	ctx := tctx(t)
 	log := filepath.Join(shortDir(t), "log")
 	ops := 40 * rounds(t, 1)
+	ctx := longCtx(t, ops/40)
 	var v violations
 	var mu sync.Mutex
 	var ids []int64
