@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -28,6 +29,12 @@ import (
 // restart the invariants of the protocol are checked. SPOOL_CRASH_ROUNDS and
 // SPOOL_CRASH_JOBS (jobs submitted per round) size it; SPOOL_CRASH_SEED replays
 // the random choices of a run (the timing of the kills is the machine's).
+//
+// Some rounds kill the daemon during starts: a few milliseconds after a step
+// started. /proc is sampled all along: every process a step runs after taking
+// its lock carries RUN (the attempt's identity) in its environment, so that two
+// attempts of one step alive at once are seen even when the first one's main
+// process is gone and only a background child of it lives on.
 
 const (
 	crashQueueOrdered = "ord" // parallel 1: the start order is checked
@@ -52,9 +59,13 @@ func envInt(t *testing.T, name string, def int64) int64 {
 // the holder's pid and start time; a rerun after a crash finds the lock of the
 // killed attempt and takes it over only when that process is gone. Anything else
 // is a double run: it is written to $FAILFLAG, and the step fails loudly.
+// Each attempt appends its job's id to $RUNS, and exports RUN, its identity,
+// to every process it starts.
 func lockScript(body string) string {
 	return `L="$LOCKDIR/$SPOOL_JOB_ID-$SPOOL_STEP"
 me="$$:$(cut -d' ' -f22 /proc/$$/stat)"
+export RUN="$me"
+echo "$SPOOL_JOB_ID" >> "$RUNS"
 double() { echo "DOUBLE RUN: $1" >&2; echo "$L: $1" >> "$FAILFLAG"; exit 99; }
 if ! ln -s "$me" "$L" 2>/dev/null; then
   old=$(readlink "$L"); pid=${old%%:*}; st=${old#*:}
@@ -76,8 +87,11 @@ type crashLedger struct {
 	ids       []int64 // acknowledged jobs outside the ordered queue, for cancels and retries
 	cancelled map[int64]bool
 	submitted int
-	// lateCancels counts cancels answered with a job that had ended otherwise.
-	lateCancels int
+	// queuedCancels are cancels answered with a job that never started.
+	queuedCancels map[int64]bool
+	// badCancels are cancels answered with a job that had ended otherwise
+	// (the protocol says 1002).
+	badCancels []string
 }
 
 func (l *crashLedger) ack(jobs []rpc.Job) {
@@ -105,15 +119,17 @@ func (l *crashLedger) pick(r *rand.Rand) int64 {
 type crashMatrix struct {
 	t        *testing.T
 	p        *daemonProc
+	mark     string // the marker of this test's processes (markTest)
 	lockDir  string
 	markDir  string
 	failFlag string
+	runs     string // the ids of the jobs whose steps ran, one a line
 	ledger   *crashLedger
 	jobs     int
 }
 
 func (m *crashMatrix) env() map[string]string {
-	return map[string]string{"LOCKDIR": m.lockDir, "MARKDIR": m.markDir, "FAILFLAG": m.failFlag}
+	return map[string]string{"LOCKDIR": m.lockDir, "MARKDIR": m.markDir, "FAILFLAG": m.failFlag, "RUNS": m.runs}
 }
 
 // spec makes a random job: one to three steps of locked shell work, a flaky
@@ -129,6 +145,12 @@ func (m *crashMatrix) spec(r *rand.Rand, queue string) rpc.Spec {
 	for i := 0; i < n; i++ {
 		var st rpc.Step
 		switch k := r.IntN(20); {
+		case k < 2:
+			// A background child that outlives a restart of the daemon unless
+			// the daemon stops it; the rounds that kill during starts aim at
+			// the starts of these steps, by their name.
+			st = sh(lockScript("sleep 2 & wait\nrelease"))
+			st.Name = fmt.Sprintf("bg%d", i)
 		case k < 12:
 			st = sh(lockScript(fmt.Sprintf("sleep 0.%02d\nrelease", 5+r.IntN(30))))
 		case k < 16:
@@ -278,14 +300,16 @@ func (m *crashMatrix) meddler(r *rand.Rand, killed *atomic.Bool, stop <-chan str
 			case !j.Final():
 				m.t.Errorf("cancel %d answered a job in state %s", id, j.State)
 			case j.State != rpc.StateCancelled:
-				// The job ended on its own between the request and the cancel
-				// being stored: the daemon answers the final job (not 1002).
+				// A cancel that loses the race with the job's end answers 1002.
 				m.ledger.mu.Lock()
-				m.ledger.lateCancels++
+				m.ledger.badCancels = append(m.ledger.badCancels, fmt.Sprintf("cancel %d answered the job %s", id, j.State))
 				m.ledger.mu.Unlock()
 			default:
 				m.ledger.mu.Lock()
 				m.ledger.cancelled[id] = true
+				if (cancelAnswer{job: j}).neverStarted() {
+					m.ledger.queuedCancels[id] = true
+				}
 				m.ledger.mu.Unlock()
 			}
 			continue
@@ -382,6 +406,11 @@ func (m *crashMatrix) check(ctx context.Context, quiet bool) (jobs map[int64]rpc
 			t.Errorf("job %d was cancelled, and is now %s", id, jobs[id].State)
 		}
 	}
+	for _, b := range m.ledger.badCancels {
+		t.Errorf("%s: a cancel answers the cancelled job or 1002", b)
+	}
+	m.ledger.badCancels = nil
+	queuedCancels := maps.Clone(m.ledger.queuedCancels)
 	m.ledger.mu.Unlock()
 	for id, fs := range finals {
 		if j, ok := jobs[id]; !ok || string(j.State) != fs[0] {
@@ -396,13 +425,26 @@ func (m *crashMatrix) check(ctx context.Context, quiet bool) (jobs map[int64]rpc
 			t.Errorf("job %d is %s with a %s event", j.ID, j.State, finals[j.ID][0])
 		}
 	}
-	submitted := map[int64]bool{}
+	submitted, started := map[int64]bool{}, map[int64]bool{}
 	for _, ev := range evs {
 		switch ev.Type {
 		case rpc.EventSubmitted:
 			submitted[ev.Job] = true
 		case rpc.EventInterrupted:
 			interrupted++
+		case rpc.EventStarted, rpc.EventStepStarted:
+			started[ev.Job] = true
+		}
+	}
+	// A job cancelled while queued, that by its events never started, ran
+	// no process.
+	ran := map[string]bool{}
+	for _, l := range readLines(t, m.runs) {
+		ran[l] = true
+	}
+	for id := range queuedCancels {
+		if !started[id] && ran[strconv.FormatInt(id, 10)] {
+			t.Errorf("job %d was cancelled while queued and never started by its events, yet its step ran", id)
 		}
 	}
 	for id := range jobs {
@@ -467,13 +509,17 @@ func TestCrashMatrix(t *testing.T) {
 	t.Logf("crash matrix: %d rounds, %d jobs a round, seed %d (replay with SPOOL_CRASH_SEED=%d)", rounds, perRound, seed, seed)
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x5b001))
 
+	mark := markTest(t)
 	p := newDaemon(t, "--max-parallel", "4")
 	work := shortDir(t)
 	m := &crashMatrix{
-		t: t, p: p, jobs: perRound,
+		t: t, p: p, jobs: perRound, mark: mark,
 		lockDir: filepath.Join(work, "locks"), markDir: filepath.Join(work, "marks"), failFlag: filepath.Join(work, "DOUBLE-RUN"),
-		ledger: &crashLedger{acked: map[int64]bool{}, cancelled: map[int64]bool{}},
+		runs:   filepath.Join(work, "runs"),
+		ledger: &crashLedger{acked: map[int64]bool{}, cancelled: map[int64]bool{}, queuedCancels: map[int64]bool{}},
 	}
+	// Two attempts of one step alive at once, by the RUN each exports.
+	sampler := startSampler(t, mark, func(pr proc) string { return pr.env["RUN"] })
 	is.NoErr(os.Mkdir(m.lockDir, 0o755))
 	is.NoErr(os.Mkdir(m.markDir, 0o755))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
@@ -502,14 +548,23 @@ func TestCrashMatrix(t *testing.T) {
 		wg.Go(func() { m.meddler(rm, &killed, stop) })
 
 		// Mostly while the clients work; one round in five right after the
-		// restart, while the daemon may still be recovering.
-		if rng.IntN(5) == 0 {
+		// restart, while the daemon may still be recovering; one in three
+		// during starts, 0-5 ms after a step started.
+		when := "while the clients work"
+		switch k := rng.IntN(15); {
+		case k < 3:
+			when = "right after the restart"
 			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
-		} else {
+		case k < 8:
+			when = "during starts"
+			m.afterStepStarted(ctx, 1+rng.IntN(2), time.Duration(300+rng.IntN(2200))*time.Millisecond)
+			time.Sleep(time.Duration(rng.IntN(4)) * time.Millisecond)
+		default:
 			time.Sleep(time.Duration(300+rng.IntN(2200)) * time.Millisecond)
 		}
 		killed.Store(true)
 		p.kill9()
+		before := stepProcs(mark)
 		close(stop)
 		wg.Wait()
 		if t.Failed() {
@@ -518,6 +573,20 @@ func TestCrashMatrix(t *testing.T) {
 		m.offlineCheck()
 		checkNoRace(t, p)
 		p.start()
+		// Every process of the killed daemon's steps is stopped after the
+		// restart, whether its step runs again or not.
+		left := pollProcs(goneWithin+2*time.Second, func() []proc {
+			var l []proc
+			for _, q := range stepProcs(mark) {
+				if slices.ContainsFunc(before, func(b proc) bool { return b.key() == q.key() }) {
+					l = append(l, q)
+				}
+			}
+			return l
+		})
+		if len(left) > 0 {
+			t.Errorf("round %d: processes from before the kill are alive after the restart: %s", round+1, procNames(left))
+		}
 		jobs, _, _ := m.check(ctx, true)
 		running := 0
 		for _, j := range jobs {
@@ -526,7 +595,8 @@ func TestCrashMatrix(t *testing.T) {
 			}
 		}
 		unfinished += running
-		t.Logf("round %d: killed with %d jobs stored, %d unfinished; invariants hold after the restart", round+1, len(jobs), running)
+		t.Logf("round %d: killed %s with %d jobs stored, %d unfinished, %d step processes alive; invariants hold after the restart",
+			round+1, when, len(jobs), running, len(before))
 		if t.Failed() {
 			t.FailNow()
 		}
@@ -552,9 +622,13 @@ func TestCrashMatrix(t *testing.T) {
 		counts[j.State]++
 	}
 	m.ledger.mu.Lock()
-	acked, cancels, late := len(m.ledger.acked), len(m.ledger.cancelled), m.ledger.lateCancels
+	acked, cancels, queued := len(m.ledger.acked), len(m.ledger.cancelled), len(m.ledger.queuedCancels)
 	m.ledger.mu.Unlock()
-	t.Logf("%d cancels answered with the cancelled job, %d with a job that had just ended otherwise", cancels, late)
+	samples := sampler.end(t)
+	if l := pollProcs(goneWithin+2*time.Second, func() []proc { return stepProcs(mark) }); len(l) > 0 {
+		t.Errorf("processes of finished jobs are alive: %s", procNames(l))
+	}
+	t.Logf("%d cancels answered with the cancelled job, %d of them before it started; %d samples of /proc", cancels, queued, samples)
 	states := []string{}
 	for _, s := range []rpc.State{rpc.StateSucceeded, rpc.StateFailed, rpc.StateCancelled} {
 		states = append(states, fmt.Sprintf("%s %d", s, counts[s]))
@@ -563,6 +637,34 @@ func TestCrashMatrix(t *testing.T) {
 	checkNoRace(t, p)
 	t.Logf("crash matrix done: %d rounds, %d jobs acknowledged, %d stored (%s), %d found running at a restart (interrupted), %d unfinished at the kills (summed over the rounds), %d events; seed %d",
 		rounds, acked, len(jobs), strings.Join(states, ", "), interrupted, unfinished, events, seed)
+}
+
+// afterStepStarted returns after the n-th start of a step with a background
+// child (named bg<index>) the event log shows from now on, or after at most
+// limit.
+func (m *crashMatrix) afterStepStarted(ctx context.Context, n int, limit time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	c, err := client.Dial(ctx, m.p.socket)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	w, err := c.Watch(ctx, rpc.WatchParams{})
+	if err != nil {
+		return
+	}
+	defer w.Close()
+	for n > 0 {
+		ev, err := w.Next(ctx)
+		if err != nil {
+			<-ctx.Done()
+			return
+		}
+		if ev.Type == rpc.EventStepStarted && strings.HasPrefix(ev.StepName, "bg") {
+			n--
+		}
+	}
 }
 
 // checkNoRace fails the test when the daemon (built with -race) reported a data
