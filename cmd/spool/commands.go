@@ -360,9 +360,13 @@ func defineWait(a *app, fs *flag.FlagSet) runner {
 		}
 		jobs := make([]*rpc.Job, 0, len(ids))
 		ok := true
-		for _, id := range ids {
+		for i, id := range ids {
 			j, err := a.waitOne(ctx, c, id, deadline)
 			if err != nil {
+				if ctx.Err() != nil { // interrupted: the jobs are not cancelled
+					a.goesOn(ids[i:], "watch")
+					return &exitError{code: exitFailure}
+				}
 				return err
 			}
 			jobs = append(jobs, j)

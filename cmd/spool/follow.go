@@ -24,6 +24,11 @@ func defineWatch(a *app, fs *flag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
+		if len(ids) == 0 {
+			// No ids: every job. An empty list would name no job, and the watch
+			// would end at once.
+			ids = nil
+		}
 		c, err := a.client(ctx)
 		if err != nil {
 			return err
@@ -39,20 +44,30 @@ func defineWatch(a *app, fs *flag.FlagSet) runner {
 			return err
 		}
 		defer w.Close()
+		bar := &progressLine{a: a, titles: map[int64]string{}}
+		bar.title = func(id int64) string {
+			if t, ok := bar.titles[id]; ok {
+				return t
+			}
+			t := ""
+			if j, err := c.Get(ctx, rpc.GetParams{ID: id}); err == nil {
+				t = jobTitle(j)
+			}
+			bar.titles[id] = t
+			return t
+		}
 		if !a.json {
 			// Say where the unfinished jobs are now: their earlier events are not
 			// replayed.
-			for _, id := range ids {
-				j, err := c.Get(ctx, rpc.GetParams{ID: id})
-				if err != nil {
-					return err
-				}
-				if !j.Final() {
-					a.printf("%s\n", a.eventLine(statusEvent(j, a.now())))
-				}
+			current, err := a.unfinished(ctx, c, ids)
+			if err != nil {
+				return err
+			}
+			for _, j := range current {
+				bar.titles[j.ID] = jobTitle(j)
+				a.printf("%s\n", a.eventLine(statusEvent(j, a.now())))
 			}
 		}
-		bar := &progressLine{a: a}
 		final := map[int64]rpc.State{}
 		for {
 			ev, err := w.Next(ctx)
@@ -63,8 +78,16 @@ func defineWatch(a *app, fs *flag.FlagSet) runner {
 				bar.clear()
 				if ctx.Err() != nil { // interrupted
 					if len(ids) == 0 {
+						fmt.Fprintf(a.stderr, "spool: stopped watching; the jobs go on (spool status lists them)\n")
 						return nil
 					}
+					var left []int64
+					for _, id := range ids {
+						if _, ok := final[id]; !ok {
+							left = append(left, id)
+						}
+					}
+					a.goesOn(left, "watch")
 					return &exitError{code: exitFailure}
 				}
 				return err
@@ -108,6 +131,50 @@ func defineWatch(a *app, fs *flag.FlagSet) runner {
 		}
 		return nil
 	}
+}
+
+// unfinished is the jobs of ids that are not final, or with no ids every running
+// and queued job (the newest 1000 at most), oldest first.
+func (a *app) unfinished(ctx context.Context, c *client.Client, ids []int64) ([]*rpc.Job, error) {
+	var out []*rpc.Job
+	if len(ids) > 0 {
+		for _, id := range ids {
+			j, err := c.Get(ctx, rpc.GetParams{ID: id})
+			if err != nil {
+				return nil, err
+			}
+			if !j.Final() {
+				out = append(out, j)
+			}
+		}
+		return out, nil
+	}
+	r, err := c.List(ctx, rpc.ListParams{State: []rpc.State{rpc.StateRunning, rpc.StateQueued}, Limit: 1000, Order: "asc"})
+	if err != nil {
+		return nil, err
+	}
+	for i := range r.Jobs {
+		out = append(out, &r.Jobs[i])
+	}
+	return out, nil
+}
+
+// goesOn tells, after an interrupt, that the jobs the command waited for go on,
+// and how to follow them again.
+func (a *app) goesOn(ids []int64, command string) {
+	if len(ids) == 0 {
+		return
+	}
+	list := make([]string, len(ids))
+	for i, id := range ids {
+		list[i] = strconv.FormatInt(id, 10)
+	}
+	if len(ids) == 1 {
+		fmt.Fprintf(a.stderr, "spool: interrupted; job %s goes on (spool %s %s to follow it)\n", list[0], command, list[0])
+		return
+	}
+	fmt.Fprintf(a.stderr, "spool: interrupted; jobs %s go on (spool %s %s to follow them)\n",
+		strings.Join(list, ", "), command, strings.Join(list, " "))
 }
 
 // statusEvent is a line for watch that says where a job is now.
@@ -197,15 +264,22 @@ const maxLiveLines = 8
 // job that reported progress or a heartbeat: each update redraws the block in
 // place; the block is cleared before other output and drawn again after it.
 type progressLine struct {
-	a     *app
-	order []int64          // jobs in the order their first line came
-	text  map[int64]string // each job's line
-	drawn int              // lines of the block on the screen now
+	a      *app
+	title  func(id int64) string // the job's name (or command) for its line; may be nil
+	titles map[int64]string      // what title found, by job
+	order  []int64               // jobs in the order their first line came
+	text   map[int64]string      // each job's line
+	drawn  int                   // lines of the block on the screen now
 }
 
 // show sets the job's line from a progress or heartbeat event and redraws.
 func (p *progressLine) show(ev *rpc.Event) {
 	text := fmt.Sprintf("%-5d  ", ev.Job)
+	if p.title != nil {
+		if t := p.title(ev.Job); t != "" {
+			text += cut(t, 24) + "  "
+		}
+	}
 	prog := ev.Progress
 	if prog != nil {
 		if pc := progressPercent(prog); pc >= 0 {
@@ -324,7 +398,9 @@ func defineLogs(a *app, fs *flag.FlagSet) runner {
 		}
 		err = l.follow(ctx, ref)
 		if err != nil && ctx.Err() != nil {
-			return nil // interrupted: a normal way to stop following
+			// Interrupted: a normal way to stop following; the job is not cancelled.
+			a.goesOn([]int64{ids[0]}, "logs -f")
+			return nil
 		}
 		return err
 	}
