@@ -159,9 +159,6 @@ func TestStatusTable(t *testing.T) {
 	var p rpc.ListParams
 	is.NoErr(json.Unmarshal(f.requests(rpc.MethodList)[0].Params, &p))   // list params decode
 	is.Equal(p.State, []rpc.State{rpc.StateRunning, rpc.StateSucceeded}) // --state is passed on
-
-	r = spool(t, map[string]string{"SPOOL_SOCKET": f.socket}, "", "status", "--ids-only")
-	is.Equal(r.stdout, "2\n1\n") // the hidden helper prints only ids
 }
 
 func TestWaitExitCodes(t *testing.T) {

@@ -3,13 +3,14 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"spool/client"
 	"spool/rpc"
@@ -18,7 +19,7 @@ import (
 // logChunk is how much of a log one job.logs call asks for.
 const logChunk = 64 << 10
 
-func defineWatch(a *app, fs *flag.FlagSet) runner {
+func defineWatch(a *app, fs *pflag.FlagSet) runner {
 	return func(ctx context.Context, args []string) error {
 		ids, err := parseIDs(args)
 		if err != nil {
@@ -31,7 +32,7 @@ func defineWatch(a *app, fs *flag.FlagSet) runner {
 		}
 		c, err := a.client(ctx)
 		if err != nil {
-			return err
+			return a.cutShort(ctx, err, ids, "watch", exitFailure)
 		}
 		params := rpc.WatchParams{Jobs: ids}
 		if a.term.tty && !a.json {
@@ -41,6 +42,10 @@ func defineWatch(a *app, fs *flag.FlagSet) runner {
 		}
 		w, err := c.Watch(ctx, params)
 		if err != nil {
+			if ctx.Err() != nil {
+				a.goesOn(ids, "watch")
+				return &exitError{code: exitFailure}
+			}
 			return err
 		}
 		defer w.Close()
@@ -56,11 +61,31 @@ func defineWatch(a *app, fs *flag.FlagSet) runner {
 			bar.titles[id] = t
 			return t
 		}
+		final := map[int64]rpc.State{}
+		// interrupted ends a watch cut short by Ctrl-C: the jobs go on.
+		interrupted := func() error {
+			bar.clear()
+			if len(ids) == 0 {
+				fmt.Fprintf(a.stderr, "spool: stopped watching; the jobs go on (spool status lists them)\n")
+				return nil
+			}
+			var left []int64
+			for _, id := range ids {
+				if _, ok := final[id]; !ok {
+					left = append(left, id)
+				}
+			}
+			a.goesOn(left, "watch")
+			return &exitError{code: exitFailure}
+		}
 		if !a.json {
 			// Say where the unfinished jobs are now: their earlier events are not
 			// replayed.
 			current, err := a.unfinished(ctx, c, ids)
 			if err != nil {
+				if ctx.Err() != nil {
+					return interrupted()
+				}
 				return err
 			}
 			for _, j := range current {
@@ -68,7 +93,6 @@ func defineWatch(a *app, fs *flag.FlagSet) runner {
 				a.printf("%s\n", a.eventLine(statusEvent(j, a.now())))
 			}
 		}
-		final := map[int64]rpc.State{}
 		for {
 			ev, err := w.Next(ctx)
 			if errors.Is(err, io.EOF) {
@@ -76,19 +100,8 @@ func defineWatch(a *app, fs *flag.FlagSet) runner {
 			}
 			if err != nil {
 				bar.clear()
-				if ctx.Err() != nil { // interrupted
-					if len(ids) == 0 {
-						fmt.Fprintf(a.stderr, "spool: stopped watching; the jobs go on (spool status lists them)\n")
-						return nil
-					}
-					var left []int64
-					for _, id := range ids {
-						if _, ok := final[id]; !ok {
-							left = append(left, id)
-						}
-					}
-					a.goesOn(left, "watch")
-					return &exitError{code: exitFailure}
+				if ctx.Err() != nil {
+					return interrupted()
 				}
 				return err
 			}
@@ -157,6 +170,23 @@ func (a *app) unfinished(ctx context.Context, c *client.Client, ids []int64) ([]
 		out = append(out, &r.Jobs[i])
 	}
 	return out, nil
+}
+
+// cutShort is the error of a waiting command that ended with err: when an
+// interrupt cut it short, it says the jobs go on and ends with code.
+func (a *app) cutShort(ctx context.Context, err error, ids []int64, command string, code int) error {
+	if ctx.Err() == nil {
+		return err
+	}
+	if len(ids) == 0 {
+		fmt.Fprintf(a.stderr, "spool: stopped watching; the jobs go on (spool status lists them)\n")
+	} else {
+		a.goesOn(ids, command)
+	}
+	if code == exitOK {
+		return nil
+	}
+	return &exitError{code: code}
 }
 
 // goesOn tells, after an interrupt, that the jobs the command waited for go on,
@@ -368,9 +398,8 @@ func (p *progressLine) clear() {
 	}
 }
 
-func defineLogs(a *app, fs *flag.FlagSet) runner {
-	follow := fs.Bool("f", false, "follow the log as it grows, until the step ends")
-	fs.BoolVar(follow, "follow", false, "same as -f")
+func defineLogs(a *app, fs *pflag.FlagSet) runner {
+	follow := fs.BoolP("follow", "f", false, "follow the log as it grows, until the step ends (or without STEP, the job ends)")
 	return func(ctx context.Context, args []string) error {
 		if len(args) < 1 || len(args) > 2 {
 			return usagef("usage: spool logs [-f] ID [STEP]")
@@ -390,6 +419,9 @@ func defineLogs(a *app, fs *flag.FlagSet) runner {
 		}
 		c, err := a.client(ctx)
 		if err != nil {
+			if *follow {
+				return a.cutShort(ctx, err, ids, "logs -f", exitOK)
+			}
 			return err
 		}
 		l := &logFollower{a: a, c: c, id: ids[0], step: -1}
@@ -576,7 +608,7 @@ func (l *logFollower) output(ctx context.Context, ref rpc.StepRef, off int64, da
 	return nil
 }
 
-func defineRPC(a *app, fs *flag.FlagSet) runner {
+func defineRPC(a *app, fs *pflag.FlagSet) runner {
 	return func(ctx context.Context, args []string) error {
 		if len(args) > 0 {
 			return usagef("rpc takes no arguments: it relays standard input and output")

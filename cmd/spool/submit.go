@@ -5,12 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"spool/rpc"
 )
@@ -30,21 +31,21 @@ type submitOptions struct {
 	file     string
 }
 
-func (o *submitOptions) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.name, "name", "", "a `NAME` for people")
-	fs.StringVar(&o.key, "key", "", "idempotency `KEY`: submitting it again returns the stored job")
-	fs.StringVar(&o.queue, "queue", "", "the `QUEUE` to run in (default \"default\")")
-	fs.IntVar(&o.priority, "priority", 0, "the job's `PRIORITY`: higher runs first")
-	fs.Var(&o.after, "after", "run after job `ID` succeeded (repeatable)")
-	fs.Var(&o.labels, "label", "a label `k=v` (repeatable)")
-	fs.DurationVar(&o.timeout, "timeout", 0, "limit the whole job to `D`, e.g. 2h")
-	fs.IntVar(&o.retry, "retry", 0, "`N` tries in all for the command")
-	fs.Var(&o.env, "env", "set `K=V` in the job's environment (repeatable)")
+func (o *submitOptions) register(fs *pflag.FlagSet) {
+	fs.StringVarP(&o.name, "name", "n", "", "a `NAME` for people")
+	fs.StringVarP(&o.key, "key", "k", "", "idempotency `KEY`: submitting it again returns the stored job")
+	fs.StringVarP(&o.queue, "queue", "q", "", "the `QUEUE` to run in (default \"default\")")
+	fs.IntVarP(&o.priority, "priority", "p", 0, "the job's `PRIORITY`: higher runs first")
+	fs.VarP(&o.after, "after", "a", "run after job `ID` succeeded (repeatable)")
+	fs.VarP(&o.labels, "label", "l", "a label `k=v` (repeatable)")
+	durationVarP(fs, &o.timeout, "timeout", "t", "limit the whole job to `D`, e.g. 90s, 2m, 1h30m")
+	fs.IntVarP(&o.retry, "retry", "r", 0, "`N` tries in all for the command")
+	fs.VarP(&o.env, "env", "e", "set `K=V` in the job's environment (repeatable)")
 	fs.BoolVar(&o.noEnv, "no-env", false, "do not pass this shell's environment to the job")
-	fs.StringVar(&o.file, "f", "", "submit the job spec (or array of specs) in `FILE` (- for standard input)")
+	fs.StringVarP(&o.file, "file", "f", "", "submit the job spec (or array of specs) in `FILE` (- for standard input)")
 }
 
-func defineSubmit(a *app, fs *flag.FlagSet) runner {
+func defineSubmit(a *app, fs *pflag.FlagSet) runner {
 	var o submitOptions
 	o.register(fs)
 	return func(ctx context.Context, args []string) error {
@@ -75,11 +76,11 @@ func defineSubmit(a *app, fs *flag.FlagSet) runner {
 }
 
 // submitParams builds job.submit's params from the flags and arguments.
-func (a *app) submitParams(fs *flag.FlagSet, o *submitOptions, args []string) (*rpc.SubmitParams, error) {
+func (a *app) submitParams(fs *pflag.FlagSet, o *submitOptions, args []string) (*rpc.SubmitParams, error) {
 	if o.file != "" {
 		var others []string
-		fs.Visit(func(f *flag.Flag) {
-			if f.Name != "f" && f.Name != "json" && f.Name != "socket" {
+		fs.Visit(func(f *pflag.Flag) {
+			if f.Name != "file" && f.Name != "json" && f.Name != "socket" {
 				others = append(others, "--"+f.Name)
 			}
 		})

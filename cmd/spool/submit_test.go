@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/matryer/is"
+	"github.com/spf13/pflag"
 
 	"spool/rpc"
 )
@@ -25,14 +26,14 @@ func parseSubmit(t *testing.T, environ []string, stdin string, args ...string) (
 		getwd:   func() (string, error) { return "/home/me/src", nil },
 		now:     time.Now,
 	}
-	cmd := findCommand("submit")
-	fs := a.newFlagSet(cmd)
+	fs := pflag.NewFlagSet("submit", pflag.ContinueOnError)
+	fs.SetInterspersed(false)
 	var o submitOptions
 	o.register(fs)
-	pos, err := parseFlags(fs, args, cmd.strict)
-	if err != nil {
+	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	pos := fs.Args()
 	return a.submitParams(fs, &o, pos)
 }
 
