@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -190,39 +189,77 @@ func (a *app) readSpecs(name string) (*rpc.SubmitParams, error) {
 		return nil, fmt.Errorf("read the spec: %w", err)
 	}
 	params, err := decodeSpecs(data)
+	if err == nil {
+		err = checkDirs(data, params)
+	}
 	if err != nil {
 		if name == "-" {
 			name = "standard input"
+		}
+		var se *specError
+		if errors.As(err, &se) {
+			return nil, fmt.Errorf("%s:%w", name, err) // file:line:col: ...
 		}
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return params, nil
 }
 
-// decodeSpecs decodes a spec object, or an array of them, strictly.
+// decodeSpecs decodes a spec object, or an array of them, strictly, as the daemon
+// does; a mistake says its line, column and field.
 func decodeSpecs(data []byte) (*rpc.SubmitParams, error) {
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 {
 		return nil, errors.New("empty: want a job spec or an array of job specs")
 	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.DisallowUnknownFields()
 	var p rpc.SubmitParams
 	if trimmed[0] == '[' {
-		if err := dec.Decode(&p.Jobs); err != nil {
-			return nil, fmt.Errorf("decode the job specs: %w", err)
+		if err := decodeSpecFile(data, &p.Jobs); err != nil {
+			return nil, err
 		}
 		if len(p.Jobs) == 0 {
 			return nil, errors.New("the array holds no job spec")
 		}
 	} else {
 		p.Job = new(rpc.Spec)
-		if err := dec.Decode(p.Job); err != nil {
-			return nil, fmt.Errorf("decode the job spec: %w", err)
+		if err := decodeSpecFile(data, p.Job); err != nil {
+			return nil, err
 		}
 	}
-	if dec.More() {
-		return nil, errors.New("more than one JSON value: put several specs in an array")
-	}
 	return &p, nil
+}
+
+// checkDirs checks that the working folder of each spec exists, so that a missing
+// one fails here, naming it, rather than as a program that cannot start (the
+// daemon runs on this machine and checks again when the job starts).
+func checkDirs(data []byte, p *rpc.SubmitParams) error {
+	check := func(spec *rpc.Spec, path string) error {
+		if spec == nil || spec.Dir == "" {
+			return nil
+		}
+		fi, err := os.Stat(spec.Dir)
+		reason := ""
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			reason = fmt.Sprintf("the folder %s does not exist: create it, or change %q (the job's steps run there)", spec.Dir, "dir")
+		case err != nil:
+			reason = fmt.Sprintf("cannot use the folder %s: %v", spec.Dir, err)
+		case !fi.IsDir():
+			reason = fmt.Sprintf("%s is not a folder", spec.Dir)
+		default:
+			return nil
+		}
+		_, val := locate(data, path)
+		line, col := lineCol(data, val)
+		return &specError{line: line, col: col, field: path, reason: reason}
+	}
+	if err := check(p.Job, "dir"); err != nil {
+		return err
+	}
+	for i := range p.Jobs {
+		if err := check(&p.Jobs[i], fmt.Sprintf("[%d].dir", i)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -140,7 +140,10 @@ func TestSubmitFile(t *testing.T) {
 
 	_, err = parseSubmit(t, nil, `{"stpes": []}`, "-f", "-")
 	is.True(err != nil)                               // a typo fails at once
-	is.True(strings.Contains(err.Error(), `"stpes"`)) // naming the field
+	is.Equal(err.Error(), "standard input:1:2: stpes: unknown field") // naming the field and where it is
+
+	_, err = parseSubmit(t, nil, "{\n  \"steps\": [{\"exec\": {\"argv\": [\"true\"]},\n    \"retry\": {\"attempts\": \"3\"}}]\n}", "-f", "-")
+	is.Equal(err.Error(), "standard input:3:27: steps[0].retry.attempts: expected an integer, got a string") // line, column, path, and what was expected; no Go struct name
 
 	_, err = parseSubmit(t, nil, `{"steps": []} {"steps": []}`, "-f", "-")
 	is.True(err != nil) // two documents are refused
