@@ -139,7 +139,7 @@ func TestSubmitFile(t *testing.T) {
 	is.True(strings.Contains(string(b), `"jobs":[{`)) // as {"jobs": [...]}
 
 	_, err = parseSubmit(t, nil, `{"stpes": []}`, "-f", "-")
-	is.True(err != nil)                               // a typo fails at once
+	is.True(err != nil)                                               // a typo fails at once
 	is.Equal(err.Error(), "standard input:1:2: stpes: unknown field") // naming the field and where it is
 
 	_, err = parseSubmit(t, nil, "{\n  \"steps\": [{\"exec\": {\"argv\": [\"true\"]},\n    \"retry\": {\"attempts\": \"3\"}}]\n}", "-f", "-")
