@@ -340,7 +340,11 @@ func defineInfo(a *app, fs *pflag.FlagSet) runner {
 			counts = append(counts, fmt.Sprintf("%d %s", info.Counts[s], s))
 		}
 		row("jobs", strings.Join(counts, ", "))
-		row("events", fmt.Sprintf("seq %d to %d", info.OldestSeq, info.LastSeq))
+		if info.LastSeq < info.OldestSeq {
+			row("events", "none yet")
+		} else {
+			row("events", fmt.Sprintf("seq %d to %d", info.OldestSeq, info.LastSeq))
+		}
 		io.WriteString(a.stdout, b.String())
 		return nil
 	}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -133,7 +135,11 @@ func (a *app) fail(err error) int {
 		fmt.Fprintf(a.stderr, "spool: %s\n", ue.msg)
 		return exitUsage
 	case errors.Is(err, client.ErrNotRunning):
-		fmt.Fprintf(a.stderr, "spool: the daemon is not running (no socket at %s); start it with: spoold  (or: systemctl --user start spoold)\n", a.socketPath())
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			fmt.Fprintf(a.stderr, "spool: the daemon is not running (the socket %s is stale: nothing listens on it); start it with: %s\n", a.socketPath(), a.startHint())
+		} else {
+			fmt.Fprintf(a.stderr, "spool: the daemon is not running (no socket at %s); start it with: %s\n", a.socketPath(), a.startHint())
+		}
 		return exitUsage
 	case errors.As(err, new(*unreachableError)):
 		fmt.Fprintf(a.stderr, "spool: cannot reach the daemon: %v\n", err)
@@ -148,10 +154,34 @@ func (a *app) fail(err error) int {
 	return exitFailure
 }
 
+// startHint says how to start the daemon: in a checkout of spool, with make run
+// or bin/spoold; elsewhere spoold or systemd. A --socket given is passed on.
+func (a *app) startHint() string {
+	inCheckout := false
+	if wd, err := a.getwd(); err == nil {
+		if _, err := os.Stat(filepath.Join(wd, "cmd", "spoold", "main.go")); err == nil {
+			inCheckout = true
+		}
+	}
+	switch {
+	case inCheckout && a.socket != "":
+		return "make build && bin/spoold --socket " + a.socket
+	case inCheckout:
+		return "make run  (or: bin/spoold)"
+	case a.socket != "":
+		return "spoold --socket " + a.socket
+	}
+	return "spoold  (or: systemctl --user start spoold)"
+}
+
 // describeRPCError is an *rpc.Error for people: its message, and for -32602 the
 // field and reason when the message does not say them already.
 func describeRPCError(e *rpc.Error) string {
 	msg := e.Error()
+	if e.Code == rpc.CodeBadState && e.Data != nil && e.Data.ID != 0 && e.Data.State.Final() {
+		// "job 30 is succeeded: ..." reads "job 30 succeeded: ...".
+		msg = strings.Replace(msg, fmt.Sprintf("job %d is %s", e.Data.ID, e.Data.State), fmt.Sprintf("job %d %s", e.Data.ID, e.Data.State), 1)
+	}
 	if e.Code == rpc.CodeInvalidParams && e.Data != nil && e.Data.Field != "" && !strings.Contains(msg, e.Data.Field) {
 		msg += " (" + e.Data.Field + ")"
 	}

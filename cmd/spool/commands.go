@@ -481,7 +481,7 @@ func (a *app) waitOne(ctx context.Context, c *client.Client, id int64, deadline 
 // printOutcome writes one line saying how a job ended (or where it is).
 func (a *app) printOutcome(j *rpc.Job) {
 	line := fmt.Sprintf("%d %s", j.ID, a.term.paint(stateStyle(j.State), string(j.State)))
-	if j.Error != "" {
+	if j.Error != "" && j.Error != string(j.State) { // not "16 cancelled: cancelled"
 		line += ": " + oneLine(j.Error)
 	}
 	a.printf("%s\n", line)
@@ -568,11 +568,39 @@ func defineRemove(a *app, fs *pflag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		r, err := c.Remove(ctx, rpc.RemoveParams{IDs: ids})
-		if err != nil {
+		// job.remove ignores unknown ids: find them first, to say so.
+		var found []int64
+		var missing []string
+		for _, id := range ids {
+			_, err := c.Get(ctx, rpc.GetParams{ID: id})
+			var re *rpc.Error
+			switch {
+			case errors.As(err, &re) && re.Code == rpc.CodeNotFound:
+				missing = append(missing, strconv.FormatInt(id, 10))
+			case err != nil:
+				return err
+			default:
+				found = append(found, id)
+			}
+		}
+		r := &rpc.RemoveResult{}
+		if len(found) > 0 {
+			if r, err = c.Remove(ctx, rpc.RemoveParams{IDs: found}); err != nil {
+				return err
+			}
+		}
+		if err := a.result(r, func() {
+			if len(found) > 0 {
+				a.printf("removed %d\n", r.Removed)
+			}
+		}); err != nil {
 			return err
 		}
-		return a.result(r, func() { a.printf("removed %d\n", r.Removed) })
+		if len(missing) > 0 {
+			fmt.Fprintf(a.stderr, "spool: no job %s (unknown, or removed already)\n", strings.Join(missing, ", "))
+			return &exitError{code: exitFailure}
+		}
+		return nil
 	}
 }
 

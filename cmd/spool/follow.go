@@ -424,7 +424,7 @@ func defineLogs(a *app, fs *pflag.FlagSet) runner {
 			}
 			return err
 		}
-		l := &logFollower{a: a, c: c, id: ids[0], step: -1}
+		l := &logFollower{a: a, c: c, id: ids[0], step: -1, shown: -1}
 		if !*follow {
 			return l.print(ctx, ref)
 		}
@@ -446,6 +446,20 @@ type logFollower struct {
 	step   int   // the step being read; -1 until the daemon said which
 	offset int64 // how much of its log was printed
 	all    strings.Builder
+	// steps: the job's steps, when following all of them (a header before each);
+	// shown: the step whose header was printed last.
+	steps []rpc.StepStatus
+	shown int
+}
+
+// header prints the header of the step being followed, once, when following
+// every step of a job that has several.
+func (l *logFollower) header() {
+	if l.a.json || len(l.steps) < 2 || l.step < 0 || l.step == l.shown || l.step >= len(l.steps) {
+		return
+	}
+	l.shown = l.step
+	l.a.printf("%s\n", l.a.term.paint(styleBold, fmt.Sprintf("==> step %d/%d: %s <==", l.step+1, len(l.steps), l.steps[l.step].Name)))
 }
 
 // print writes the step's log from its start to what there is now.
@@ -506,6 +520,7 @@ func (l *logFollower) emit(data string, next int64, stream bool) error {
 	}
 	switch {
 	case !l.a.json:
+		l.header()
 		_, err := io.WriteString(l.a.stdout, data)
 		return err
 	case stream:
@@ -531,6 +546,13 @@ func (l *logFollower) follow(ctx context.Context, ref rpc.StepRef) error {
 	}
 	whole := ref.IsZero()
 	steps := len(job.Steps)
+	if whole {
+		// The whole job: from its first step, each under a header.
+		l.steps = job.Steps
+		if steps > 0 {
+			l.step = 0
+		}
+	}
 	ended, err := l.drain(ctx, ref, -1, true)
 	if err != nil {
 		return err
@@ -542,6 +564,7 @@ func (l *logFollower) follow(ctx context.Context, ref rpc.StepRef) error {
 			}
 			l.step++
 			l.offset = 0
+			l.header()
 			if ended, err = l.drain(ctx, ref, -1, true); err != nil {
 				return err
 			}
@@ -560,6 +583,7 @@ func (l *logFollower) follow(ctx context.Context, ref rpc.StepRef) error {
 				}
 				l.step++
 				l.offset = 0
+				l.header()
 			}
 		}
 		if err != nil {
