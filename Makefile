@@ -17,10 +17,13 @@ build:
 run: build
 	$(BIN)/spoold
 
-# test: every test, with the race detector.
+# test: every test, with the race detector; it ends with the tests that skipped
+# and why (cmd/testskips reads go test -json), and exits as go test did.
 test:
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 20m ./...
+	@rc=$$(mktemp); trap 'rm -f $$rc' EXIT; \
+	{ $(GO) test -race -count=1 -timeout 20m -json ./...; echo $$? > $$rc; } | $(GO) run ./cmd/testskips; \
+	exit $$(cat $$rc)
 
 # bench: the side-by-side harness (cmd/spoolbench): every figure of the performance
 # targets against the machine's floor and task-spooler, in one run, as one table.

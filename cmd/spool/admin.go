@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,12 +15,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"spool/client"
 	"spool/rpc"
 )
 
-func defineQueue(a *app, fs *flag.FlagSet) runner {
-	parallel := fs.Int("parallel", 0, "run at most `N` of the queue's jobs at once (0: no limit of its own)")
+func defineQueue(a *app, fs *pflag.FlagSet) runner {
+	parallel := fs.IntP("parallel", "p", 0, "run at most `N` of the queue's jobs at once (0: no limit of its own)")
 	pause := fs.Bool("pause", false, "start none of the queue's jobs until --resume")
 	resume := fs.Bool("resume", false, "start the queue's jobs again")
 	return func(ctx context.Context, args []string) error {
@@ -31,8 +32,7 @@ func defineQueue(a *app, fs *flag.FlagSet) runner {
 		if *pause && *resume {
 			return usagef("--pause and --resume exclude each other")
 		}
-		parallelSet := false
-		fs.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "parallel" })
+		parallelSet := fs.Changed("parallel")
 		if parallelSet && *parallel < 0 {
 			return usagef("--parallel must not be negative")
 		}
@@ -113,7 +113,7 @@ func queuesTable(qs []rpc.Queue) *table {
 	return tb
 }
 
-func defineTemplate(a *app, fs *flag.FlagSet) runner {
+func defineTemplate(a *app, fs *pflag.FlagSet) runner {
 	return func(ctx context.Context, args []string) error {
 		if len(args) == 0 {
 			return usagef("template: say put, get, list or rm")
@@ -269,14 +269,14 @@ func (a *app) printTemplate(t *rpc.Template) {
 	a.printf("spec\n%s\n", spec.String())
 }
 
-func defineRun(a *app, fs *flag.FlagSet) runner {
+func defineRun(a *app, fs *pflag.FlagSet) runner {
 	var labels pairsFlag
 	var after idsFlag
-	queue := fs.String("queue", "", "run in `QUEUE` instead of the template's")
-	priority := fs.Int("priority", 0, "the job's `PRIORITY` instead of the template's")
-	key := fs.String("key", "", "idempotency `KEY`")
-	fs.Var(&labels, "label", "a label `k=v` (repeatable)")
-	fs.Var(&after, "after", "run after job `ID` succeeded (repeatable)")
+	queue := fs.StringP("queue", "q", "", "run in `QUEUE` instead of the template's")
+	priority := fs.IntP("priority", "p", 0, "the job's `PRIORITY` instead of the template's")
+	key := fs.StringP("key", "k", "", "idempotency `KEY`")
+	fs.VarP(&labels, "label", "l", "a label `k=v` (repeatable)")
+	fs.VarP(&after, "after", "a", "run after job `ID` succeeded (repeatable)")
 	return func(ctx context.Context, args []string) error {
 		if len(args) == 0 {
 			return usagef("run takes a template name, then its params as k=v")
@@ -289,7 +289,7 @@ func defineRun(a *app, fs *flag.FlagSet) runner {
 			}
 			p.Params[k] = v
 		}
-		fs.Visit(func(f *flag.Flag) {
+		fs.Visit(func(f *pflag.Flag) {
 			switch f.Name {
 			case "queue":
 				p.Queue = queue
@@ -311,7 +311,7 @@ func defineRun(a *app, fs *flag.FlagSet) runner {
 	}
 }
 
-func defineInfo(a *app, fs *flag.FlagSet) runner {
+func defineInfo(a *app, fs *pflag.FlagSet) runner {
 	return func(ctx context.Context, args []string) error {
 		if len(args) > 0 {
 			return usagef("info takes no arguments")
@@ -340,7 +340,11 @@ func defineInfo(a *app, fs *flag.FlagSet) runner {
 			counts = append(counts, fmt.Sprintf("%d %s", info.Counts[s], s))
 		}
 		row("jobs", strings.Join(counts, ", "))
-		row("events", fmt.Sprintf("seq %d to %d", info.OldestSeq, info.LastSeq))
+		if info.LastSeq < info.OldestSeq {
+			row("events", "none yet")
+		} else {
+			row("events", fmt.Sprintf("seq %d to %d", info.OldestSeq, info.LastSeq))
+		}
 		io.WriteString(a.stdout, b.String())
 		return nil
 	}
@@ -373,7 +377,7 @@ func version() string {
 	return v
 }
 
-func defineVersion(a *app, fs *flag.FlagSet) runner {
+func defineVersion(a *app, fs *pflag.FlagSet) runner {
 	return func(ctx context.Context, args []string) error {
 		if len(args) > 0 {
 			return usagef("version takes no arguments")

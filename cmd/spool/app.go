@@ -4,14 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"spool/client"
 	"spool/rpc"
@@ -35,9 +37,11 @@ type app struct {
 	getwd   func() (string, error)
 	now     func() time.Time
 
-	socket string // --socket
-	json   bool   // --json
+	socket string   // --socket
+	json   bool     // --json
+	args   []string // the command line, for error messages
 	term   terminal
+	root   *cobra.Command
 
 	conn *client.Client
 }
@@ -45,12 +49,16 @@ type app struct {
 // runner runs a command with its positional arguments.
 type runner func(ctx context.Context, args []string) error
 
-// command is one subcommand: its synopsis, and a define function that registers its
-// flags on a FlagSet and returns what runs it (completion uses the flags only).
+// command is one subcommand: its synopsis, help and examples, and a define function
+// that registers its flags on a FlagSet and returns what runs it.
 type command struct {
 	name    string
 	args    string // synopsis after the name
 	summary string
+	long    string // the help's text, when more than the summary
+	example string // examples for --help
+	// complete, when set, completes the positional arguments.
+	complete func(a *app) cobra.CompletionFunc
 	// ids: the positional arguments are job ids (for completion).
 	ids bool
 	// strict: flags end at the first argument that is not one (submit's command);
@@ -62,7 +70,7 @@ type command struct {
 	// ends. Catching signals costs a short-lived Go process a locked thread and
 	// several thread switches (about 2 ms of CPU here), so only these pay for it.
 	waits  bool
-	define func(a *app, fs *flag.FlagSet) runner
+	define func(a *app, fs *pflag.FlagSet) runner
 }
 
 // usageError is a mistake on the command line (exit 2).
@@ -85,9 +93,6 @@ type unreachableError struct{ err error }
 func (e *unreachableError) Error() string { return e.err.Error() }
 func (e *unreachableError) Unwrap() error { return e.err }
 
-// hiddenFlag starts the usage of flags left out of help and completion.
-const hiddenFlag = "\x00"
-
 // run is the whole command line: it parses args, runs the command and returns the
 // exit code. main passes the process's streams and os.Getenv; tests pass their own.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
@@ -99,6 +104,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		environ: os.Environ,
 		getwd:   os.Getwd,
 		now:     time.Now,
+		args:    args,
 	}
 	a.term = detectTerminal(stdout, getenv)
 	code := a.main(ctx, args)
@@ -109,73 +115,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 }
 
 func (a *app) main(ctx context.Context, args []string) int {
-	top := flag.NewFlagSet("spool", flag.ContinueOnError)
-	top.SetOutput(io.Discard)
-	a.globalFlags(top)
-	help := top.Bool("help", false, "show this help")
-	top.BoolVar(help, "h", false, "show this help")
-	if err := top.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			a.usage(a.stdout)
-			return exitOK
-		}
-		return a.fail(usagef("%v", err))
-	}
-	if *help {
-		a.usage(a.stdout)
-		return exitOK
-	}
-	rest := top.Args()
-	if len(rest) == 0 {
-		a.usage(a.stderr)
-		return exitUsage
-	}
-	name, rest := rest[0], rest[1:]
-	if name == "help" {
-		if len(rest) > 0 {
-			if cmd := findCommand(rest[0]); cmd != nil {
-				fs := a.newFlagSet(cmd)
-				cmd.define(a, fs)
-				a.commandUsage(a.stdout, cmd, fs)
-				return exitOK
-			}
-		}
-		a.usage(a.stdout)
-		return exitOK
-	}
-	cmd := findCommand(name)
-	if cmd == nil {
-		return a.fail(usagef("unknown command %q (see spool help)", name))
-	}
-	fs := a.newFlagSet(cmd)
-	runCmd := cmd.define(a, fs)
-	pos, err := parseFlags(fs, rest, cmd.strict)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			a.commandUsage(a.stdout, cmd, fs)
-			return exitOK
-		}
-		return a.fail(usagef("%s: %v", cmd.name, err))
-	}
-	if cmd.waits {
-		var stop context.CancelFunc
-		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-		defer stop()
-	}
-	return a.fail(runCmd(ctx, pos))
-}
-
-// globalFlags registers the flags every command takes.
-func (a *app) globalFlags(fs *flag.FlagSet) {
-	fs.StringVar(&a.socket, "socket", a.socket, "the daemon's socket `PATH` (default $SPOOL_SOCKET, else the default path)")
-	fs.BoolVar(&a.json, "json", a.json, "print JSON as in the protocol")
-}
-
-func (a *app) newFlagSet(cmd *command) *flag.FlagSet {
-	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	a.globalFlags(fs)
-	return fs
+	root := a.rootCommand(args)
+	root.SetArgs(args)
+	return a.fail(root.ExecuteContext(ctx))
 }
 
 // fail turns a command's error into output on stderr and an exit code.
@@ -193,7 +135,11 @@ func (a *app) fail(err error) int {
 		fmt.Fprintf(a.stderr, "spool: %s\n", ue.msg)
 		return exitUsage
 	case errors.Is(err, client.ErrNotRunning):
-		fmt.Fprintf(a.stderr, "spool: the daemon is not running (no socket at %s); start it with: spoold  (or: systemctl --user start spoold)\n", a.socketPath())
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			fmt.Fprintf(a.stderr, "spool: the daemon is not running (the socket %s is stale: nothing listens on it); start it with: %s\n", a.socketPath(), a.startHint())
+		} else {
+			fmt.Fprintf(a.stderr, "spool: the daemon is not running (no socket at %s); start it with: %s\n", a.socketPath(), a.startHint())
+		}
 		return exitUsage
 	case errors.As(err, new(*unreachableError)):
 		fmt.Fprintf(a.stderr, "spool: cannot reach the daemon: %v\n", err)
@@ -208,10 +154,34 @@ func (a *app) fail(err error) int {
 	return exitFailure
 }
 
+// startHint says how to start the daemon: in a checkout of spool, with make run
+// or bin/spoold; elsewhere spoold or systemd. A --socket given is passed on.
+func (a *app) startHint() string {
+	inCheckout := false
+	if wd, err := a.getwd(); err == nil {
+		if _, err := os.Stat(filepath.Join(wd, "cmd", "spoold", "main.go")); err == nil {
+			inCheckout = true
+		}
+	}
+	switch {
+	case inCheckout && a.socket != "":
+		return "make build && bin/spoold --socket " + a.socket
+	case inCheckout:
+		return "make run  (or: bin/spoold)"
+	case a.socket != "":
+		return "spoold --socket " + a.socket
+	}
+	return "spoold  (or: systemctl --user start spoold)"
+}
+
 // describeRPCError is an *rpc.Error for people: its message, and for -32602 the
 // field and reason when the message does not say them already.
 func describeRPCError(e *rpc.Error) string {
 	msg := e.Error()
+	if e.Code == rpc.CodeBadState && e.Data != nil && e.Data.ID != 0 && e.Data.State.Final() {
+		// "job 30 is succeeded: ..." reads "job 30 succeeded: ...".
+		msg = strings.Replace(msg, fmt.Sprintf("job %d is %s", e.Data.ID, e.Data.State), fmt.Sprintf("job %d %s", e.Data.ID, e.Data.State), 1)
+	}
 	if e.Code == rpc.CodeInvalidParams && e.Data != nil && e.Data.Field != "" && !strings.Contains(msg, e.Data.Field) {
 		msg += " (" + e.Data.Field + ")"
 	}
@@ -268,97 +238,4 @@ func (a *app) printJSONLine(v any) error {
 
 func (a *app) printf(format string, args ...any) {
 	fmt.Fprintf(a.stdout, format, args...)
-}
-
-// parseFlags parses args with fs. Unless strict, flags may come after positional
-// arguments too ("queue q --pause"); "--" ends the flags either way.
-func parseFlags(fs *flag.FlagSet, args []string, strict bool) ([]string, error) {
-	if strict {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		return fs.Args(), nil
-	}
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		used := len(args) - len(rest)
-		if used > 0 && args[used-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-}
-
-func findCommand(name string) *command {
-	cmds := commandList()
-	for i := range cmds {
-		if cmds[i].name == name {
-			return &cmds[i]
-		}
-	}
-	return nil
-}
-
-// usage is the help of the whole command line.
-func (a *app) usage(w io.Writer) {
-	var b strings.Builder
-	b.WriteString(`spool: the command line of the spool job daemon
-
-Usage: spool [--socket PATH] [--json] COMMAND [ARGS]
-
-Commands:
-`)
-	for _, c := range commandList() {
-		fmt.Fprintf(&b, "  %-11s %s\n", c.name, c.summary)
-	}
-	b.WriteString(`
-Global flags (also accepted after the command):
-  --socket PATH  the daemon's socket (default $SPOOL_SOCKET, else
-                 $XDG_RUNTIME_DIR/spool/spoold.sock or /tmp/spool-UID/spoold.sock)
-  --json         print JSON as in the protocol
-
-Run 'spool help COMMAND' or 'spool COMMAND -h' for a command's flags.
-Durations use Go syntax: 90s, 1m30s, 2h.
-
-Exit codes:
-  0  ok (for wait and watch: every job succeeded)
-  1  failure, or a job did not succeed
-  2  the daemon is not reachable, or a usage error
-`)
-	io.WriteString(w, b.String())
-}
-
-// commandUsage is the help of one command.
-func (a *app) commandUsage(w io.Writer, cmd *command, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "Usage: %s\n\n%s\n", strings.TrimSpace("spool "+cmd.name+" "+cmd.args), cmd.summary)
-	var lines []string
-	fs.VisitAll(func(f *flag.Flag) {
-		if strings.HasPrefix(f.Usage, hiddenFlag) {
-			return
-		}
-		name, usage := flag.UnquoteUsage(f)
-		head := "  --" + f.Name
-		if len(f.Name) == 1 {
-			head = "  -" + f.Name
-		}
-		if name != "" {
-			head += " " + name
-		}
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
-			usage += fmt.Sprintf(" (default %s)", f.DefValue)
-		}
-		lines = append(lines, fmt.Sprintf("%-24s %s", head, usage))
-	})
-	if len(lines) > 0 {
-		fmt.Fprintf(w, "\nFlags:\n%s\n", strings.Join(lines, "\n"))
-	}
-	fmt.Fprintf(w, "\nExit codes: 0 ok, 1 failure or job not succeeded, 2 daemon not reachable or usage error.\n")
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"spool/client"
 	"spool/rpc"
 )
@@ -22,23 +23,51 @@ import (
 // commandList is every command, in the order the help lists them.
 func commandList() []command {
 	return []command{
-		{name: "submit", args: "[flags] -- CMD [ARG...]  |  submit -f FILE|-", summary: "submit a command (or a job spec) as a job; prints its id", strict: true, define: defineSubmit},
-		{name: "status", args: "[ID...] [--state S]... [--queue Q] [--label k=v]... [--limit N] [--all]", summary: "list jobs", ids: true, define: defineStatus},
-		{name: "show", args: "ID", summary: "show a job with its steps and result", ids: true, define: defineShow},
-		{name: "watch", args: "[ID...]", summary: "follow the events of jobs (or of all jobs) as they happen", ids: true, waits: true, define: defineWatch},
-		{name: "wait", args: "ID... [--timeout D]", summary: "wait until jobs are final; exit 0 when all succeeded", ids: true, waits: true, define: defineWait},
-		{name: "cancel", args: "ID... [--reason R]", summary: "cancel jobs", ids: true, waits: true, define: defineCancel},
-		{name: "logs", args: "[-f] ID [STEP]", summary: "print the log of a job's step (-f: follow it)", ids: true, waits: true, define: defineLogs},
-		{name: "retry", args: "ID", summary: "submit a final job again as a new job", ids: true, define: defineRetry},
-		{name: "rm", args: "ID...", summary: "remove final jobs", ids: true, define: defineRemove},
-		{name: "prune", args: "[--state S]... [--older-than D]", summary: "remove final jobs by state and age", define: definePrune},
-		{name: "queue", args: "[NAME] [--parallel N] [--pause|--resume]", summary: "list queues, or change one", define: defineQueue},
-		{name: "template", args: "put NAME FILE | get NAME | list | rm NAME", summary: "store, show, list and remove job templates", define: defineTemplate},
-		{name: "run", args: "TEMPLATE [k=v...] [--queue Q] [--priority N]", summary: "submit a job made from a template", define: defineRun},
-		{name: "info", args: "", summary: "describe the running daemon", define: defineInfo},
-		{name: "rpc", args: "", summary: "relay standard input and output to the daemon's socket (for editors)", waits: true, define: defineRPC},
-		{name: "completion", args: "bash|zsh|fish", summary: "print a shell completion script", define: defineCompletion},
-		{name: "version", args: "", summary: "print the versions of spool and of the daemon", define: defineVersion},
+		{name: "submit", args: "[flags] -- CMD [ARG...]  |  submit -f FILE|-", summary: "submit a command (or a job spec) as a job; prints its id", strict: true, define: defineSubmit,
+			long: "Submit a command as a one-step job, run in the current directory with this shell's\n" +
+				"environment (unless --no-env), or submit the job spec (or array of specs) in a file.\n" +
+				"Prints the id of each job; --json prints the job as the daemon stored it.",
+			example: "  spool submit -- make test\n" +
+				"  spool submit --name nightly --queue builds --retry 3 --timeout 2h -- ./build.sh\n" +
+				"  spool submit -r 3 -t 90s --after 1 -- make deploy\n" +
+				"  spool submit -f pipeline.json"},
+		{name: "status", args: "[ID...] [flags]", summary: "list jobs", ids: true, define: defineStatus,
+			long: "List the newest jobs (oldest first on the screen), or the jobs named by id.\n" +
+				"Ids that are not found are reported, and the exit code is then 1.",
+			example: "  spool status\n  spool status --state running,queued --queue builds\n  spool status 3 4 5\n  spool status --all --label team=web"},
+		{name: "show", args: "ID [--env]", summary: "show a job with its steps and result", ids: true, define: defineShow,
+			example: "  spool show 7\n  spool show 7 --env   # with the job's environment\n  spool --json show 7"},
+		{name: "watch", args: "[ID...]", summary: "follow the events of jobs (or of all jobs) as they happen", ids: true, waits: true, define: defineWatch,
+			long: "Follow the events of the jobs named, until they are final (exit 0 when all\n" +
+				"succeeded), or with no ids the events of every job, until Ctrl-C. On a terminal\n" +
+				"each running job has a live line at the bottom: its name, progress or last output.",
+			example: "  spool watch          # every job, live\n  spool watch 7 8\n  spool --json watch 7  # JSON lines"},
+		{name: "wait", args: "ID... [--timeout D]", summary: "wait until jobs are final; exit 0 when all succeeded", ids: true, waits: true, define: defineWait,
+			example: "  spool wait 7 && echo green\n  spool wait 7 8 --timeout 10m"},
+		{name: "cancel", args: "ID... [--reason R]", summary: "cancel jobs", ids: true, waits: true, define: defineCancel,
+			example: "  spool cancel 7\n  spool cancel 7 8 --reason \"wrong branch\""},
+		{name: "logs", args: "[-f] ID [STEP]", summary: "print the log of a job's step (-f: follow it)", waits: true, define: defineLogs, complete: completeLogsArgs,
+			long: "Print the log of a job's step: STEP is a name or an index, by default the current\n" +
+				"(or last) step. -f follows the log as it grows until the step ends; without STEP\n" +
+				"it follows every step of the job, each under a header, until the job ends.",
+			example: "  spool logs 7\n  spool logs -f 7\n  spool logs 7 build"},
+		{name: "retry", args: "ID", summary: "submit a final job again as a new job", ids: true, define: defineRetry,
+			example: "  spool retry 7"},
+		{name: "rm", args: "ID...", summary: "remove final jobs", ids: true, define: defineRemove,
+			example: "  spool rm 7 8"},
+		{name: "prune", args: "[--state S]... [--older-than D]", summary: "remove final jobs by state and age", define: definePrune, complete: noArgs,
+			example: "  spool prune --older-than 24h\n  spool prune --state succeeded"},
+		{name: "queue", args: "[NAME] [--parallel N] [--pause|--resume]", summary: "list queues, or change one", define: defineQueue, complete: completeQueueArg,
+			example: "  spool queue\n  spool queue builds --parallel 1\n  spool queue builds --pause"},
+		{name: "template", args: "put NAME FILE | get NAME | list | rm NAME", summary: "store, show, list and remove job templates", define: defineTemplate, complete: completeTemplateArgs,
+			example: "  spool template put backup backup.json\n  spool template list\n  spool template get backup"},
+		{name: "run", args: "TEMPLATE [k=v...] [flags]", summary: "submit a job made from a template", define: defineRun, complete: completeRunArgs,
+			example: "  spool run backup dir=/home\n  spool run backup dir=/srv --queue nightly"},
+		{name: "info", args: "", summary: "describe the running daemon", define: defineInfo, complete: noArgs},
+		{name: "rpc", args: "", summary: "relay standard input and output to the daemon's socket (for editors)", waits: true, define: defineRPC, complete: noArgs},
+		{name: "completion", args: "bash|zsh|fish|powershell", summary: "print a shell completion script", define: defineCompletion, complete: completeShells,
+			example: "  source <(spool completion bash)\n  spool completion fish | source\n  spool completion zsh > ~/.local/share/zsh/site-functions/_spool"},
+		{name: "version", args: "", summary: "print the versions of spool and of the daemon", define: defineVersion, complete: noArgs},
 	}
 }
 
@@ -56,15 +85,14 @@ func (a *app) printJobs(jobs []*rpc.Job, many bool) error {
 	}{list})
 }
 
-func defineStatus(a *app, fs *flag.FlagSet) runner {
+func defineStatus(a *app, fs *pflag.FlagSet) runner {
 	var states statesFlag
 	var labels pairsFlag
-	queue := fs.String("queue", "", "only jobs of `QUEUE`")
-	fs.Var(&states, "state", "only jobs in `STATE` (repeatable, or comma separated)")
-	fs.Var(&labels, "label", "only jobs with the label `k=v` (repeatable)")
-	limit := fs.Int("limit", 50, "show the newest `N` jobs at most (1 to 1000)")
-	all := fs.Bool("all", false, "show every job")
-	idsOnly := fs.Bool("ids-only", false, hiddenFlag+"print only the ids (for completion)")
+	queue := fs.StringP("queue", "q", "", "only jobs of `QUEUE`")
+	fs.VarP(&states, "state", "s", "only jobs in `STATE` (repeatable, or comma separated)")
+	fs.VarP(&labels, "label", "l", "only jobs with the label `k=v` (repeatable)")
+	limit := fs.IntP("limit", "n", 50, "show the newest `N` jobs at most (1 to 1000)")
+	all := fs.BoolP("all", "a", false, "show every job")
 	return func(ctx context.Context, args []string) error {
 		ids, err := parseIDs(args)
 		if err != nil {
@@ -79,9 +107,15 @@ func defineStatus(a *app, fs *flag.FlagSet) runner {
 		}
 		jobs := []rpc.Job{}
 		var next *string
+		var missing []string
 		if len(ids) > 0 {
 			for _, id := range ids {
 				j, err := c.Get(ctx, rpc.GetParams{ID: id})
+				var re *rpc.Error
+				if errors.As(err, &re) && re.Code == rpc.CodeNotFound {
+					missing = append(missing, strconv.FormatInt(id, 10))
+					continue
+				}
 				if err != nil {
 					return err
 				}
@@ -105,18 +139,29 @@ func defineStatus(a *app, fs *flag.FlagSet) runner {
 				p.Cursor = next
 			}
 		}
-		switch {
-		case *idsOnly:
-			for _, j := range jobs {
-				a.printf("%d\n", j.ID)
+		// notFound says which ids were not found (exit 1) after the found ones.
+		notFound := func() error {
+			if len(missing) == 0 {
+				return nil
 			}
-			return nil
-		case a.json:
-			return a.printJSON(rpc.ListResult{Jobs: jobs, NextCursor: next})
+			if len(missing) == 1 {
+				fmt.Fprintf(a.stderr, "spool: job %s not found\n", missing[0])
+			} else {
+				fmt.Fprintf(a.stderr, "spool: jobs %s not found\n", strings.Join(missing, ", "))
+			}
+			return &exitError{code: exitFailure}
+		}
+		if a.json {
+			if err := a.printJSON(rpc.ListResult{Jobs: jobs, NextCursor: next}); err != nil {
+				return err
+			}
+			return notFound()
 		}
 		if len(jobs) == 0 {
-			a.printf("no jobs\n")
-			return nil
+			if len(missing) == 0 {
+				a.printf("no jobs\n")
+			}
+			return notFound()
 		}
 		if len(ids) == 0 {
 			slices.Reverse(jobs) // oldest first, the newest next to the prompt
@@ -124,9 +169,13 @@ func defineStatus(a *app, fs *flag.FlagSet) runner {
 		a.fillSpecs(ctx, c, jobs)
 		jobsTable(jobs, a.now()).render(a.stdout, a.term)
 		if next != nil {
-			fmt.Fprintf(a.stderr, "(the newest %d jobs; --all or --limit N for more)\n", len(jobs))
+			if len(jobs) == 1 {
+				fmt.Fprintf(a.stderr, "(only the newest job; --all or --limit N for more)\n")
+			} else {
+				fmt.Fprintf(a.stderr, "(the newest %d jobs; --all or --limit N for more)\n", len(jobs))
+			}
 		}
-		return nil
+		return notFound()
 	}
 }
 
@@ -174,7 +223,8 @@ func (a *app) oneJob(ctx context.Context, cmd string, args []string) (int64, *cl
 	return ids[0], c, nil
 }
 
-func defineShow(a *app, fs *flag.FlagSet) runner {
+func defineShow(a *app, fs *pflag.FlagSet) runner {
+	env := fs.BoolP("env", "e", false, "also show the job's environment (kept in its stored spec)")
 	return func(ctx context.Context, args []string) error {
 		id, c, err := a.oneJob(ctx, "show", args)
 		if err != nil {
@@ -184,7 +234,28 @@ func defineShow(a *app, fs *flag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		return a.result(j, func() { a.printJob(j) })
+		return a.result(j, func() {
+			a.printJob(j)
+			if *env {
+				a.printEnv(j)
+			}
+		})
+	}
+}
+
+// printEnv writes the environment of the job's spec, sorted by name.
+func (a *app) printEnv(j *rpc.Job) {
+	if j.Spec == nil {
+		return
+	}
+	names := make([]string, 0, len(j.Spec.Env))
+	for k := range j.Spec.Env {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	a.printf("\n%s\n", a.term.paint(styleBold, fmt.Sprintf("environment (%d)", len(names))))
+	for _, k := range names {
+		a.printf("%s=%s\n", k, oneLine(j.Spec.Env[k]))
 	}
 }
 
@@ -340,8 +411,9 @@ func resultText(raw json.RawMessage) string {
 	return string(raw)
 }
 
-func defineWait(a *app, fs *flag.FlagSet) runner {
-	timeout := fs.Duration("timeout", 0, "give up after `D` (the jobs then count as not succeeded)")
+func defineWait(a *app, fs *pflag.FlagSet) runner {
+	var timeout time.Duration
+	durationVarP(fs, &timeout, "timeout", "t", "give up after `D`, e.g. 90s, 2m (the jobs then count as not succeeded)")
 	return func(ctx context.Context, args []string) error {
 		if len(args) == 0 {
 			return usagef("wait takes at least one job id")
@@ -352,17 +424,21 @@ func defineWait(a *app, fs *flag.FlagSet) runner {
 		}
 		c, err := a.client(ctx)
 		if err != nil {
-			return err
+			return a.cutShort(ctx, err, ids, "watch", exitFailure)
 		}
 		var deadline time.Time
-		if *timeout > 0 {
-			deadline = a.now().Add(*timeout)
+		if timeout > 0 {
+			deadline = a.now().Add(timeout)
 		}
 		jobs := make([]*rpc.Job, 0, len(ids))
 		ok := true
-		for _, id := range ids {
+		for i, id := range ids {
 			j, err := a.waitOne(ctx, c, id, deadline)
 			if err != nil {
+				if ctx.Err() != nil { // interrupted: the jobs are not cancelled
+					a.goesOn(ids[i:], "watch")
+					return &exitError{code: exitFailure}
+				}
 				return err
 			}
 			jobs = append(jobs, j)
@@ -405,14 +481,14 @@ func (a *app) waitOne(ctx context.Context, c *client.Client, id int64, deadline 
 // printOutcome writes one line saying how a job ended (or where it is).
 func (a *app) printOutcome(j *rpc.Job) {
 	line := fmt.Sprintf("%d %s", j.ID, a.term.paint(stateStyle(j.State), string(j.State)))
-	if j.Error != "" {
+	if j.Error != "" && j.Error != string(j.State) { // not "16 cancelled: cancelled"
 		line += ": " + oneLine(j.Error)
 	}
 	a.printf("%s\n", line)
 }
 
-func defineCancel(a *app, fs *flag.FlagSet) runner {
-	reason := fs.String("reason", "", "why (`TEXT`), stored as the job's error")
+func defineCancel(a *app, fs *pflag.FlagSet) runner {
+	reason := fs.StringP("reason", "r", "", "why (`TEXT`), stored as the job's error")
 	return func(ctx context.Context, args []string) error {
 		if len(args) == 0 {
 			return usagef("cancel takes at least one job id")
@@ -465,7 +541,7 @@ func defineCancel(a *app, fs *flag.FlagSet) runner {
 	}
 }
 
-func defineRetry(a *app, fs *flag.FlagSet) runner {
+func defineRetry(a *app, fs *pflag.FlagSet) runner {
 	return func(ctx context.Context, args []string) error {
 		id, c, err := a.oneJob(ctx, "retry", args)
 		if err != nil {
@@ -479,7 +555,7 @@ func defineRetry(a *app, fs *flag.FlagSet) runner {
 	}
 }
 
-func defineRemove(a *app, fs *flag.FlagSet) runner {
+func defineRemove(a *app, fs *pflag.FlagSet) runner {
 	return func(ctx context.Context, args []string) error {
 		if len(args) == 0 {
 			return usagef("rm takes at least one job id")
@@ -492,18 +568,47 @@ func defineRemove(a *app, fs *flag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		r, err := c.Remove(ctx, rpc.RemoveParams{IDs: ids})
-		if err != nil {
+		// job.remove ignores unknown ids: find them first, to say so.
+		var found []int64
+		var missing []string
+		for _, id := range ids {
+			_, err := c.Get(ctx, rpc.GetParams{ID: id})
+			var re *rpc.Error
+			switch {
+			case errors.As(err, &re) && re.Code == rpc.CodeNotFound:
+				missing = append(missing, strconv.FormatInt(id, 10))
+			case err != nil:
+				return err
+			default:
+				found = append(found, id)
+			}
+		}
+		r := &rpc.RemoveResult{}
+		if len(found) > 0 {
+			if r, err = c.Remove(ctx, rpc.RemoveParams{IDs: found}); err != nil {
+				return err
+			}
+		}
+		if err := a.result(r, func() {
+			if len(found) > 0 {
+				a.printf("removed %d\n", r.Removed)
+			}
+		}); err != nil {
 			return err
 		}
-		return a.result(r, func() { a.printf("removed %d\n", r.Removed) })
+		if len(missing) > 0 {
+			fmt.Fprintf(a.stderr, "spool: no job %s (unknown, or removed already)\n", strings.Join(missing, ", "))
+			return &exitError{code: exitFailure}
+		}
+		return nil
 	}
 }
 
-func definePrune(a *app, fs *flag.FlagSet) runner {
+func definePrune(a *app, fs *pflag.FlagSet) runner {
 	var states statesFlag
-	fs.Var(&states, "state", "remove jobs in `STATE` (repeatable; default: every final state)")
-	olderThan := fs.Duration("older-than", 0, "remove jobs that finished more than `D` ago")
+	fs.VarP(&states, "state", "s", "remove jobs in `STATE` (repeatable; default: every final state)")
+	var olderThan time.Duration
+	durationVarP(fs, &olderThan, "older-than", "", "remove jobs that finished more than `D` ago, e.g. 24h")
 	return func(ctx context.Context, args []string) error {
 		if len(args) > 0 {
 			return usagef("prune takes no arguments (use rm to remove jobs by id)")
@@ -520,7 +625,7 @@ func definePrune(a *app, fs *flag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		r, err := c.Prune(ctx, rpc.PruneParams{States: states, OlderThan: rpc.Duration(*olderThan)})
+		r, err := c.Prune(ctx, rpc.PruneParams{States: states, OlderThan: rpc.Duration(olderThan)})
 		if err != nil {
 			return err
 		}

@@ -32,13 +32,8 @@ func TestCompletionScripts(t *testing.T) {
 		t.Run(shell, func(t *testing.T) {
 			is := is.New(t)
 			r := spool(t, nil, "", "completion", shell)
-			is.Equal(r.code, 0) // the script is printed
-			for _, c := range commandList() {
-				is.True(strings.Contains(r.stdout, c.name)) // every command is completed
-			}
-			is.True(strings.Contains(r.stdout, "--priority") || strings.Contains(r.stdout, "-l priority")) // and flags
-			is.True(strings.Contains(r.stdout, "status --ids-only"))                                       // job ids come from the hidden helper
-			is.True(!strings.Contains(r.stdout, "--ids-only\""))                                           // which is not offered itself
+			is.Equal(r.code, 0)                               // the script is printed
+			is.True(strings.Contains(r.stdout, "__complete")) // commands, flags and ids come from spool __complete
 			checkSyntax(t, shell, r.stdout)
 		})
 	}

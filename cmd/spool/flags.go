@@ -13,6 +13,8 @@ type stringsFlag []string
 
 func (f *stringsFlag) String() string { return strings.Join(*f, ",") }
 
+func (f *stringsFlag) Type() string { return "strings" }
+
 func (f *stringsFlag) Set(s string) error {
 	*f = append(*f, s)
 	return nil
@@ -28,6 +30,8 @@ func (f *idsFlag) String() string {
 	}
 	return strings.Join(parts, ",")
 }
+
+func (f *idsFlag) Type() string { return "ids" }
 
 func (f *idsFlag) Set(s string) error {
 	for _, part := range strings.Split(s, ",") {
@@ -56,6 +60,8 @@ func (f *pairsFlag) String() string {
 	return strings.Join(parts, ",")
 }
 
+func (f *pairsFlag) Type() string { return "pairs" }
+
 func (f *pairsFlag) Set(s string) error {
 	k, v, ok := strings.Cut(s, "=")
 	if !ok || k == "" {
@@ -78,6 +84,8 @@ func (f *statesFlag) String() string {
 	}
 	return strings.Join(parts, ",")
 }
+
+func (f *statesFlag) Type() string { return "states" }
 
 func (f *statesFlag) Set(s string) error {
 	for _, part := range strings.Split(s, ",") {

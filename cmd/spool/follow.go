@@ -3,13 +3,14 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"spool/client"
 	"spool/rpc"
@@ -18,15 +19,20 @@ import (
 // logChunk is how much of a log one job.logs call asks for.
 const logChunk = 64 << 10
 
-func defineWatch(a *app, fs *flag.FlagSet) runner {
+func defineWatch(a *app, fs *pflag.FlagSet) runner {
 	return func(ctx context.Context, args []string) error {
 		ids, err := parseIDs(args)
 		if err != nil {
 			return err
 		}
+		if len(ids) == 0 {
+			// No ids: every job. An empty list would name no job, and the watch
+			// would end at once.
+			ids = nil
+		}
 		c, err := a.client(ctx)
 		if err != nil {
-			return err
+			return a.cutShort(ctx, err, ids, "watch", exitFailure)
 		}
 		params := rpc.WatchParams{Jobs: ids}
 		if a.term.tty && !a.json {
@@ -36,24 +42,57 @@ func defineWatch(a *app, fs *flag.FlagSet) runner {
 		}
 		w, err := c.Watch(ctx, params)
 		if err != nil {
+			if ctx.Err() != nil {
+				a.goesOn(ids, "watch")
+				return &exitError{code: exitFailure}
+			}
 			return err
 		}
 		defer w.Close()
+		bar := &progressLine{a: a, titles: map[int64]string{}}
+		bar.title = func(id int64) string {
+			if t, ok := bar.titles[id]; ok {
+				return t
+			}
+			t := ""
+			if j, err := c.Get(ctx, rpc.GetParams{ID: id}); err == nil {
+				t = jobTitle(j)
+			}
+			bar.titles[id] = t
+			return t
+		}
+		final := map[int64]rpc.State{}
+		// interrupted ends a watch cut short by Ctrl-C: the jobs go on.
+		interrupted := func() error {
+			bar.clear()
+			if len(ids) == 0 {
+				fmt.Fprintf(a.stderr, "spool: stopped watching; the jobs go on (spool status lists them)\n")
+				return nil
+			}
+			var left []int64
+			for _, id := range ids {
+				if _, ok := final[id]; !ok {
+					left = append(left, id)
+				}
+			}
+			a.goesOn(left, "watch")
+			return &exitError{code: exitFailure}
+		}
 		if !a.json {
 			// Say where the unfinished jobs are now: their earlier events are not
 			// replayed.
-			for _, id := range ids {
-				j, err := c.Get(ctx, rpc.GetParams{ID: id})
-				if err != nil {
-					return err
+			current, err := a.unfinished(ctx, c, ids)
+			if err != nil {
+				if ctx.Err() != nil {
+					return interrupted()
 				}
-				if !j.Final() {
-					a.printf("%s\n", a.eventLine(statusEvent(j, a.now())))
-				}
+				return err
+			}
+			for _, j := range current {
+				bar.titles[j.ID] = jobTitle(j)
+				a.printf("%s\n", a.eventLine(statusEvent(j, a.now())))
 			}
 		}
-		bar := &progressLine{a: a}
-		final := map[int64]rpc.State{}
 		for {
 			ev, err := w.Next(ctx)
 			if errors.Is(err, io.EOF) {
@@ -61,11 +100,8 @@ func defineWatch(a *app, fs *flag.FlagSet) runner {
 			}
 			if err != nil {
 				bar.clear()
-				if ctx.Err() != nil { // interrupted
-					if len(ids) == 0 {
-						return nil
-					}
-					return &exitError{code: exitFailure}
+				if ctx.Err() != nil {
+					return interrupted()
 				}
 				return err
 			}
@@ -108,6 +144,67 @@ func defineWatch(a *app, fs *flag.FlagSet) runner {
 		}
 		return nil
 	}
+}
+
+// unfinished is the jobs of ids that are not final, or with no ids every running
+// and queued job (the newest 1000 at most), oldest first.
+func (a *app) unfinished(ctx context.Context, c *client.Client, ids []int64) ([]*rpc.Job, error) {
+	var out []*rpc.Job
+	if len(ids) > 0 {
+		for _, id := range ids {
+			j, err := c.Get(ctx, rpc.GetParams{ID: id})
+			if err != nil {
+				return nil, err
+			}
+			if !j.Final() {
+				out = append(out, j)
+			}
+		}
+		return out, nil
+	}
+	r, err := c.List(ctx, rpc.ListParams{State: []rpc.State{rpc.StateRunning, rpc.StateQueued}, Limit: 1000, Order: "asc"})
+	if err != nil {
+		return nil, err
+	}
+	for i := range r.Jobs {
+		out = append(out, &r.Jobs[i])
+	}
+	return out, nil
+}
+
+// cutShort is the error of a waiting command that ended with err: when an
+// interrupt cut it short, it says the jobs go on and ends with code.
+func (a *app) cutShort(ctx context.Context, err error, ids []int64, command string, code int) error {
+	if ctx.Err() == nil {
+		return err
+	}
+	if len(ids) == 0 {
+		fmt.Fprintf(a.stderr, "spool: stopped watching; the jobs go on (spool status lists them)\n")
+	} else {
+		a.goesOn(ids, command)
+	}
+	if code == exitOK {
+		return nil
+	}
+	return &exitError{code: code}
+}
+
+// goesOn tells, after an interrupt, that the jobs the command waited for go on,
+// and how to follow them again.
+func (a *app) goesOn(ids []int64, command string) {
+	if len(ids) == 0 {
+		return
+	}
+	list := make([]string, len(ids))
+	for i, id := range ids {
+		list[i] = strconv.FormatInt(id, 10)
+	}
+	if len(ids) == 1 {
+		fmt.Fprintf(a.stderr, "spool: interrupted; job %s goes on (spool %s %s to follow it)\n", list[0], command, list[0])
+		return
+	}
+	fmt.Fprintf(a.stderr, "spool: interrupted; jobs %s go on (spool %s %s to follow them)\n",
+		strings.Join(list, ", "), command, strings.Join(list, " "))
 }
 
 // statusEvent is a line for watch that says where a job is now.
@@ -197,15 +294,22 @@ const maxLiveLines = 8
 // job that reported progress or a heartbeat: each update redraws the block in
 // place; the block is cleared before other output and drawn again after it.
 type progressLine struct {
-	a     *app
-	order []int64          // jobs in the order their first line came
-	text  map[int64]string // each job's line
-	drawn int              // lines of the block on the screen now
+	a      *app
+	title  func(id int64) string // the job's name (or command) for its line; may be nil
+	titles map[int64]string      // what title found, by job
+	order  []int64               // jobs in the order their first line came
+	text   map[int64]string      // each job's line
+	drawn  int                   // lines of the block on the screen now
 }
 
 // show sets the job's line from a progress or heartbeat event and redraws.
 func (p *progressLine) show(ev *rpc.Event) {
 	text := fmt.Sprintf("%-5d  ", ev.Job)
+	if p.title != nil {
+		if t := p.title(ev.Job); t != "" {
+			text += cut(t, 24) + "  "
+		}
+	}
 	prog := ev.Progress
 	if prog != nil {
 		if pc := progressPercent(prog); pc >= 0 {
@@ -294,9 +398,8 @@ func (p *progressLine) clear() {
 	}
 }
 
-func defineLogs(a *app, fs *flag.FlagSet) runner {
-	follow := fs.Bool("f", false, "follow the log as it grows, until the step ends")
-	fs.BoolVar(follow, "follow", false, "same as -f")
+func defineLogs(a *app, fs *pflag.FlagSet) runner {
+	follow := fs.BoolP("follow", "f", false, "follow the log as it grows, until the step ends (or without STEP, the job ends)")
 	return func(ctx context.Context, args []string) error {
 		if len(args) < 1 || len(args) > 2 {
 			return usagef("usage: spool logs [-f] ID [STEP]")
@@ -316,15 +419,20 @@ func defineLogs(a *app, fs *flag.FlagSet) runner {
 		}
 		c, err := a.client(ctx)
 		if err != nil {
+			if *follow {
+				return a.cutShort(ctx, err, ids, "logs -f", exitOK)
+			}
 			return err
 		}
-		l := &logFollower{a: a, c: c, id: ids[0], step: -1}
+		l := &logFollower{a: a, c: c, id: ids[0], step: -1, shown: -1}
 		if !*follow {
 			return l.print(ctx, ref)
 		}
 		err = l.follow(ctx, ref)
 		if err != nil && ctx.Err() != nil {
-			return nil // interrupted: a normal way to stop following
+			// Interrupted: a normal way to stop following; the job is not cancelled.
+			a.goesOn([]int64{ids[0]}, "logs -f")
+			return nil
 		}
 		return err
 	}
@@ -338,6 +446,20 @@ type logFollower struct {
 	step   int   // the step being read; -1 until the daemon said which
 	offset int64 // how much of its log was printed
 	all    strings.Builder
+	// steps: the job's steps, when following all of them (a header before each);
+	// shown: the step whose header was printed last.
+	steps []rpc.StepStatus
+	shown int
+}
+
+// header prints the header of the step being followed, once, when following
+// every step of a job that has several.
+func (l *logFollower) header() {
+	if l.a.json || len(l.steps) < 2 || l.step < 0 || l.step == l.shown || l.step >= len(l.steps) {
+		return
+	}
+	l.shown = l.step
+	l.a.printf("%s\n", l.a.term.paint(styleBold, fmt.Sprintf("==> step %d/%d: %s <==", l.step+1, len(l.steps), l.steps[l.step].Name)))
 }
 
 // print writes the step's log from its start to what there is now.
@@ -398,6 +520,7 @@ func (l *logFollower) emit(data string, next int64, stream bool) error {
 	}
 	switch {
 	case !l.a.json:
+		l.header()
 		_, err := io.WriteString(l.a.stdout, data)
 		return err
 	case stream:
@@ -423,6 +546,13 @@ func (l *logFollower) follow(ctx context.Context, ref rpc.StepRef) error {
 	}
 	whole := ref.IsZero()
 	steps := len(job.Steps)
+	if whole {
+		// The whole job: from its first step, each under a header.
+		l.steps = job.Steps
+		if steps > 0 {
+			l.step = 0
+		}
+	}
 	ended, err := l.drain(ctx, ref, -1, true)
 	if err != nil {
 		return err
@@ -434,6 +564,7 @@ func (l *logFollower) follow(ctx context.Context, ref rpc.StepRef) error {
 			}
 			l.step++
 			l.offset = 0
+			l.header()
 			if ended, err = l.drain(ctx, ref, -1, true); err != nil {
 				return err
 			}
@@ -452,6 +583,7 @@ func (l *logFollower) follow(ctx context.Context, ref rpc.StepRef) error {
 				}
 				l.step++
 				l.offset = 0
+				l.header()
 			}
 		}
 		if err != nil {
@@ -500,7 +632,7 @@ func (l *logFollower) output(ctx context.Context, ref rpc.StepRef, off int64, da
 	return nil
 }
 
-func defineRPC(a *app, fs *flag.FlagSet) runner {
+func defineRPC(a *app, fs *pflag.FlagSet) runner {
 	return func(ctx context.Context, args []string) error {
 		if len(args) > 0 {
 			return usagef("rpc takes no arguments: it relays standard input and output")

@@ -3,14 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"spool/rpc"
 )
@@ -30,21 +30,21 @@ type submitOptions struct {
 	file     string
 }
 
-func (o *submitOptions) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.name, "name", "", "a `NAME` for people")
-	fs.StringVar(&o.key, "key", "", "idempotency `KEY`: submitting it again returns the stored job")
-	fs.StringVar(&o.queue, "queue", "", "the `QUEUE` to run in (default \"default\")")
-	fs.IntVar(&o.priority, "priority", 0, "the job's `PRIORITY`: higher runs first")
-	fs.Var(&o.after, "after", "run after job `ID` succeeded (repeatable)")
-	fs.Var(&o.labels, "label", "a label `k=v` (repeatable)")
-	fs.DurationVar(&o.timeout, "timeout", 0, "limit the whole job to `D`, e.g. 2h")
-	fs.IntVar(&o.retry, "retry", 0, "`N` tries in all for the command")
-	fs.Var(&o.env, "env", "set `K=V` in the job's environment (repeatable)")
+func (o *submitOptions) register(fs *pflag.FlagSet) {
+	fs.StringVarP(&o.name, "name", "n", "", "a `NAME` for people")
+	fs.StringVarP(&o.key, "key", "k", "", "idempotency `KEY`: submitting it again returns the stored job")
+	fs.StringVarP(&o.queue, "queue", "q", "", "the `QUEUE` to run in (default \"default\")")
+	fs.IntVarP(&o.priority, "priority", "p", 0, "the job's `PRIORITY`: higher runs first")
+	fs.VarP(&o.after, "after", "a", "run after job `ID` succeeded (repeatable)")
+	fs.VarP(&o.labels, "label", "l", "a label `k=v` (repeatable)")
+	durationVarP(fs, &o.timeout, "timeout", "t", "limit the whole job to `D`, e.g. 90s, 2m, 1h30m")
+	fs.IntVarP(&o.retry, "retry", "r", 0, "`N` tries in all for the command")
+	fs.VarP(&o.env, "env", "e", "set `K=V` in the job's environment (repeatable)")
 	fs.BoolVar(&o.noEnv, "no-env", false, "do not pass this shell's environment to the job")
-	fs.StringVar(&o.file, "f", "", "submit the job spec (or array of specs) in `FILE` (- for standard input)")
+	fs.StringVarP(&o.file, "file", "f", "", "submit the job spec (or array of specs) in `FILE` (- for standard input)")
 }
 
-func defineSubmit(a *app, fs *flag.FlagSet) runner {
+func defineSubmit(a *app, fs *pflag.FlagSet) runner {
 	var o submitOptions
 	o.register(fs)
 	return func(ctx context.Context, args []string) error {
@@ -75,11 +75,11 @@ func defineSubmit(a *app, fs *flag.FlagSet) runner {
 }
 
 // submitParams builds job.submit's params from the flags and arguments.
-func (a *app) submitParams(fs *flag.FlagSet, o *submitOptions, args []string) (*rpc.SubmitParams, error) {
+func (a *app) submitParams(fs *pflag.FlagSet, o *submitOptions, args []string) (*rpc.SubmitParams, error) {
 	if o.file != "" {
 		var others []string
-		fs.Visit(func(f *flag.Flag) {
-			if f.Name != "f" && f.Name != "json" && f.Name != "socket" {
+		fs.Visit(func(f *pflag.Flag) {
+			if f.Name != "file" && f.Name != "json" && f.Name != "socket" {
 				others = append(others, "--"+f.Name)
 			}
 		})
@@ -189,39 +189,77 @@ func (a *app) readSpecs(name string) (*rpc.SubmitParams, error) {
 		return nil, fmt.Errorf("read the spec: %w", err)
 	}
 	params, err := decodeSpecs(data)
+	if err == nil {
+		err = checkDirs(data, params)
+	}
 	if err != nil {
 		if name == "-" {
 			name = "standard input"
+		}
+		var se *specError
+		if errors.As(err, &se) {
+			return nil, fmt.Errorf("%s:%w", name, err) // file:line:col: ...
 		}
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return params, nil
 }
 
-// decodeSpecs decodes a spec object, or an array of them, strictly.
+// decodeSpecs decodes a spec object, or an array of them, strictly, as the daemon
+// does; a mistake says its line, column and field.
 func decodeSpecs(data []byte) (*rpc.SubmitParams, error) {
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 {
 		return nil, errors.New("empty: want a job spec or an array of job specs")
 	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.DisallowUnknownFields()
 	var p rpc.SubmitParams
 	if trimmed[0] == '[' {
-		if err := dec.Decode(&p.Jobs); err != nil {
-			return nil, fmt.Errorf("decode the job specs: %w", err)
+		if err := decodeSpecFile(data, &p.Jobs); err != nil {
+			return nil, err
 		}
 		if len(p.Jobs) == 0 {
 			return nil, errors.New("the array holds no job spec")
 		}
 	} else {
 		p.Job = new(rpc.Spec)
-		if err := dec.Decode(p.Job); err != nil {
-			return nil, fmt.Errorf("decode the job spec: %w", err)
+		if err := decodeSpecFile(data, p.Job); err != nil {
+			return nil, err
 		}
 	}
-	if dec.More() {
-		return nil, errors.New("more than one JSON value: put several specs in an array")
-	}
 	return &p, nil
+}
+
+// checkDirs checks that the working folder of each spec exists, so that a missing
+// one fails here, naming it, rather than as a program that cannot start (the
+// daemon runs on this machine and checks again when the job starts).
+func checkDirs(data []byte, p *rpc.SubmitParams) error {
+	check := func(spec *rpc.Spec, path string) error {
+		if spec == nil || spec.Dir == "" {
+			return nil
+		}
+		fi, err := os.Stat(spec.Dir)
+		reason := ""
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			reason = fmt.Sprintf("the folder %s does not exist: create it, or change %q (the job's steps run there)", spec.Dir, "dir")
+		case err != nil:
+			reason = fmt.Sprintf("cannot use the folder %s: %v", spec.Dir, err)
+		case !fi.IsDir():
+			reason = fmt.Sprintf("%s is not a folder", spec.Dir)
+		default:
+			return nil
+		}
+		_, val := locate(data, path)
+		line, col := lineCol(data, val)
+		return &specError{line: line, col: col, field: path, reason: reason}
+	}
+	if err := check(p.Job, "dir"); err != nil {
+		return err
+	}
+	for i := range p.Jobs {
+		if err := check(&p.Jobs[i], fmt.Sprintf("[%d].dir", i)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/matryer/is"
+	"github.com/spf13/pflag"
 
 	"spool/rpc"
 )
@@ -25,14 +26,14 @@ func parseSubmit(t *testing.T, environ []string, stdin string, args ...string) (
 		getwd:   func() (string, error) { return "/home/me/src", nil },
 		now:     time.Now,
 	}
-	cmd := findCommand("submit")
-	fs := a.newFlagSet(cmd)
+	fs := pflag.NewFlagSet("submit", pflag.ContinueOnError)
+	fs.SetInterspersed(false)
 	var o submitOptions
 	o.register(fs)
-	pos, err := parseFlags(fs, args, cmd.strict)
-	if err != nil {
+	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	pos := fs.Args()
 	return a.submitParams(fs, &o, pos)
 }
 
@@ -138,8 +139,11 @@ func TestSubmitFile(t *testing.T) {
 	is.True(strings.Contains(string(b), `"jobs":[{`)) // as {"jobs": [...]}
 
 	_, err = parseSubmit(t, nil, `{"stpes": []}`, "-f", "-")
-	is.True(err != nil)                               // a typo fails at once
-	is.True(strings.Contains(err.Error(), `"stpes"`)) // naming the field
+	is.True(err != nil)                                               // a typo fails at once
+	is.Equal(err.Error(), "standard input:1:2: stpes: unknown field") // naming the field and where it is
+
+	_, err = parseSubmit(t, nil, "{\n  \"steps\": [{\"exec\": {\"argv\": [\"true\"]},\n    \"retry\": {\"attempts\": \"3\"}}]\n}", "-f", "-")
+	is.Equal(err.Error(), "standard input:3:27: steps[0].retry.attempts: expected an integer, got a string") // line, column, path, and what was expected; no Go struct name
 
 	_, err = parseSubmit(t, nil, `{"steps": []} {"steps": []}`, "-f", "-")
 	is.True(err != nil) // two documents are refused
