@@ -32,6 +32,8 @@ type stepProcs struct {
 	// released is set once the cgroup went back to the tree: a later look at the
 	// step must not reach whatever uses it next.
 	released bool
+	// again says the attempt starts again: the daemon stopped while it ran.
+	again bool
 	// killed is set once cgroup.kill was written: the kernel then kills every
 	// process cloned into that cgroup later, so it is never used again.
 	killed bool

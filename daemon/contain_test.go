@@ -223,3 +223,29 @@ func TestCancelledWhileQueuedNeverRuns(t *testing.T) {
 	}
 	t.Logf("%d of %d jobs were cancelled before they started", never, n)
 }
+
+// TestResumedAttemptIsMarked checks that a step that starts again because the
+// daemon stopped while it ran says so in its log, under what it printed before.
+func TestResumedAttemptIsMarked(t *testing.T) {
+	is := is.New(t)
+	dir := t.TempDir()
+	h := start(t, dir, nil)
+	j := submit(t, h.d, rpc.Spec{Steps: []rpc.Step{shell(`echo "run $$"; sleep 30`)}})
+	eventually(t, "the step printed", func() bool {
+		res, err := h.d.Logs(ctxT(t), rpc.LogsParams{ID: j.ID})
+		return err == nil && strings.Contains(res.Data, "run ")
+	})
+	h.shutdown()
+	h = start(t, dir, nil)
+	eventually(t, "the step runs again", func() bool {
+		res, err := h.d.Logs(ctxT(t), rpc.LogsParams{ID: j.ID})
+		return err == nil && strings.Count(res.Data, "run ") == 2
+	})
+	res, err := h.d.Logs(ctxT(t), rpc.LogsParams{ID: j.ID})
+	is.NoErr(err)
+	lines := strings.Split(strings.TrimSpace(res.Data), "\n")
+	is.Equal(len(lines), 3)                                                         // the first run, the marker, the second run
+	is.Equal(lines[1], "[spool: attempt 1 again: the daemon stopped while it ran]") // between them
+	_, err = h.d.Cancel(ctxT(t), rpc.CancelParams{ID: j.ID})
+	is.NoErr(err)
+}

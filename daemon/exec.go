@@ -371,7 +371,10 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	}
 	logw := d.newLog(rec.ID, i, live)
 	defer logw.Close()
-	if rec.Steps[i].Attempt > 1 {
+	switch {
+	case sp.again:
+		fmt.Fprintf(logw, "[spool: attempt %d again: the daemon stopped while it ran]\n", rec.Steps[i].Attempt)
+	case rec.Steps[i].Attempt > 1:
 		fmt.Fprintf(logw, "[spool: attempt %d]\n", rec.Steps[i].Attempt)
 	}
 

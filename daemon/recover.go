@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -119,6 +120,12 @@ func (d *Daemon) recover(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 	d.failLate(ctx, late)
+	if len(recs) >= 1000 {
+		// The records were read whole, specs and all; the scheduler keeps much
+		// less of them. Give the difference back now rather than over minutes.
+		recs = nil
+		debug.FreeOSMemory()
+	}
 	return nil
 }
 

@@ -74,6 +74,21 @@ func (d *Daemon) runJob(js *jobState) {
 		close(js.cancelled)
 	}
 	d.mu.Unlock()
+	for {
+		err := d.loadSpec(parent, js)
+		if err == nil || errors.Is(err, errJobOver) || parent.Err() != nil {
+			if err != nil {
+				return
+			}
+			break
+		}
+		d.log.Error("read the spec of a job to start", "id", js.rec.ID, "err", err)
+		select {
+		case <-time.After(time.Second):
+		case <-parent.Done():
+			return
+		}
+	}
 	pre := &pending{fn: d.startMutation, claim: true}
 	for {
 		done, next, err := d.runStep(parent, js, pre)
@@ -97,6 +112,33 @@ func (d *Daemon) runJob(js *jobState) {
 		}
 		pre = next
 	}
+}
+
+// loadSpec reads the spec of a job the scheduler picked, which a queued job's
+// record in memory leaves out. It holds the job's lock, so that no transition
+// replaces the record meanwhile.
+func (d *Daemon) loadSpec(ctx context.Context, js *jobState) error {
+	if err := js.mu.lock(ctx); err != nil {
+		return err
+	}
+	defer js.mu.unlock()
+	d.mu.Lock()
+	id, has, gone := js.rec.ID, js.rec.Spec != nil, d.jobs[js.rec.ID] != js || js.rec.State.Final()
+	d.mu.Unlock()
+	if gone {
+		return errJobOver
+	}
+	if has {
+		return nil
+	}
+	stored, err := d.store.Get(ctx, id)
+	if err != nil {
+		return fmt.Errorf("read job %d: %w", id, err)
+	}
+	d.mu.Lock()
+	js.rec.Spec = stored.Spec
+	d.mu.Unlock()
+	return nil
 }
 
 // startMutation moves a picked job from queued to running and, unless its current
@@ -238,6 +280,9 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 	var containErr error
 	if spec.Exec != nil || spec.Shell != nil {
 		sp, containErr = d.newStepProcs(&preview, i)
+		if sp != nil {
+			sp.again = rec.Run.Interrupted && rec.Steps[i].State == rpc.StatePending
+		}
 	}
 	// start stores the claim, with the processes it started, once; it gives the
 	// job's lock back whatever happens.

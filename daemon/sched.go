@@ -118,6 +118,12 @@ func (d *Daemon) queue(name string) *queueState {
 // states of dependencies that are no longer in memory. It reports a dependency
 // that failed or was cancelled, or 0.
 func (d *Daemon) admit(rec rpc.Record, depFinal map[int64]rpc.State) (failedDep int64) {
+	if rec.State == rpc.StateQueued {
+		// A queued job's spec (with its environment, often kilobytes) stays in
+		// the store until the job starts: a backlog holds only what the
+		// scheduler needs.
+		rec.Spec = nil
+	}
 	js := &jobState{mu: newChanMutex(), rec: rec, pending: map[int64]bool{}, heapIdx: -1, timerIdx: -1}
 	d.jobs[rec.ID] = js
 	q := d.queue(rec.Queue)
