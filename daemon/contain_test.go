@@ -106,19 +106,29 @@ func TestCgroupContainsEveryProcess(t *testing.T) {
 		eventually(t, "what the step left is stopped after the kill grace", func() bool { return len(jobProcs(h.dir, j.ID)) == 0 })
 	})
 	is := is.New(t)
-	eventually(t, "every step cgroup is removed", func() bool {
+	eventually(t, "every step cgroup is empty (kept for reuse) or removed", func() bool {
 		info, err := h.d.Info(ctxT(t))
 		is.NoErr(err)
 		tree := strings.TrimPrefix(info.ContainmentNote, "a cgroup per step under ")
 		ents, err := os.ReadDir(tree)
 		is.NoErr(err)
 		for _, e := range ents {
-			if e.IsDir() {
+			if !e.IsDir() {
+				continue
+			}
+			procs, err := os.ReadFile(filepath.Join(tree, e.Name(), "cgroup.procs"))
+			if err == nil && len(bytes.TrimSpace(procs)) > 0 {
 				return false
 			}
 		}
 		return true
 	})
+	info, err := h.d.Info(ctxT(t))
+	is.NoErr(err)
+	tree := strings.TrimPrefix(info.ContainmentNote, "a cgroup per step under ")
+	h.shutdown()
+	_, err = os.Stat(tree)
+	is.True(os.IsNotExist(err)) // a daemon that stops takes its tree of cgroups along
 }
 
 // TestTimeoutIsTheOutcome checks that a process that exits 0 when told to stop
