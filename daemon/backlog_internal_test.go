@@ -12,16 +12,17 @@ import (
 	"spool/store"
 )
 
-// TestBacklogHoldsNoSpecs checks that a queued job in memory holds no spec (its
-// environment can be kilobytes, times every job of a backlog), and that the job
-// still runs with its spec once it starts, after a restart too.
+// TestBacklogHoldsNoSpecs checks that past the first maxHeldSpecs, a queued job
+// in memory holds no spec (its environment can be kilobytes, times every job of
+// a backlog), and that every job still runs with its spec once it starts, after
+// a restart too.
 func TestBacklogHoldsNoSpecs(t *testing.T) {
 	is := is.New(t)
 	dir := t.TempDir()
 	run := func(fn func(d *Daemon)) {
 		st, err := store.Open(filepath.Join(dir, "spool.db"), store.Options{})
 		is.NoErr(err)
-		d, err := New(Config{Store: st, StateDir: dir, Home: dir, MaxParallel: 2, KillGrace: time.Second})
+		d, err := New(Config{Store: st, StateDir: dir, Home: dir, MaxParallel: 8, KillGrace: time.Second})
 		is.NoErr(err)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
@@ -39,24 +40,19 @@ func TestBacklogHoldsNoSpecs(t *testing.T) {
 	run(func(d *Daemon) {
 		_, err := d.QueueSet(context.Background(), rpc.QueueSetParams{Name: "held", Paused: &held})
 		is.NoErr(err)
-		res, err := d.Submit(context.Background(), rpc.SubmitParams{Jobs: []rpc.Spec{spec, spec, spec}})
+		specs := make([]rpc.Spec, maxHeldSpecs+100)
+		for i := range specs {
+			specs[i] = spec
+		}
+		res, err := d.Submit(context.Background(), rpc.SubmitParams{Jobs: specs})
 		is.NoErr(err)
 		for _, j := range res.Jobs {
 			ids = append(ids, j.ID)
 		}
-		d.mu.Lock()
-		for _, id := range ids {
-			is.True(d.jobs[id] != nil)          // queued, in memory
-			is.True(d.jobs[id].rec.Spec == nil) // without its spec
-		}
-		d.mu.Unlock()
+		is.Equal(heldSpecs(d, ids), maxHeldSpecs) // the first ones keep their spec, no more
 	})
 	run(func(d *Daemon) {
-		d.mu.Lock()
-		for _, id := range ids {
-			is.True(d.jobs[id].rec.Spec == nil) // nor after a restart
-		}
-		d.mu.Unlock()
+		is.Equal(heldSpecs(d, ids), maxHeldSpecs) // nor after a restart
 		resume := false
 		_, err := d.QueueSet(context.Background(), rpc.QueueSetParams{Name: "held", Paused: &resume})
 		is.NoErr(err)
@@ -67,4 +63,25 @@ func TestBacklogHoldsNoSpecs(t *testing.T) {
 			is.Equal(string(j.Result), `"value"`) // with its spec's environment
 		}
 	})
+}
+
+// heldSpecs counts the jobs of ids queued in memory with their spec, checking that
+// every one of them is in memory.
+func heldSpecs(d *Daemon, ids []int64) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		js := d.jobs[id]
+		if js == nil {
+			return -1
+		}
+		if js.rec.Spec != nil {
+			n++
+		}
+	}
+	if n != d.specsHeld {
+		return -2
+	}
+	return n
 }

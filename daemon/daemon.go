@@ -71,6 +71,8 @@ type Daemon struct {
 	start  time.Time
 	logDir string
 	resDir string
+	// folders hands out the jobs' results folders.
+	folders *folderPool
 	// cgroups is the tree of step cgroups; nil when steps are contained by process
 	// groups. containment names the mode in force, containNote says why.
 	cgroups     *cgroupTree
@@ -85,6 +87,8 @@ type Daemon struct {
 	jobs    map[int64]*jobState // unfinished jobs
 	queues  map[string]*queueState
 	running int
+	// specsHeld counts the queued jobs that keep their spec in memory.
+	specsHeld int
 	timers  jobHeap // jobs waiting for their not_before
 	waiters map[int64][]chan struct{}
 	// dependents lists, for an unfinished job, the queued jobs waiting for it.
@@ -170,6 +174,11 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	// Earlier versions gave jobs of one step a shared, empty results folder.
 	_ = os.Remove(filepath.Join(d.resDir, "none"))
+	folders, err := newFolderPool(d.resDir)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	d.folders = folders
 	d.hub = newHub(d)
 	return d, nil
 }

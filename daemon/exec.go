@@ -362,8 +362,8 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	}
 	// The results of the job's finished steps, for its later steps; a folder of
 	// the job's own, which no other job sees.
-	if err := os.Mkdir(d.jobResultDir(rec.ID), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return outcome{err: fmt.Sprintf("create results folder: %v", err)}
+	if err := d.folders.make(d.jobResultDir(rec.ID)); err != nil {
+		return outcome{err: err.Error()}
 	}
 	if err := ctx.Err(); err != nil {
 		// Stopped between its stored start and its process: none is started.

@@ -123,6 +123,7 @@ func (d *Daemon) loadSpec(ctx context.Context, js *jobState) error {
 	}
 	defer js.mu.unlock()
 	d.mu.Lock()
+	d.specTaken(js)
 	id, has, gone := js.rec.ID, js.rec.Spec != nil, d.jobs[js.rec.ID] != js || js.rec.State.Final()
 	d.mu.Unlock()
 	if gone {
@@ -331,6 +332,9 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 	} else {
 		out = d.execute(ctx, js, &preview, i, sp, start, exited)
 	}
+	d.mu.Lock()
+	js.reaped = out.reaped
+	d.mu.Unlock()
 	if out.storeErr != nil {
 		d.mu.Lock()
 		d.takeSlotBack(js)

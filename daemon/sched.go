@@ -24,6 +24,12 @@ type jobState struct {
 	// stopStep ends the context of the step that runs, if any; guarded by d.mu.
 	stopStep context.CancelCauseFunc
 	live     *liveState // progress and last output line of the running step
+	// reaped is closed once no process of the last step that ran is left;
+	// guarded by d.mu.
+	reaped <-chan struct{}
+	// heldSpec says the job was queued with its spec in memory, one of
+	// d.specsHeld; guarded by d.mu.
+	heldSpec bool
 }
 
 // chanMutex is a mutex that can be taken with a context.
@@ -120,11 +126,16 @@ func (d *Daemon) queue(name string) *queueState {
 func (d *Daemon) admit(rec rpc.Record, depFinal map[int64]rpc.State) (failedDep int64) {
 	if rec.State == rpc.StateQueued {
 		// A queued job's spec (with its environment, often kilobytes) stays in
-		// the store until the job starts: a backlog holds only what the
-		// scheduler needs.
-		rec.Spec = nil
+		// the store until the job starts, past the first few: a backlog holds
+		// only what the scheduler needs, and a short queue reads no spec back.
+		if rec.Spec != nil && d.specsHeld < maxHeldSpecs {
+			d.specsHeld++
+		} else {
+			rec.Spec = nil
+		}
 	}
-	js := &jobState{mu: newChanMutex(), rec: rec, pending: map[int64]bool{}, heapIdx: -1, timerIdx: -1}
+	js := &jobState{mu: newChanMutex(), rec: rec, pending: map[int64]bool{}, heapIdx: -1, timerIdx: -1,
+		heldSpec: rec.State == rpc.StateQueued && rec.Spec != nil}
 	d.jobs[rec.ID] = js
 	q := d.queue(rec.Queue)
 	if rec.State == rpc.StateRunning {
@@ -165,8 +176,21 @@ func (d *Daemon) makeReady(js *jobState) {
 	heap.Push(&d.queue(js.rec.Queue).ready, js)
 }
 
+// maxHeldSpecs is how many queued jobs keep their spec in memory.
+const maxHeldSpecs = 1024
+
+// specTaken counts out a queued job's spec held in memory once its job starts
+// or ends; d.mu held.
+func (d *Daemon) specTaken(js *jobState) {
+	if js.heldSpec {
+		js.heldSpec = false
+		d.specsHeld--
+	}
+}
+
 // forget removes a job from memory once it is final; d.mu held.
 func (d *Daemon) forget(js *jobState) {
+	d.specTaken(js)
 	delete(d.jobs, js.rec.ID)
 	q := d.queue(js.rec.Queue)
 	switch {

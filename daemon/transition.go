@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"sort"
 	"time"
@@ -125,6 +124,7 @@ func (d *Daemon) finish(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 	}
 	d.mu.Lock()
 	js.rec = rec
+	reaped := js.reaped
 	d.forget(js)
 	for i, c := range cascade {
 		c.rec = ts[i+1].Record
@@ -151,9 +151,19 @@ func (d *Daemon) finish(ctx context.Context, js *jobState, fn func(rec *rpc.Reco
 		d.reschedule()
 	}
 	// An empty results folder goes with the job's end (after it was told: the
-	// removal is no part of it); one that holds what the job left goes when the
-	// job is removed.
-	_ = os.Remove(d.jobResultDir(rec.ID))
+	// removal is no part of it), once no process of the job is left to write
+	// into it; one that holds what the job left goes when the job is removed.
+	dir := d.jobResultDir(rec.ID)
+	if reaped != nil {
+		d.bg.Add(1)
+		go func() {
+			defer d.bg.Done()
+			<-reaped
+			d.folders.release(dir)
+		}()
+	} else {
+		d.folders.release(dir)
+	}
 	return nil
 }
 
