@@ -83,6 +83,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 			t.Fatalf("the README's %q failed; the later commands depend on it", s.command)
 		}
 	}
+	w.deployRan(t)
 	w.stopDaemon(t)
 }
 
@@ -455,10 +456,19 @@ func (w *walk) submitDeploy(t *testing.T, line string) {
 	r := w.sh(t, line)
 	is.Equal(r.code, 0)       // submitted
 	is.Equal(r.stdout, "3\n") // job 3
+	j, err := w.c.Get(tctx(t), rpc.GetParams{ID: 3})
+	is.NoErr(err)
+	is.Equal(j.Spec.After, []int64{1}) // after job 1; whether it ran is checked at the end
+}
+
+// deployRan checks job 3 once the builds are cancelled: with one CPU (the
+// default --max-parallel) it waits for the running build.
+func (w *walk) deployRan(t *testing.T) {
+	is := is.New(t)
 	j, err := w.c.Wait(tctx(t), rpc.WaitParams{ID: 3})
 	is.NoErr(err)
 	is.Equal(j.State, rpc.StateSucceeded) // "runs only if job 1 succeeds": it did, so it ran
-	r = w.sh(t, "spool logs 3")
+	r := w.sh(t, "spool logs 3")
 	is.Equal(r.stdout, "deployed\n") // make deploy ran
 }
 
