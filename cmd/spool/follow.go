@@ -89,7 +89,11 @@ func defineWatch(a *app, fs *pflag.FlagSet) runner {
 				return err
 			}
 			for _, j := range current {
-				bar.titles[j.ID] = jobTitle(j)
+				if j.Name != "" || j.Spec != nil {
+					// A listed job has no spec: the title reads it when its
+					// live line is first drawn, rather than say "step-0 (exec)".
+					bar.titles[j.ID] = jobTitle(j)
+				}
 				a.printf("%s\n", a.eventLine(statusEvent(j, a.now())))
 			}
 		}

@@ -28,11 +28,39 @@ import (
 	"spool/store"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 func main() {
-	os.Exit(realMain(os.Args[1:], os.Stderr, os.Getenv))
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
+}
+
+// buildVersion is this program's version from its build information, worked out
+// as spool's is (cmd/spool), so that `spool version`, `spoold --version` and
+// daemon.info's version agree for binaries built from the same tree: the module
+// version (a tag or pseudo-version when the build stamped it), else "devel" with
+// the commit when known.
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	if v == "" || v == "(devel)" {
+		v = "devel"
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "+dirty"
+			}
+		}
+	}
+	if rev != "" && v == "devel" {
+		v += " (" + rev[:min(12, len(rev))] + modified + ")"
+	}
+	return v
 }
 
 // options are spoold's flags.
@@ -48,11 +76,15 @@ type options struct {
 	maxLog         int64
 	writeStall     time.Duration
 	logLevel       slog.Level
+	showVersion    bool
+	version        string
 }
 
 func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*options, error) {
 	fs := flag.NewFlagSet("spoold", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The flag package prints a parse error and the whole usage; realMain prints
+	// the error once, and the usage only for --help.
+	fs.SetOutput(io.Discard)
 	o := &options{}
 	var maxMessage, maxLog, logLevel, eventRetention, retain string
 	fs.StringVar(&o.socket, "socket", "", "socket path (default $XDG_RUNTIME_DIR/spool/spoold.sock)")
@@ -66,12 +98,21 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.StringVar(&maxLog, "max-log", "64MiB", "largest log kept per step")
 	fs.DurationVar(&o.writeStall, "write-stall", 60*time.Second, "close a connection whose writes are blocked this long")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: spoold [flags]\n       spoold check|compact [--state-dir DIR]\n\nflags:\n")
-		fs.PrintDefaults()
-	}
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintf(stderr, "usage: spoold [flags]\n       spoold check|compact [--state-dir DIR]\n       spoold version\n\nflags:\n")
+			fs.PrintDefaults()
+		}
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+			return nil, fmt.Errorf("unknown flag %s", typedFlag(args, name))
+		}
 		return nil, err
+	}
+	if o.showVersion {
+		return o, nil
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -117,6 +158,21 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	return o, nil
 }
 
+// typedFlag is the flag called name as it was typed in args ("--nope" or
+// "-nope"), for an error that quotes it.
+func typedFlag(args []string, name string) string {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		f, _, _ := strings.Cut(a, "=")
+		if strings.TrimLeft(f, "-") == name && strings.HasPrefix(f, "-") {
+			return f
+		}
+	}
+	return "--" + name
+}
+
 // parseSize reads "1048576", "64KiB", "1MiB", "2GiB" (or KB/MB/GB, also binary).
 func parseSize(s string) (int64, error) {
 	s = strings.TrimSpace(s)
@@ -156,18 +212,31 @@ func parseDays(s string) (time.Duration, error) {
 	return d, nil
 }
 
-func realMain(args []string, stderr io.Writer, getenv func(string) string) int {
+func realMain(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	if len(args) > 0 && (args[0] == "check" || args[0] == "compact") {
 		return offline(args[0], args[1:], stderr, getenv)
+	}
+	if len(args) > 0 && args[0] == "version" {
+		if len(args) > 1 {
+			fmt.Fprintf(stderr, "spoold: version takes no arguments, got %q\n", args[1])
+			return 2
+		}
+		printVersion(stdout)
+		return 0
 	}
 	o, err := parseFlags(args, stderr, getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "spoold: %v\n", err)
+		fmt.Fprintf(stderr, "spoold: %v (spoold --help lists the flags)\n", err)
 		return 2
 	}
+	if o.showVersion {
+		printVersion(stdout)
+		return 0
+	}
+	o.version = buildVersion()
 	log := newLogger(stderr, o.logLevel, getenv)
 	if getenv("GOGC") == "" {
 		// Each collection has a fixed cost (waking the collector's workers on
@@ -179,11 +248,22 @@ func realMain(args []string, stderr io.Writer, getenv func(string) string) int {
 	sm := readServiceManager(getenv, os.Getpid())
 	unsetServiceManagerEnv()
 	if err := serve(o, sm, log); err != nil {
-		log.Error("spoold stopped", "err", err)
-		fmt.Fprintf(stderr, "spoold: %v\n", err)
+		// Once, as the last line: under journald with the error priority (the
+		// prefix its stream reads, as the logger's lines have), else plain.
+		prefix := ""
+		if getenv("JOURNAL_STREAM") != "" {
+			prefix = "<3>"
+		}
+		fmt.Fprintf(stderr, "%sspoold: %v\n", prefix, err)
 		return 1
 	}
 	return 0
+}
+
+// printVersion prints what `spoold version` and `spoold --version` print, in the
+// form of `spool version`'s lines.
+func printVersion(w io.Writer) {
+	fmt.Fprintf(w, "spoold %s (protocol %d)\n", buildVersion(), rpc.ProtocolVersion)
 }
 
 // gcPercent is the collector's target unless GOGC says otherwise.
@@ -245,7 +325,7 @@ func serve(o *options, sm serviceManager, log *slog.Logger) error {
 	}
 
 	d, err := daemon.New(daemon.Config{
-		Store: st, StateDir: o.stateDir, Socket: socket, Version: version,
+		Store: st, StateDir: o.stateDir, Socket: socket, Version: o.version,
 		MaxParallel: o.maxParallel, KillGrace: o.killGrace, MaxLog: o.maxLog, Subreaper: true, Containment: o.containment,
 		EventRetention: eventRetention(o.eventRetention), Retain: o.retain, Log: log,
 	})
@@ -256,7 +336,7 @@ func serve(o *options, sm serviceManager, log *slog.Logger) error {
 	srv := rpc.NewServer(rpc.ServerConfig{
 		Service: d, MaxMessage: o.maxMessage, WriteStall: o.writeStall, Logger: log, CheckPeer: true,
 	})
-	log.Info("spoold starting", "version", version, "pid", os.Getpid(), "socket", socket, "state_dir", o.stateDir)
+	log.Info("spoold starting", "version", o.version, "pid", os.Getpid(), "socket", socket, "state_dir", o.stateDir)
 
 	notify := newNotifier(sm.socket, log)
 	defer notify.close()
