@@ -13,9 +13,11 @@ UNITDIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/systemd/user
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/spoold ./cmd/spool
 
-# run: build and start spoold in the foreground with the default paths.
+# run: build and start spoold in the foreground with the default paths. make's
+# own variables stay out of the daemon's environment, which its jobs inherit
+# (a job running make would otherwise think it is a sub-make).
 run: build
-	$(BIN)/spoold
+	env -u MAKELEVEL -u MAKEFLAGS -u MFLAGS -u MAKEOVERRIDES $(BIN)/spoold
 
 # test: every test, with the race detector; it ends with the tests that skipped
 # and why (cmd/testskips reads go test -json), and exits as go test did.
