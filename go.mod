@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/matryer/is v1.4.1
 	github.com/oklog/run v1.2.0
+	github.com/sourcegraph/jsonrpc2 v0.2.3
 	github.com/spf13/cobra v1.10.2
 	github.com/spf13/pflag v1.1.0
 	go.etcd.io/bbolt v1.4.3

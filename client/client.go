@@ -1,20 +1,28 @@
 // Package client talks to spoold over its Unix socket. Dial returns a *Client that
-// implements rpc.Service with newline-delimited JSON-RPC 2.0: one reader goroutine,
-// requests with increasing ids, responses matched by id in any order, and watch
-// events routed to their watchers. A Client is safe for use by many goroutines.
+// implements rpc.Service with JSON-RPC 2.0 in the protocol's newline framing: a
+// jsonrpc2.Conn (github.com/sourcegraph/jsonrpc2) on a bounded stream of the
+// client's own, requests with increasing ids, responses matched by id in any order,
+// watch events routed to their watchers in the order they arrive, and
+// $/cancelRequest sent for a call whose context ends first. A Client is safe for
+// use by many goroutines.
+//
+// It imports only rpc, for the contract, and jsonrpc2: the CLI links no store and
+// no scheduler.
 package client
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/sourcegraph/jsonrpc2"
 
 	"spool/rpc"
 )
@@ -32,28 +40,23 @@ const controlTimeout = 5 * time.Second
 
 // Client is a connection to the daemon. It implements rpc.Service.
 type Client struct {
-	conn net.Conn
+	rc     *jsonrpc2.Conn
+	stream *lineStream
 	// dec decodes events and results, leniently: members a newer daemon adds are
 	// skipped. It keeps the plans of the types it met, for every call.
 	dec *rpc.Decoder
 
-	// wmu serializes writes, so that ids go out in increasing order and messages
-	// never interleave.
-	wmu sync.Mutex
-	// dl guards writing, with which a done context interrupts a blocked write.
-	dl      sync.Mutex
-	writing bool
+	// wmu serializes writes, so that ids go out in increasing order and a done
+	// context interrupts only its own write.
+	wmu    sync.Mutex
+	nextID int64 // guarded by wmu
 
 	mu       sync.Mutex
-	nextID   int64
 	nextTok  int64
-	pending  map[int64]chan response
 	watches  map[string]*watcher
 	inflight int                     // job.watch requests without a response yet
 	orphans  map[string][]*rpc.Event // events for tokens not (yet) known, while inflight > 0
 	closing  bool
-	err      error         // why the connection ended; set before done is closed
-	done     chan struct{} // closed when the reader ended
 }
 
 var _ rpc.Service = (*Client)(nil)
@@ -61,15 +64,20 @@ var _ rpc.Service = (*Client)(nil)
 // New returns a client on an established connection and starts its reader. It makes
 // none of Dial's checks; Close closes conn.
 func New(conn net.Conn) *Client {
+	return newClient(conn, DefaultMaxMessage)
+}
+
+func newClient(conn net.Conn, maxMessage int) *Client {
 	c := &Client{
-		conn:    conn,
+		stream:  newLineStream(conn, maxMessage),
 		dec:     rpc.NewDecoder(),
-		pending: make(map[int64]chan response),
 		watches: make(map[string]*watcher),
 		orphans: make(map[string][]*rpc.Event),
-		done:    make(chan struct{}),
 	}
-	go c.read()
+	// The Conn logs protocol errors and answers to calls it forgot (abandoned
+	// ones): neither is the caller's business, and the errors reach the calls.
+	c.rc = jsonrpc2.NewConn(context.Background(), c.stream, events{c},
+		jsonrpc2.SetLogger(log.New(io.Discard, "", 0)), jsonrpc2.OnSend(c.stream.onSend))
 	return c
 }
 
@@ -79,10 +87,10 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closing = true
 	c.mu.Unlock()
-	err := c.conn.Close()
-	<-c.done
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
+	err := c.rc.Close()
+	<-c.stream.ended
+	if errors.Is(err, jsonrpc2.ErrClosed) || errors.Is(err, net.ErrClosed) {
+		err = nil // closed already, when the connection ended
 	}
 	if err != nil {
 		return fmt.Errorf("close the connection: %w", err)
@@ -90,125 +98,38 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// response is a response as the reader hands it to its call.
-type response struct {
-	result json.RawMessage
-	err    *rpc.Error
+// done is closed once the connection ended.
+func (c *Client) done() <-chan struct{} {
+	return c.rc.DisconnectNotify()
 }
 
-// message is any JSON-RPC message the server sends.
-type message struct {
-	ID     json.RawMessage `json:"id"`
-	Method string          `json:"method"`
-	Params json.RawMessage `json:"params"`
-	Result json.RawMessage `json:"result"`
-	Error  *wireError      `json:"error"`
-}
+// events is the Conn's handler of what the daemon sends on its own: job.event
+// notifications. It runs on the Conn's reader, one message at a time, so events
+// reach their watchers in the order they arrived; it never blocks on a watcher.
+type events struct{ c *Client }
 
-// parseMessage takes a message apart in one pass; the members it keeps are parts of
-// line. ok is false for a line that is not a JSON object or has members of the
-// wrong type.
-func parseMessage(line []byte) (m message, ok bool) {
-	ok = true
-	err := rpc.Members(bytes.TrimSpace(line), func(key []byte, val json.RawMessage) {
-		switch string(key) {
-		case "id":
-			m.ID = val
-		case "method":
-			if json.Unmarshal(val, &m.Method) != nil {
-				ok = false
-			}
-		case "params":
-			m.Params = val
-		case "result":
-			m.Result = val
-		case "error":
-			m.Error = nil
-			if string(val) != "null" && json.Unmarshal(val, &m.Error) != nil {
-				ok = false
-			}
-		}
-	})
-	return m, ok && err == nil
-}
-
-// wireError is a JSON-RPC error object as it arrives.
-type wireError struct {
-	Code    int             `json:"code"`
-	Message string          `json:"message"`
-	Data    json.RawMessage `json:"data"`
+// Handle implements jsonrpc2.Handler. Other notifications, and requests from the
+// server, are not part of the protocol: they are ignored.
+func (h events) Handle(_ context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) {
+	if !req.Notif || req.Method != rpc.MethodEvent || req.Params == nil {
+		return
+	}
+	var p rpc.EventParams
+	if h.c.dec.Lenient(*req.Params, &p) == nil && p.Event != nil {
+		h.c.route(p.Token, p.Event)
+	}
 }
 
 // rebuild makes the *rpc.Error the daemon returned in process.
-func (e *wireError) rebuild() *rpc.Error {
-	out := &rpc.Error{Code: e.Code, Message: e.Message}
-	if len(e.Data) > 0 && !bytes.Equal(e.Data, []byte("null")) {
+func rebuild(e *jsonrpc2.Error) *rpc.Error {
+	out := &rpc.Error{Code: int(e.Code), Message: e.Message}
+	if e.Data != nil && string(*e.Data) != "null" {
 		var d rpc.ErrorData
-		if json.Unmarshal(e.Data, &d) == nil {
+		if json.Unmarshal(*e.Data, &d) == nil {
 			out.Data = &d
 		}
 	}
 	return out
-}
-
-// read is the connection's only reader. It never blocks on a caller: responses go
-// to buffered channels and events to unbounded queues.
-func (c *Client) read() {
-	// The server writes each message on a line of its own.
-	br := bufio.NewReaderSize(c.conn, 64<<10)
-	var err error
-	for {
-		var line []byte
-		if line, err = br.ReadBytes('\n'); err != nil {
-			break
-		}
-		m, ok := parseMessage(line)
-		if !ok {
-			continue // not an object: nothing we can match it to
-		}
-		c.dispatch(&m)
-	}
-	c.mu.Lock()
-	if c.closing {
-		c.err = ErrClosed
-	} else {
-		c.err = fmt.Errorf("%w: %v", ErrDisconnected, err)
-	}
-	c.mu.Unlock()
-	close(c.done)
-	c.conn.Close()
-}
-
-func (c *Client) dispatch(m *message) {
-	hasID := len(m.ID) > 0 && !bytes.Equal(m.ID, []byte("null"))
-	if m.Method != "" {
-		if !hasID && m.Method == rpc.MethodEvent {
-			var p rpc.EventParams
-			if c.dec.Lenient(m.Params, &p) == nil && p.Event != nil {
-				c.route(p.Token, p.Event)
-			}
-		}
-		// Other notifications, and requests from the server, are not part of the
-		// protocol: ignore them.
-		return
-	}
-	if !hasID {
-		return // an error about no request in particular (id null)
-	}
-	id, err := strconv.ParseInt(string(m.ID), 10, 64)
-	if err != nil {
-		return // not one of our ids
-	}
-	r := response{result: m.Result}
-	if m.Error != nil {
-		r.err = m.Error.rebuild()
-	}
-	c.mu.Lock()
-	if ch, ok := c.pending[id]; ok {
-		delete(c.pending, id)
-		ch <- r // buffered: never blocks
-	}
-	c.mu.Unlock()
 }
 
 // route hands an event to the watcher of token. An event for a token that is not
@@ -231,162 +152,116 @@ func (c *Client) route(token string, ev *rpc.Event) {
 // connErr is the error of the ended connection.
 func (c *Client) connErr() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		return ErrClosed
+	}
+	err := c.stream.readErr()
+	if err == nil {
+		err = errors.New("the connection was closed")
+	}
+	return fmt.Errorf("%w: %v", ErrDisconnected, err)
 }
 
 // call sends a request and waits for its response, decoding the result into result
 // (when not nil). A protocol error comes back as *rpc.Error. When ctx is done first,
-// it sends $/cancelRequest and returns ctx's error.
+// it sends $/cancelRequest and returns ctx's error, leaving nothing of the call
+// behind.
 func (c *Client) call(ctx context.Context, method string, params, result any) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %w", method, err)
 	}
-	ch := make(chan response, 1)
-	id, err := c.send(ctx, method, params, ch)
+	id, w, err := c.send(ctx, method, params)
 	if err != nil {
 		return err
 	}
-	select {
-	case r := <-ch:
-		return c.decodeResult(method, r, result)
-	case <-ctx.Done():
-		c.mu.Lock()
-		_, waiting := c.pending[id]
-		delete(c.pending, id)
-		c.mu.Unlock()
-		if !waiting { // the response was delivered meanwhile
-			return c.decodeResult(method, <-ch, result)
-		}
+	defer c.stream.take(id) // whatever happens, forget the call
+	err = w.Wait(ctx, nil)
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		// The Conn still waits for an answer: give it one, so that it forgets
+		// the call, and tell the daemon.
+		c.stream.abandon(id)
 		c.notify(rpc.MethodCancelRequest, struct {
 			ID int64 `json:"id"`
 		}{id})
-		return fmt.Errorf("%s: %w", method, ctx.Err())
-	case <-c.done:
-		select {
-		case r := <-ch:
-			return c.decodeResult(method, r, result)
-		default:
+		// The answer is the one made up, or the daemon's when it came first.
+		err = w.Wait(context.WithoutCancel(ctx), nil)
+		if isAbandoned(err) || errors.Is(err, jsonrpc2.ErrClosed) {
+			return fmt.Errorf("%s: %w", method, ctx.Err())
 		}
-		return fmt.Errorf("%s: %w", method, c.connErr())
 	}
-}
-
-// decodeResult returns the call's error, or decodes its result into result (when
-// not nil) as encoding/json would, skipping members it does not know of.
-func (c *Client) decodeResult(method string, r response, result any) error {
-	if r.err != nil {
-		return r.err
+	var e *jsonrpc2.Error
+	switch {
+	case err == nil:
+	case errors.As(err, &e):
+		return rebuild(e)
+	case errors.Is(err, jsonrpc2.ErrClosed):
+		return fmt.Errorf("%s: %w", method, c.connErr())
+	default:
+		return fmt.Errorf("decode the result of %s: %w", method, err)
 	}
 	if result == nil {
 		return nil
 	}
-	if err := c.dec.Lenient(r.result, result); err != nil {
+	raw := c.stream.take(id)
+	if raw == nil {
+		raw = json.RawMessage("null") // the stream keeps every result: not reached
+	}
+	if err := c.dec.Lenient(raw, result); err != nil {
 		return fmt.Errorf("decode the result of %s: %w", method, err)
 	}
 	return nil
 }
 
-// send writes a request. With ch it registers the request so that the reader hands
-// it the response; without, the response is ignored.
-func (c *Client) send(ctx context.Context, method string, params any, ch chan response) (int64, error) {
-	p, err := json.Marshal(params)
-	if err != nil {
-		return 0, fmt.Errorf("encode the params of %s: %w", method, err)
+// send writes a request and returns its id with the Conn's waiter of its response.
+func (c *Client) send(ctx context.Context, method string, params any) (int64, jsonrpc2.Waiter, error) {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		return 0, jsonrpc2.Waiter{}, fmt.Errorf("%s: %w", method, ErrClosed)
 	}
-	m, _ := json.Marshal(method)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.mu.Lock()
-	if c.err != nil || c.closing {
-		err := c.err
-		if c.closing {
-			err = ErrClosed
-		}
-		c.mu.Unlock()
-		return 0, fmt.Errorf("%s: %w", method, err)
-	}
 	c.nextID++
 	id := c.nextID
-	if ch != nil {
-		c.pending[id] = ch
+	c.stream.expect(id)
+	stop := c.stream.interruptWrites(ctx)
+	w, err := c.rc.DispatchCall(ctx, method, params, jsonrpc2.PickID(jsonrpc2.ID{Num: uint64(id)}))
+	stop()
+	if err != nil {
+		c.stream.take(id)
+		return 0, jsonrpc2.Waiter{}, c.sendErr(ctx, method, err)
 	}
-	c.mu.Unlock()
+	return id, w, nil
+}
 
-	var b bytes.Buffer
-	b.Grow(len(p) + len(m) + 48)
-	b.WriteString(`{"jsonrpc":"2.0","id":`)
-	b.WriteString(strconv.FormatInt(id, 10))
-	b.WriteString(`,"method":`)
-	b.Write(m)
-	b.WriteString(`,"params":`)
-	b.Write(p)
-	b.WriteString("}\n")
-	if err := c.write(ctx, b.Bytes()); err != nil {
-		c.mu.Lock()
-		delete(c.pending, id)
-		c.mu.Unlock()
-		return 0, fmt.Errorf("send %s: %w", method, err)
+// sendErr is the error of a request or notification that could not be sent.
+func (c *Client) sendErr(ctx context.Context, method string, err error) error {
+	var je *json.MarshalerError
+	var ue *json.UnsupportedTypeError
+	var uv *json.UnsupportedValueError
+	switch {
+	case errors.As(err, &je) || errors.As(err, &ue) || errors.As(err, &uv):
+		return fmt.Errorf("encode the params of %s: %w", method, err)
+	case ctx.Err() != nil:
+		return fmt.Errorf("send %s: %w", method, ctx.Err())
+	case errors.Is(err, jsonrpc2.ErrClosed) || c.stream.readErr() != nil:
+		return fmt.Errorf("%s: %w", method, c.connErr())
 	}
-	return id, nil
+	return fmt.Errorf("send %s: %w", method, err)
 }
 
 // notify writes a notification on the caller's behalf, best effort.
 func (c *Client) notify(method string, params any) {
-	p, err := json.Marshal(params)
-	if err != nil {
-		return
-	}
-	m, _ := json.Marshal(method)
-	line := make([]byte, 0, len(p)+len(m)+40)
-	line = append(line, `{"jsonrpc":"2.0","method":`...)
-	line = append(line, m...)
-	line = append(line, `,"params":`...)
-	line = append(line, p...)
-	line = append(line, "}\n"...)
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	select {
-	case <-c.done:
-		return
-	default:
-	}
-	_ = c.write(ctx, line)
-}
-
-// write writes one whole message; the caller holds wmu. A done ctx interrupts a
-// blocked write; as a message may then be half written, any failed write closes the
-// connection.
-func (c *Client) write(ctx context.Context, b []byte) error {
-	if err := ctx.Err(); err != nil {
-		return err // nothing written: the connection is fine
-	}
-	c.dl.Lock()
-	c.writing = true
-	c.dl.Unlock()
-	stop := context.AfterFunc(ctx, func() {
-		c.dl.Lock()
-		if c.writing {
-			c.conn.SetWriteDeadline(time.Unix(1, 0))
-		}
-		c.dl.Unlock()
-	})
-	_, err := c.conn.Write(b)
-	stop()
-	c.dl.Lock()
-	c.writing = false
-	c.conn.SetWriteDeadline(time.Time{})
-	c.dl.Unlock()
-	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			err = ctxErr
-		}
-		c.conn.Close()
-		return err
-	}
-	return nil
+	stop := c.stream.interruptWrites(ctx)
+	defer stop()
+	_ = c.rc.Notify(ctx, method, params) // a connection that failed fails the calls
 }
 
 // Submit implements rpc.Service (job.submit). The answer is decoded in one pass

@@ -78,11 +78,15 @@ func (c *Client) dropOrphans() {
 	}
 }
 
-// forget sends job.unwatch without waiting for its answer.
+// forget sends job.unwatch without waiting for its answer, best effort: the Conn
+// forgets the call at once.
 func (c *Client) forget(token string) {
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
-	_, _ = c.send(ctx, rpc.MethodUnwatch, rpc.UnwatchParams{Token: token}, nil)
+	if id, _, err := c.send(ctx, rpc.MethodUnwatch, rpc.UnwatchParams{Token: token}); err == nil {
+		c.stream.abandon(id)
+		c.stream.take(id)
+	}
 }
 
 // watcher is one watch's queue of events. The connection's reader appends to it
@@ -155,7 +159,7 @@ func (w *watcher) Next(ctx context.Context) (*rpc.Event, error) {
 		case <-w.signal:
 		case <-ctx.Done():
 			return nil, fmt.Errorf("watch: %w", ctx.Err())
-		case <-w.c.done:
+		case <-w.c.done():
 			// Events queued before the end are still delivered.
 			w.mu.Lock()
 			more := len(w.queue) > 0 || w.closed || w.ended

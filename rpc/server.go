@@ -272,13 +272,18 @@ func (s *Server) peerAllowed(c net.Conn) bool {
 // refuseBusy answers the first request of a connection past MaxConns with 1005.
 func (s *Server) refuseBusy(c net.Conn) {
 	s.log.Warn("refused connection: too many connections", "max", s.cfg.MaxConns)
-	c.SetDeadline(time.Now().Add(min(s.cfg.WriteStall, 10*time.Second)))
+	if err := c.SetDeadline(time.Now().Add(min(s.cfg.WriteStall, 10*time.Second))); err != nil {
+		// Without a deadline a client that sends nothing would hold the
+		// connection past the limit: close it unanswered.
+		s.log.Warn("refused connection closed unanswered: cannot set its deadline", "err", err)
+		return
+	}
 	fr := newFrameReader(c, s.cfg.MaxMessage)
 	for range 8 {
 		msg, err := fr.next()
 		if err != nil {
 			if body := readErrorResponse(err); body != nil {
-				c.Write(frame(fr.mode, body))
+				s.writeRefusal(c, frame(fr.mode, body))
 			}
 			return
 		}
@@ -290,8 +295,16 @@ func (s *Server) refuseBusy(c net.Conn) {
 		if id == nil {
 			id = nullID
 		}
-		c.Write(frame(fr.mode, encodeResponse(id, nil, Errorf(CodeLimit, "too many connections (at most %d)", s.cfg.MaxConns))))
+		s.writeRefusal(c, frame(fr.mode, encodeResponse(id, nil, Errorf(CodeLimit, "too many connections (at most %d)", s.cfg.MaxConns))))
 		return
+	}
+}
+
+// writeRefusal writes the answer to a refused connection; the connection is closed
+// next whatever happens, so a failure is only logged.
+func (s *Server) writeRefusal(c net.Conn, b []byte) {
+	if _, err := c.Write(b); err != nil {
+		s.log.Debug("cannot answer a refused connection", "err", err)
 	}
 }
 
@@ -498,11 +511,14 @@ func newConn(parent context.Context, s *Server, c net.Conn) *conn {
 // read for stopReadGrace more and answered 1006.
 func (cc *conn) serve() {
 	stop := context.AfterFunc(cc.ctx, func() {
+		deadline := time.Now()
 		if cc.parent.Err() != nil {
-			cc.c.SetReadDeadline(time.Now().Add(stopReadGrace))
-			return
+			deadline = deadline.Add(stopReadGrace)
 		}
-		cc.c.SetReadDeadline(time.Now())
+		if err := cc.c.SetReadDeadline(deadline); err != nil {
+			// Reading would go on: end it the only other way.
+			cc.c.Close()
+		}
 	})
 
 	cc.readLoop()
@@ -794,8 +810,18 @@ func (cc *conn) write(bufs net.Buffers) bool {
 	if !cc.flushBy.IsZero() && cc.flushBy.Before(deadline) {
 		deadline = cc.flushBy
 	}
-	cc.c.SetWriteDeadline(deadline)
+	err := cc.c.SetWriteDeadline(deadline)
 	cc.deadlineMu.Unlock()
+	if err != nil {
+		// Without a deadline a client that stops reading would block this
+		// connection's writer for good: give up on it now.
+		cc.failed = true
+		if !errors.Is(err, net.ErrClosed) {
+			cc.s.log.Warn("closing a connection whose write deadline cannot be set", "err", err)
+		}
+		cc.kill()
+		return false
+	}
 	if _, err := bufs.WriteTo(cc.c); err != nil {
 		cc.failed = true
 		var ne net.Error
@@ -823,7 +849,11 @@ func (cc *conn) startFlush() {
 	cc.deadlineMu.Lock()
 	defer cc.deadlineMu.Unlock()
 	cc.flushBy = time.Now().Add(min(flushGrace, cc.s.cfg.WriteStall))
-	cc.c.SetWriteDeadline(cc.flushBy)
+	if err := cc.c.SetWriteDeadline(cc.flushBy); err != nil {
+		// A write under way would not end by flushBy: close the connection, which
+		// ends it (what is left unwritten is lost, as it would be past the grace).
+		cc.c.Close()
+	}
 }
 
 // cancelRequest handles $/cancelRequest: the pending request with that id ends
