@@ -84,8 +84,8 @@ crash:
 # fuzz: each fuzz target for FUZZTIME; the seed corpora under testdata/fuzz run
 # with every `go test`. New failing inputs land in testdata/fuzz: commit them.
 FUZZTIME ?= 10s
-FUZZ_TARGETS := rpc:FuzzNewlineFraming rpc:FuzzLSPFraming rpc:FuzzDecodeParams rpc:FuzzSpec \
-	rpc:FuzzLenient rpc:FuzzEncodeJob rpc:FuzzEncodeEvent \
+FUZZ_TARGETS := rpc/server:FuzzNewlineFraming rpc/server:FuzzLSPFraming rpc/codec:FuzzDecodeParams \
+	rpc/codec:FuzzSpec rpc/codec:FuzzLenient rpc:FuzzEncodeJob rpc:FuzzEncodeEvent \
 	daemon:FuzzParseProgress daemon:FuzzExpandTemplate
 fuzz:
 	@set -e; log=$$(mktemp); trap 'rm -f $$log' EXIT; \

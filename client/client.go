@@ -25,6 +25,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"spool/rpc"
+	"spool/rpc/codec"
 )
 
 // ErrClosed is returned by calls made after Close, and by their pending calls.
@@ -44,7 +45,7 @@ type Client struct {
 	stream *lineStream
 	// dec decodes events and results, leniently: members a newer daemon adds are
 	// skipped. It keeps the plans of the types it met, for every call.
-	dec *rpc.Decoder
+	dec *codec.Decoder
 
 	// wmu serializes writes, so that ids go out in increasing order and a done
 	// context interrupts only its own write.
@@ -70,7 +71,7 @@ func New(conn net.Conn) *Client {
 func newClient(conn net.Conn, maxMessage int) *Client {
 	c := &Client{
 		stream:  newLineStream(conn, maxMessage),
-		dec:     rpc.NewDecoder(),
+		dec:     codec.NewDecoder(),
 		watches: make(map[string]*watcher),
 		orphans: make(map[string][]*rpc.Event),
 	}
@@ -323,7 +324,7 @@ func (c *Client) submit(ctx context.Context, p rpc.SubmitParams) (raw, id, jobs 
 	if err := c.call(ctx, rpc.MethodSubmit, p, &raw); err != nil {
 		return nil, nil, nil, err
 	}
-	if err := rpc.Members(raw, func(key []byte, val json.RawMessage) {
+	if err := codec.Members(raw, func(key []byte, val json.RawMessage) {
 		switch string(key) {
 		case "id":
 			id = val

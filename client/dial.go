@@ -7,9 +7,8 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"spool/rpc/unixsock"
 	"syscall"
-
-	"spool/rpc"
 )
 
 // ErrNotRunning is wrapped by the error Dial returns when nothing serves the socket:
@@ -17,7 +16,7 @@ import (
 var ErrNotRunning = errors.New("the daemon is not running")
 
 // DialConn connects to the daemon's socket after the checks of the protocol: the
-// socket's folder must belong to us or root (rpc.CheckSocketOwner) and so must the
+// socket's folder must belong to us or root (unixsock.CheckSocketOwner) and so must the
 // process that serves it (its peer credentials). It returns the bare connection, for
 // callers that relay bytes; most callers want Dial. When the socket is missing or
 // refuses connections the error wraps ErrNotRunning.
@@ -25,7 +24,7 @@ func DialConn(ctx context.Context, socket string) (*net.UnixConn, error) {
 	if _, err := os.Lstat(socket); errors.Is(err, fs.ErrNotExist) {
 		return nil, notRunning(socket, err)
 	}
-	if err := rpc.CheckSocketOwner(socket); err != nil {
+	if err := unixsock.CheckSocketOwner(socket); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, notRunning(socket, err)
 		}
@@ -44,7 +43,7 @@ func DialConn(ctx context.Context, socket string) (*net.UnixConn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("connect to %s: not a unix connection", socket)
 	}
-	uid, _, err := rpc.PeerCredentials(uc)
+	uid, _, err := unixsock.PeerCredentials(uc)
 	if err != nil {
 		uc.Close()
 		return nil, fmt.Errorf("read the credentials of the server at %s: %w", socket, err)

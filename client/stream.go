@@ -16,6 +16,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"spool/rpc"
+	"spool/rpc/codec"
 )
 
 // DefaultMaxMessage is the largest message the client reads from the daemon, in
@@ -128,7 +129,7 @@ func (s *lineStream) ReadObject(v any) error {
 func (s *lineStream) keepResult(line []byte) (out []byte, ok bool) {
 	var id, result json.RawMessage
 	isResponse := true
-	err := rpc.Members(line, func(key []byte, val json.RawMessage) {
+	err := codec.Members(line, func(key []byte, val json.RawMessage) {
 		switch string(key) {
 		case "id":
 			id = val

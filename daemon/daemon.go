@@ -11,11 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"spool/rpc/codec"
 	"strconv"
 	"sync"
 	"time"
-
-	"spool/rpc"
 )
 
 // Clock tells the time; tests pass a fake one.
@@ -79,7 +78,7 @@ type Daemon struct {
 	containment string
 	containNote string
 	// specs decodes templates' specs strictly, knowing the spec's shape once.
-	specs *rpc.Decoder
+	specs *codec.Decoder
 	env   []string // the base environment of processes
 	paths pathCache
 
@@ -89,8 +88,8 @@ type Daemon struct {
 	running int
 	// specsHeld counts the queued jobs that keep their spec in memory.
 	specsHeld int
-	timers  jobHeap // jobs waiting for their not_before
-	waiters map[int64][]chan struct{}
+	timers    jobHeap // jobs waiting for their not_before
+	waiters   map[int64][]chan struct{}
 	// dependents lists, for an unfinished job, the queued jobs waiting for it.
 	dependents map[int64][]int64
 	closing    bool // no new starts
@@ -150,7 +149,7 @@ func New(cfg Config) (*Daemon, error) {
 		log:        cfg.Log,
 		logDir:     filepath.Join(cfg.StateDir, "logs"),
 		resDir:     filepath.Join(cfg.StateDir, "results"),
-		specs:      rpc.NewDecoder(),
+		specs:      codec.NewDecoder(),
 		env:        baseEnv(cfg.Env),
 		jobs:       map[int64]*jobState{},
 		queues:     map[string]*queueState{},

@@ -106,7 +106,7 @@ func BenchmarkEncodeList(b *testing.B) {
 	b.Run("encodeResult", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			_, _ = encodeResult(ListResult{Jobs: jobs})
+			_, _ = marshalResult(ListResult{Jobs: jobs})
 		}
 	})
 	b.Run("encoding/json", func(b *testing.B) {
@@ -127,7 +127,7 @@ func BenchmarkEncodeSubmitResult(b *testing.B) {
 	b.Run("encodeResult", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			_, _ = encodeResult(SubmitResult{Job: &r.Job})
+			_, _ = marshalResult(SubmitResult{Job: &r.Job})
 		}
 	})
 	b.Run("encoding/json", func(b *testing.B) {

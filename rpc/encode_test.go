@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"reflect"
 	"testing"
 	"time"
 
@@ -240,12 +241,12 @@ func TestEncodeContainers(t *testing.T) {
 	is.NoErr(err)                       // the plain list encodes
 	is.Equal(string(got), string(want)) // a list of jobs encodes as before
 
-	got, err = encodeResult(ListResult{Jobs: jobs, NextCursor: ptr("c")})
+	got, err = marshalResult(ListResult{Jobs: jobs, NextCursor: ptr("c")})
 	is.NoErr(err)                       // a list encodes itself
 	is.Equal(string(got), string(want)) // as encoding/json encoded it
 
 	for _, page := range [][]Job{nil, {}} {
-		got, err = encodeResult(ListResult{Jobs: page})
+		got, err = marshalResult(ListResult{Jobs: page})
 		is.NoErr(err) // an empty list encodes
 		want, err = json.Marshal(struct {
 			Jobs       []plainJob `json:"jobs"`
@@ -256,17 +257,17 @@ func TestEncodeContainers(t *testing.T) {
 		}
 		is.NoErr(err)                       // the plain empty list encodes
 		is.Equal(string(got), string(want)) // and so does the list
-		got, err = encodeResult(SubmitResult{Jobs: page})
+		got, err = marshalResult(SubmitResult{Jobs: page})
 		is.NoErr(err)                        // an empty submit result encodes
 		is.Equal(string(got), `{"jobs":[]}`) // as an empty list, nil or not
 	}
 
-	_, err = encodeResult(ListResult{Jobs: []Job{{SubmittedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}}})
+	_, err = marshalResult(ListResult{Jobs: []Job{{SubmittedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}}})
 	is.True(err != nil) // a list with a job that cannot be encoded is an error
-	_, err = encodeResult(SubmitResult{Jobs: []Job{{SubmittedAt: time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC)}}})
+	_, err = marshalResult(SubmitResult{Jobs: []Job{{SubmittedAt: time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC)}}})
 	is.True(err != nil) // as is such a submit result
 
-	got, err = encodeResult(SubmitResult{Jobs: jobs})
+	got, err = marshalResult(SubmitResult{Jobs: jobs})
 	is.NoErr(err) // a submit result of several jobs encodes
 	want, err = json.Marshal(struct {
 		Jobs []plainJob `json:"jobs"`
@@ -274,18 +275,18 @@ func TestEncodeContainers(t *testing.T) {
 	is.NoErr(err)                       // the plain jobs encode
 	is.Equal(string(got), string(want)) // as {"jobs": [...]}
 
-	got, err = encodeResult(SubmitResult{Job: &jobs[1]})
+	got, err = marshalResult(SubmitResult{Job: &jobs[1]})
 	is.NoErr(err) // a submit result of one job encodes
 	want, err = json.Marshal(plain[1])
 	is.NoErr(err)                       // the plain job encodes
 	is.Equal(string(got), string(want)) // as the job
 
-	got, err = encodeResult(&jobs[1])
+	got, err = marshalResult(&jobs[1])
 	is.NoErr(err)                       // a job result encodes
 	is.Equal(string(got), string(want)) // as the job, without compaction by encoding/json
 
 	var none *Job
-	got, err = encodeResult(none)
+	got, err = marshalResult(none)
 	is.NoErr(err)                 // a nil job result encodes
 	is.Equal(string(got), "null") // as null
 
@@ -510,4 +511,15 @@ func FuzzEncodeEvent(f *testing.F) {
 			t.Fatalf("event:\n got %s\nwant %s", got, want)
 		}
 	})
+}
+
+// marshalResult encodes a method's result as the server does: through its own
+// MarshalJSON when it has one, else with encoding/json.
+func marshalResult(res any) ([]byte, error) {
+	if m, ok := res.(json.Marshaler); ok {
+		if v := reflect.ValueOf(res); v.Kind() != reflect.Pointer || !v.IsNil() {
+			return m.MarshalJSON()
+		}
+	}
+	return json.Marshal(res)
 }

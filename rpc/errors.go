@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 )
@@ -124,4 +125,40 @@ func AsError(err error) *Error {
 		return ShuttingDown()
 	}
 	return &Error{Code: CodeInternal, Message: "internal error: " + err.Error()}
+}
+
+// FieldPath names a field of the value at path, as errors name it: path.name
+// for a plain name, path["odd name"] otherwise.
+func FieldPath(path, name string) string {
+	if !plainName(name) {
+		return KeyPath(path, name)
+	}
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+// KeyPath names a map entry: path.key for plain keys, path["odd key"] otherwise.
+func KeyPath(path, key string) string {
+	if plainName(key) {
+		if path == "" {
+			return key
+		}
+		return path + "." + key
+	}
+	q, _ := json.Marshal(key)
+	return path + "[" + string(q) + "]"
+}
+
+func plainName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -1,7 +1,11 @@
-// Package rpc is spool's contract: the protocol types (job spec, job, event, queue,
-// template), the params and results of every method, the error codes, the Service
-// interface that both the daemon and the client implement, and the JSON-RPC server
-// that adapts a Service to connections on a socket.
+// Package rpc is spool's contract, and nothing else: the protocol types (job spec,
+// job, event, queue, template), the params and results of every method with
+// their validation, the error codes, the default paths, the Service interface
+// that both the daemon and the client implement, and the types' own JSON
+// encoders. It imports only the standard library; every other package may
+// import it. The machinery lives below it: rpc/codec decodes protocol JSON,
+// rpc/unixsock makes and checks the Unix socket, and rpc/server serves a
+// Service to JSON-RPC connections.
 package rpc
 
 import (

@@ -94,7 +94,7 @@ func NormalizeSpec(field string, s *Spec) error {
 	if !queueNameOK(s.Queue) {
 		return bad(".queue", "must match [a-z0-9._-]{1,64}")
 	}
-	if err := checkLabels(joinField(field, "labels"), s.Labels); err != nil {
+	if err := checkLabels(FieldPath(field, "labels"), s.Labels); err != nil {
 		return err
 	}
 	if s.Labels == nil {
@@ -278,12 +278,12 @@ func normalizeHTTP(field string, h *HTTPStep) error {
 			return InvalidParams(field+".headers", "a header name must not be empty")
 		}
 		if !headerNameOK(k) {
-			return InvalidParams(joinKey(field+".headers", k), "a header name is letters, digits and !#$%&'*+-.^_`|~ (no space, colon, CR, LF or NUL)")
+			return InvalidParams(KeyPath(field+".headers", k), "a header name is letters, digits and !#$%&'*+-.^_`|~ (no space, colon, CR, LF or NUL)")
 		}
 		if !headerValueOK(v) {
-			return InvalidParams(joinKey(field+".headers", k), "must not contain CR, LF, NUL or other control characters but tab")
+			return InvalidParams(KeyPath(field+".headers", k), "must not contain CR, LF, NUL or other control characters but tab")
 		}
-		if err := checkString(joinKey(field+".headers", k), v); err != nil {
+		if err := checkString(KeyPath(field+".headers", k), v); err != nil {
 			return err
 		}
 	}
@@ -363,13 +363,13 @@ func checkEnv(field string, env map[string]string) error {
 		case k == "":
 			return InvalidParams(field, "a variable name must not be empty")
 		case strings.ContainsAny(k, "=\x00"):
-			return InvalidParams(joinKey(field, k), "a variable name must not contain = or NUL")
+			return InvalidParams(KeyPath(field, k), "a variable name must not contain = or NUL")
 		case strings.HasPrefix(k, "SPOOL_"):
-			return InvalidParams(joinKey(field, k), "names starting with SPOOL_ are the daemon's")
+			return InvalidParams(KeyPath(field, k), "names starting with SPOOL_ are the daemon's")
 		case len(k) > MaxStringBytes:
 			return InvalidParams(field, fmt.Sprintf("a variable name is at most %d bytes", MaxStringBytes))
 		}
-		if err := checkString(joinKey(field, k), v); err != nil {
+		if err := checkString(KeyPath(field, k), v); err != nil {
 			return err
 		}
 	}
@@ -387,7 +387,7 @@ func checkLabels(field string, labels map[string]string) error {
 			return InvalidParams(field, "a label name must not be empty")
 		}
 		if utf8.RuneCountInString(k) > MaxLabelLen || utf8.RuneCountInString(v) > MaxLabelLen {
-			return InvalidParams(joinKey(field, k), fmt.Sprintf("at most %d characters", MaxLabelLen))
+			return InvalidParams(KeyPath(field, k), fmt.Sprintf("at most %d characters", MaxLabelLen))
 		}
 	}
 	return nil
@@ -601,7 +601,7 @@ func (p TemplatePutParams) Validate() error {
 	envs := make(map[string]string, len(p.Params))
 	for _, name := range sortedKeys(p.Params) {
 		prm := p.Params[name]
-		field := joinKey("params", name)
+		field := KeyPath("params", name)
 		if !paramNameOK(name) {
 			return InvalidParams(field, "a param name is 1 to 64 letters, digits and '_'")
 		}
@@ -630,7 +630,7 @@ func (p TemplateRunParams) Validate() error {
 		return InvalidParams("name", "must be 1 to 64 letters, digits, '.', '-' or '_'")
 	}
 	for _, name := range sortedKeys(p.Params) {
-		if err := checkString(joinKey("params", name), p.Params[name]); err != nil {
+		if err := checkString(KeyPath("params", name), p.Params[name]); err != nil {
 			return err
 		}
 	}

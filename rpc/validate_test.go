@@ -1,7 +1,9 @@
-package rpc
+package rpc_test
 
 import (
 	"encoding/json"
+	"spool/rpc"
+	"spool/rpc/codec"
 	"strings"
 	"testing"
 
@@ -33,42 +35,42 @@ func TestValidateParams(t *testing.T) {
 		{"header name not a token", step(`{"http":{"url":"http://x/","headers":{"a(b)":"1"}}}`), submit, `job.steps[0].http.headers["a(b)"]`},
 		{"header value with a control", step(`{"http":{"url":"http://x/","headers":{"A":"\u007f"}}}`), submit, "job.steps[0].http.headers.A"},
 		{"method too long", step(`{"http":{"method":` + strings.ToUpper(long(33)) + `,"url":"http://x/"}}`), submit, "job.steps[0].http.method"},
-		{"get id", `{"id":0}`, as[GetParams], "id"},
-		{"cancel reason", `{"id":1,"reason":` + long(MaxReasonLen+1) + `}`, as[CancelParams], "reason"},
-		{"wait zero timeout", `{"id":1,"timeout":"0s"}`, as[WaitParams], "timeout"},
-		{"retry id", `{"id":-4}`, as[RetryParams], "id"},
-		{"list limit", `{"limit":1001}`, as[ListParams], "limit"},
-		{"list queue", `{"queue":"A"}`, as[ListParams], "queue"},
-		{"list state", `{"state":["final"]}`, as[ListParams], "state[0]"},
-		{"logs step", `{"id":1,"step":-1}`, as[LogsParams], "step"},
-		{"logs limit", `{"id":1,"limit":1048577}`, as[LogsParams], "limit"},
-		{"remove id", `{"ids":[3,-1]}`, as[RemoveParams], "ids[1]"},
-		{"remove none", `{"ids":[]}`, as[RemoveParams], "ids"},
-		{"prune zero", `{"older_than":"0s"}`, as[PruneParams], "older_than"},
-		{"prune state", `{"states":["queued"]}`, as[PruneParams], "states[0]"},
-		{"watch heartbeat", `{"heartbeat":"99ms"}`, as[WatchParams], "heartbeat"},
-		{"watch id", `{"jobs":[1,0]}`, as[WatchParams], "jobs[1]"},
-		{"watch token", `{"token":` + long(MaxTokenLen+1) + `}`, as[WatchParams], "token"},
-		{"queue name", `{"name":"Q"}`, as[QueueSetParams], "name"},
-		{"queue parallel", `{"name":"q","parallel":-1}`, as[QueueSetParams], "parallel"},
-		{"template name", `{"name":"a/b","spec":{}}`, as[TemplatePutParams], "name"},
-		{"template params collide", `{"name":"t","spec":{},"params":{"a_b":{},"A_B":{}}}`, as[TemplatePutParams], "params.a_b"},
-		{"template param name", `{"name":"t","spec":{},"params":{"a.b":{}}}`, as[TemplatePutParams], `params["a.b"]`},
-		{"template default NUL", `{"name":"t","spec":{},"params":{"a":{"default":"\u0000"}}}`, as[TemplatePutParams], "params.a.default"},
-		{"run value NUL", `{"name":"t","params":{"a":"\u0000"}}`, as[TemplateRunParams], "params.a"},
-		{"run after", `{"name":"t","after":[0]}`, as[TemplateRunParams], "after[0]"},
-		{"run queue", `{"name":"t","queue":""}`, as[TemplateRunParams], "queue"},
+		{"get id", `{"id":0}`, as[rpc.GetParams], "id"},
+		{"cancel reason", `{"id":1,"reason":` + long(rpc.MaxReasonLen+1) + `}`, as[rpc.CancelParams], "reason"},
+		{"wait zero timeout", `{"id":1,"timeout":"0s"}`, as[rpc.WaitParams], "timeout"},
+		{"retry id", `{"id":-4}`, as[rpc.RetryParams], "id"},
+		{"list limit", `{"limit":1001}`, as[rpc.ListParams], "limit"},
+		{"list queue", `{"queue":"A"}`, as[rpc.ListParams], "queue"},
+		{"list state", `{"state":["final"]}`, as[rpc.ListParams], "state[0]"},
+		{"logs step", `{"id":1,"step":-1}`, as[rpc.LogsParams], "step"},
+		{"logs limit", `{"id":1,"limit":1048577}`, as[rpc.LogsParams], "limit"},
+		{"remove id", `{"ids":[3,-1]}`, as[rpc.RemoveParams], "ids[1]"},
+		{"remove none", `{"ids":[]}`, as[rpc.RemoveParams], "ids"},
+		{"prune zero", `{"older_than":"0s"}`, as[rpc.PruneParams], "older_than"},
+		{"prune state", `{"states":["queued"]}`, as[rpc.PruneParams], "states[0]"},
+		{"watch heartbeat", `{"heartbeat":"99ms"}`, as[rpc.WatchParams], "heartbeat"},
+		{"watch id", `{"jobs":[1,0]}`, as[rpc.WatchParams], "jobs[1]"},
+		{"watch token", `{"token":` + long(rpc.MaxTokenLen+1) + `}`, as[rpc.WatchParams], "token"},
+		{"queue name", `{"name":"Q"}`, as[rpc.QueueSetParams], "name"},
+		{"queue parallel", `{"name":"q","parallel":-1}`, as[rpc.QueueSetParams], "parallel"},
+		{"template name", `{"name":"a/b","spec":{}}`, as[rpc.TemplatePutParams], "name"},
+		{"template params collide", `{"name":"t","spec":{},"params":{"a_b":{},"A_B":{}}}`, as[rpc.TemplatePutParams], "params.a_b"},
+		{"template param name", `{"name":"t","spec":{},"params":{"a.b":{}}}`, as[rpc.TemplatePutParams], `params["a.b"]`},
+		{"template default NUL", `{"name":"t","spec":{},"params":{"a":{"default":"\u0000"}}}`, as[rpc.TemplatePutParams], "params.a.default"},
+		{"run value NUL", `{"name":"t","params":{"a":"\u0000"}}`, as[rpc.TemplateRunParams], "params.a"},
+		{"run after", `{"name":"t","after":[0]}`, as[rpc.TemplateRunParams], "after[0]"},
+		{"run queue", `{"name":"t","queue":""}`, as[rpc.TemplateRunParams], "queue"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			is := is.New(t)
 			err := c.decode(c.params)
 			is.True(err != nil) // refused
-			e := AsError(err)
-			is.Equal(e.Code, CodeInvalidParams) // -32602
-			is.True(e.Data != nil)              // with data
-			is.Equal(e.Data.Field, c.field)     // naming the field
-			is.True(e.Data.Reason != "")        // and what is allowed
+			e := rpc.AsError(err)
+			is.Equal(e.Code, rpc.CodeInvalidParams) // -32602
+			is.True(e.Data != nil)                  // with data
+			is.Equal(e.Data.Field, c.field)         // naming the field
+			is.True(e.Data.Reason != "")            // and what is allowed
 		})
 	}
 }
@@ -76,10 +78,10 @@ func TestValidateParams(t *testing.T) {
 // as decodes raw as the params of a method and validates them, as the server does.
 func as[P any](raw string) error {
 	var p P
-	if err := DecodeParams(json.RawMessage(raw), &p); err != nil {
+	if err := codec.DecodeParams(json.RawMessage(raw), &p); err != nil {
 		return err
 	}
-	if v, ok := any(p).(Validator); ok {
+	if v, ok := any(p).(rpc.Validator); ok {
 		return v.Validate()
 	}
 	return nil
@@ -87,24 +89,24 @@ func as[P any](raw string) error {
 
 // submit decodes job.submit params and normalizes the job, as the daemon does.
 func submit(raw string) error {
-	var p SubmitParams
-	if err := DecodeParams(json.RawMessage(raw), &p); err != nil {
+	var p rpc.SubmitParams
+	if err := codec.DecodeParams(json.RawMessage(raw), &p); err != nil {
 		return err
 	}
-	return NormalizeSpec("job", p.Job)
+	return rpc.NormalizeSpec("job", p.Job)
 }
 
 // TestValidateKeepsValid checks what stays allowed around the new bounds.
 func TestValidateKeepsValid(t *testing.T) {
 	is := is.New(t)
-	is.NoErr(submit(`{"job":{"steps":[{"shell":{"script":"x"},"timeout":"1ns"}]}}`))                                    // any positive timeout
-	is.NoErr(submit(`{"job":{"timeout":null,"steps":[{"http":{"url":"http://x/","headers":{"X-A_b.c~":"a\tb é"}}}]}}`)) // null, token names, tab and UTF-8 in values
-	is.NoErr(as[QueueSetParams](`{"name":"q","parallel":0}`))                                                           // 0 removes a queue's limit
-	is.NoErr(as[WatchParams](`{"heartbeat":"100ms","since":0}`))                                                        // the shortest heartbeat
-	is.NoErr(as[TemplatePutParams](`{"name":"a.b-c_d","spec":{},"params":{"a":{"default":""},"B":{"required":true}}}`)) // distinct params
-	var p SubmitParams
-	is.NoErr(DecodeParams(json.RawMessage(`{"job":{"steps":[{"shell":{"script":"x"},"retry":{"attempts":3,"backoff":"10m"}}]}}`), &p))
-	is.NoErr(NormalizeSpec("job", p.Job))                          // a backoff past the default max_backoff
-	is.Equal(p.Job.Steps[0].Retry.MaxBackoff, Duration(10*60*1e9)) // makes max_backoff the backoff
-	is.Equal(p.Job.Steps[0].Retry.Backoff, Duration(10*60*1e9))    // and keeps it
+	is.NoErr(submit(`{"job":{"steps":[{"shell":{"script":"x"},"timeout":"1ns"}]}}`))                                        // any positive timeout
+	is.NoErr(submit(`{"job":{"timeout":null,"steps":[{"http":{"url":"http://x/","headers":{"X-A_b.c~":"a\tb é"}}}]}}`))     // null, token names, tab and UTF-8 in values
+	is.NoErr(as[rpc.QueueSetParams](`{"name":"q","parallel":0}`))                                                           // 0 removes a queue's limit
+	is.NoErr(as[rpc.WatchParams](`{"heartbeat":"100ms","since":0}`))                                                        // the shortest heartbeat
+	is.NoErr(as[rpc.TemplatePutParams](`{"name":"a.b-c_d","spec":{},"params":{"a":{"default":""},"B":{"required":true}}}`)) // distinct params
+	var p rpc.SubmitParams
+	is.NoErr(codec.DecodeParams(json.RawMessage(`{"job":{"steps":[{"shell":{"script":"x"},"retry":{"attempts":3,"backoff":"10m"}}]}}`), &p))
+	is.NoErr(rpc.NormalizeSpec("job", p.Job))                          // a backoff past the default max_backoff
+	is.Equal(p.Job.Steps[0].Retry.MaxBackoff, rpc.Duration(10*60*1e9)) // makes max_backoff the backoff
+	is.Equal(p.Job.Steps[0].Retry.Backoff, rpc.Duration(10*60*1e9))    // and keeps it
 }

@@ -9,6 +9,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"spool/rpc"
+	"spool/rpc/codec"
 )
 
 // Bucket names. The layout is version schemaVersion of the database.
@@ -80,7 +81,7 @@ type txb struct {
 	// file's pages rather than through the map (see pageFile).
 	pages *pageFile
 	// dec decodes stored JSON (records, specs, events): the store's decoder.
-	dec *rpc.Decoder
+	dec *codec.Decoder
 }
 
 // buckets opens every bucket of tx; Open made sure that they exist.

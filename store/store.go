@@ -21,6 +21,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"spool/rpc"
+	"spool/rpc/codec"
 )
 
 // schemaVersion is the version of the database layout this package writes.
@@ -66,9 +67,9 @@ type Store struct {
 	rel *releaser
 	// pages reads jobs by id from the file's pages (Get).
 	pages *pageFile
-	// dec decodes the stored JSON in one pass (rpc.Decoder.Lenient): a
+	// dec decodes the stored JSON in one pass (codec.Decoder.Lenient): a
 	// transition reads its job's record, watchers catching up read events.
-	dec *rpc.Decoder
+	dec *codec.Decoder
 
 	// mu guards the fields below it.
 	mu sync.Mutex
@@ -154,7 +155,7 @@ func Open(path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open store: chmod %s: %w", path, err)
 		}
 	}
-	s := &Store{db: db, quit: make(chan struct{}), nudge: make(chan struct{}, 1), gatherWait: defaultGatherWait, last: 1, dec: rpc.NewDecoder()}
+	s := &Store{db: db, quit: make(chan struct{}), nudge: make(chan struct{}, 1), gatherWait: defaultGatherWait, last: 1, dec: codec.NewDecoder()}
 	if err := guard(s.setup); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"spool/rpc"
+	"spool/rpc/codec"
 )
 
 // specError is a mistake in a spec file: where (line and column, from 1), the
@@ -41,7 +42,7 @@ func decodeSpecFile(data []byte, v any) error {
 		}
 		return fmt.Errorf("invalid JSON: %w", err)
 	}
-	err := rpc.NewDecoder().Strict(data, v, "")
+	err := codec.NewDecoder().Strict(data, v, "")
 	if err == nil {
 		return nil
 	}

@@ -20,6 +20,7 @@ import (
 
 	"spool/client"
 	"spool/rpc"
+	"spool/rpc/server"
 )
 
 // infoMedian is the median latency of n daemon.info calls on c.
@@ -309,11 +310,11 @@ func TestHostileClients(t *testing.T) {
 	full := infoMedian(t, measure, 200)
 	others := len(held) - flood + 2
 	t.Logf("flood of %d connections: %d served, %d answered 1005 (the limit is %d, and %d other connections were open)",
-		flood, served, refused, rpc.DefaultMaxConns, others)
-	is.True(refused > 0)                                // past the limit, 1005
-	is.True(served+refused == flood)                    // each connection got one or the other
-	is.True(served <= rpc.DefaultMaxConns-2-2*stallers) // the daemon never serves more than its limit
-	is.True(served >= rpc.DefaultMaxConns-others)       // and serves up to it
+		flood, served, refused, server.DefaultMaxConns, others)
+	is.True(refused > 0)                                   // past the limit, 1005
+	is.True(served+refused == flood)                       // each connection got one or the other
+	is.True(served <= server.DefaultMaxConns-2-2*stallers) // the daemon never serves more than its limit
+	is.True(served >= server.DefaultMaxConns-others)       // and serves up to it
 
 	rssPeak := sampler.end()
 	t.Logf("daemon.info median: idle %v, under oversize/deep/stalled/never-reading clients %v (ratio %.2f), with the connection limit reached %v (ratio %.2f)",

@@ -25,6 +25,8 @@ import (
 
 	"spool/daemon"
 	"spool/rpc"
+	"spool/rpc/server"
+	"spool/rpc/unixsock"
 	"spool/store"
 )
 
@@ -306,7 +308,7 @@ func serve(o *options, sm serviceManager, log *slog.Logger) error {
 
 	// The socket: handed over by systemd, or ours (the database lock is held, so
 	// an old socket can be cleared safely).
-	listeners, err := rpc.SystemdListeners()
+	listeners, err := unixsock.SystemdListeners()
 	if err != nil {
 		return fmt.Errorf("socket activation: %w", err)
 	}
@@ -319,7 +321,7 @@ func serve(o *options, sm serviceManager, log *slog.Logger) error {
 		}
 		socket = ln.Addr().String()
 	} else {
-		if ln, err = rpc.Listen(o.socket); err != nil {
+		if ln, err = unixsock.Listen(o.socket); err != nil {
 			return fmt.Errorf("listen on %s: %w", o.socket, err)
 		}
 	}
@@ -333,7 +335,7 @@ func serve(o *options, sm serviceManager, log *slog.Logger) error {
 		ln.Close()
 		return err
 	}
-	srv := rpc.NewServer(rpc.ServerConfig{
+	srv := server.New(server.Config{
 		Service: d, MaxMessage: o.maxMessage, WriteStall: o.writeStall, Logger: log, CheckPeer: true,
 	})
 	log.Info("spoold starting", "version", o.version, "pid", os.Getpid(), "socket", socket, "state_dir", o.stateDir)

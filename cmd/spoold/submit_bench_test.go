@@ -13,6 +13,8 @@ import (
 	"spool/client"
 	"spool/daemon"
 	"spool/rpc"
+	"spool/rpc/server"
+	"spool/rpc/unixsock"
 	"spool/store"
 )
 
@@ -128,11 +130,11 @@ func startBenchDaemon(b *testing.B) *benchDaemon {
 		b.Fatal(err)
 	}
 	sock := filepath.Join(dir, "s.sock")
-	ln, err := rpc.Listen(sock)
+	ln, err := unixsock.Listen(sock)
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := rpc.NewServer(rpc.ServerConfig{Service: d})
+	srv := server.New(server.Config{Service: d})
 	go func() { _ = srv.Serve(ctx, ln) }()
 	return &benchDaemon{st: st, d: d, sock: sock}
 }

@@ -1,9 +1,10 @@
-package rpc
+package codec
 
 import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"spool/rpc"
 	"strings"
 	"testing"
 	"time"
@@ -29,10 +30,10 @@ func sampleEvent(t testing.TB) string {
 	t.Helper()
 	code := 0
 	step := 1
-	ev := Event{
+	ev := rpc.Event{
 		Seq: 123456, Time: time.Date(2026, 3, 4, 5, 6, 7, 890123456, time.UTC), Job: 42,
-		Type: EventStepFinished, Step: &step, StepName: "build", State: StateSucceeded,
-		ExitCode: &code, Elapsed: Duration(1500 * time.Millisecond),
+		Type: rpc.EventStepFinished, Step: &step, StepName: "build", State: rpc.StateSucceeded,
+		ExitCode: &code, Elapsed: rpc.Duration(1500 * time.Millisecond),
 		Result: json.RawMessage(`{"ok":true,"files":["a.out","b.out"],"n":3}`),
 	}
 	b, err := json.Marshal(&ev)
@@ -48,22 +49,22 @@ func sampleJob(t testing.TB) string {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
 	key, waiting, signal, tail := "k", "after", "SIGTERM", "last line\n"
 	code, done, total, pct, retryOf := 2, int64(3), int64(10), 30.5, int64(7)
-	j := Job{
+	j := rpc.Job{
 		ID: 9, Name: "nightly", Key: &key, Queue: "default", Priority: -2,
 		Labels: map[string]string{"team": "a", "é": "\u2028"}, After: []int64{1, 2},
-		NotBefore: &at, State: StateFailed, Waiting: &waiting, SubmittedAt: at,
+		NotBefore: &at, State: rpc.StateFailed, Waiting: &waiting, SubmittedAt: at,
 		StartedAt: &at, FinishedAt: &at, CurrentStep: 1,
-		Steps: []StepStatus{
-			{Name: "fetch", Kind: KindHTTP, State: StateSucceeded, Attempt: 1, StartedAt: &at, FinishedAt: &at, Result: json.RawMessage(`"text"`)},
-			{Name: "build", Kind: KindExec, State: StateFailed, Attempt: 3, RetryAt: &at, ExitCode: &code, Signal: &signal, Error: "exit status 2", OutputTail: &tail},
+		Steps: []rpc.StepStatus{
+			{Name: "fetch", Kind: rpc.KindHTTP, State: rpc.StateSucceeded, Attempt: 1, StartedAt: &at, FinishedAt: &at, Result: json.RawMessage(`"text"`)},
+			{Name: "build", Kind: rpc.KindExec, State: rpc.StateFailed, Attempt: 3, RetryAt: &at, ExitCode: &code, Signal: &signal, Error: "exit status 2", OutputTail: &tail},
 		},
-		Progress:        &Progress{Done: &done, Total: &total, Percent: &pct, Message: "m", At: at},
+		Progress:        &rpc.Progress{Done: &done, Total: &total, Percent: &pct, Message: "m", At: at},
 		Result:          json.RawMessage(`[1,2,{"x":null}]`),
 		ResultTruncated: true, Error: "step build failed", RetryOf: &retryOf,
-		Template: &TemplateRef{Name: "t", Params: map[string]string{"dir": "/src"}},
-		Spec: &Spec{Name: "nightly", Queue: "default", Timeout: Duration(time.Hour), Steps: []Step{
-			{Name: "fetch", HTTP: &HTTPStep{Method: "GET", URL: "http://x/", ExpectStatus: []int{200}}},
-			{Name: "build", Exec: &ExecStep{Argv: []string{"make", "-j2"}}, Retry: &Retry{Attempts: 3, Backoff: Duration(time.Second)}},
+		Template: &rpc.TemplateRef{Name: "t", Params: map[string]string{"dir": "/src"}},
+		Spec: &rpc.Spec{Name: "nightly", Queue: "default", Timeout: rpc.Duration(time.Hour), Steps: []rpc.Step{
+			{Name: "fetch", HTTP: &rpc.HTTPStep{Method: "GET", URL: "http://x/", ExpectStatus: []int{200}}},
+			{Name: "build", Exec: &rpc.ExecStep{Argv: []string{"make", "-j2"}}, Retry: &rpc.Retry{Attempts: 3, Backoff: rpc.Duration(time.Second)}},
 		}},
 	}
 	b, err := json.Marshal(&j)
@@ -87,7 +88,7 @@ func sameAsUnmarshal[T any](t *testing.T, d *Decoder, raw string) bool {
 	case err == nil && stockErr != nil:
 		t.Fatalf("Lenient accepted %q, which encoding/json refuses: %v", raw, stockErr)
 	case err != nil:
-		var e *Error
+		var e *rpc.Error
 		if errors.As(err, &e) {
 			t.Fatalf("Lenient's error %v is an *Error: a client would take it for the server's", err)
 		}
@@ -107,28 +108,28 @@ func TestLenientLikeUnmarshal(t *testing.T) {
 		raw    string
 		decode func(*testing.T, *Decoder, string) bool
 	}{
-		{"event", ev, sameAsUnmarshal[Event]},
-		{"event, unknown members first", withUnknown(ev), sameAsUnmarshal[Event]},
-		{"event, unknown members last", strings.TrimSuffix(ev, "}") + ", " + unknownMembers + "}", sameAsUnmarshal[Event]},
-		{"event, unknown members in progress", `{"type": "progress", "job": 1, "progress": ` + withUnknown(`{"done": 1, "total": null, "message": "m"}`) + `}`, sameAsUnmarshal[Event]},
-		{"event, unknown members only", "{" + unknownMembers + "}", sameAsUnmarshal[Event]},
-		{"event, keys in other cases", `{"TYPE": "output", "Step_Name": "b", "exit_CODE": 3, "ſeq": 4, "data": "x", "Data": "y"}`, sameAsUnmarshal[Event]},
-		{"event, exact key after a folded one", `{"Type": "a", "type": "b"}`, sameAsUnmarshal[Event]},
-		{"event, nulls", `{"seq": null, "step": null, "exit_code": null, "result": null, "elapsed": null, "progress": null}`, sameAsUnmarshal[Event]},
-		{"event, escaped keys and values", `{"\u0074ype": "st\u0065p", "step_name": "\ud83d\ude00", "el\u0061psed": "1\u006ds"}`, sameAsUnmarshal[Event]},
-		{"event, white space", " \n\t{ \"type\" :\r\"x\" , \"zz\" : [ 1 , { } ] } \n", sameAsUnmarshal[Event]},
-		{"event, empty object", `{}`, sameAsUnmarshal[Event]},
-		{"event, null", `null`, sameAsUnmarshal[Event]},
-		{"job", job, sameAsUnmarshal[Job]},
-		{"job, unknown members at the top", withUnknown(job), sameAsUnmarshal[Job]},
+		{"event", ev, sameAsUnmarshal[rpc.Event]},
+		{"event, unknown members first", withUnknown(ev), sameAsUnmarshal[rpc.Event]},
+		{"event, unknown members last", strings.TrimSuffix(ev, "}") + ", " + unknownMembers + "}", sameAsUnmarshal[rpc.Event]},
+		{"event, unknown members in progress", `{"type": "progress", "job": 1, "progress": ` + withUnknown(`{"done": 1, "total": null, "message": "m"}`) + `}`, sameAsUnmarshal[rpc.Event]},
+		{"event, unknown members only", "{" + unknownMembers + "}", sameAsUnmarshal[rpc.Event]},
+		{"event, keys in other cases", `{"TYPE": "output", "Step_Name": "b", "exit_CODE": 3, "ſeq": 4, "data": "x", "Data": "y"}`, sameAsUnmarshal[rpc.Event]},
+		{"event, exact key after a folded one", `{"Type": "a", "type": "b"}`, sameAsUnmarshal[rpc.Event]},
+		{"event, nulls", `{"seq": null, "step": null, "exit_code": null, "result": null, "elapsed": null, "progress": null}`, sameAsUnmarshal[rpc.Event]},
+		{"event, escaped keys and values", `{"\u0074ype": "st\u0065p", "step_name": "\ud83d\ude00", "el\u0061psed": "1\u006ds"}`, sameAsUnmarshal[rpc.Event]},
+		{"event, white space", " \n\t{ \"type\" :\r\"x\" , \"zz\" : [ 1 , { } ] } \n", sameAsUnmarshal[rpc.Event]},
+		{"event, empty object", `{}`, sameAsUnmarshal[rpc.Event]},
+		{"event, null", `null`, sameAsUnmarshal[rpc.Event]},
+		{"job", job, sameAsUnmarshal[rpc.Job]},
+		{"job, unknown members at the top", withUnknown(job), sameAsUnmarshal[rpc.Job]},
 		{"job, unknown members in nested structs", `{"id": 1, "steps": [` + withUnknown(`{"name": "a", "exit_code": 0}`) + `], "progress": ` + withUnknown(`{"done": 2}`) +
-			`, "template": ` + withUnknown(`{"name": "t"}`) + `, "spec": {"steps": [{"exec": ` + withUnknown(`{"argv": ["x"]}`) + `, "retry": ` + withUnknown(`{"attempts": 2}`) + `}]}}`, sameAsUnmarshal[Job]},
-		{"job, unknown members in maps are entries", `{"labels": {"a": "b", "zz": "y"}}`, sameAsUnmarshal[Job]},
-		{"submit result, one job", withUnknown(job), sameAsUnmarshal[SubmitResult]},
-		{"submit result, jobs", `{"jobs": [` + withUnknown(job) + `], "zz": {"jobs": 1}}`, sameAsUnmarshal[SubmitResult]},
-		{"list result", jobs, sameAsUnmarshal[ListResult]},
-		{"list result, unknown members", withUnknown(jobs), sameAsUnmarshal[ListResult]},
-		{"list result, empty", `{"jobs": [], "next_cursor": null}`, sameAsUnmarshal[ListResult]},
+			`, "template": ` + withUnknown(`{"name": "t"}`) + `, "spec": {"steps": [{"exec": ` + withUnknown(`{"argv": ["x"]}`) + `, "retry": ` + withUnknown(`{"attempts": 2}`) + `}]}}`, sameAsUnmarshal[rpc.Job]},
+		{"job, unknown members in maps are entries", `{"labels": {"a": "b", "zz": "y"}}`, sameAsUnmarshal[rpc.Job]},
+		{"submit result, one job", withUnknown(job), sameAsUnmarshal[rpc.SubmitResult]},
+		{"submit result, jobs", `{"jobs": [` + withUnknown(job) + `], "zz": {"jobs": 1}}`, sameAsUnmarshal[rpc.SubmitResult]},
+		{"list result", jobs, sameAsUnmarshal[rpc.ListResult]},
+		{"list result, unknown members", withUnknown(jobs), sameAsUnmarshal[rpc.ListResult]},
+		{"list result, empty", `{"jobs": [], "next_cursor": null}`, sameAsUnmarshal[rpc.ListResult]},
 	}
 	d := NewDecoder()
 	for _, c := range cases {
@@ -139,9 +140,9 @@ func TestLenientLikeUnmarshal(t *testing.T) {
 	}
 
 	is := is.New(t)
-	var e Event
+	var e rpc.Event
 	is.NoErr(d.Lenient([]byte(withUnknown(ev)), &e))                          // unknown members are skipped
-	is.Equal(e.Type, EventStepFinished)                                       // and the known ones decoded
+	is.Equal(e.Type, rpc.EventStepFinished)                                   // and the known ones decoded
 	is.Equal(e.Elapsed.D(), 1500*time.Millisecond)                            // durations too
 	is.Equal(*e.ExitCode, 0)                                                  // pointers too
 	is.Equal(string(e.Result), `{"ok":true,"files":["a.out","b.out"],"n":3}`) // raw results as sent
@@ -167,16 +168,16 @@ func TestLenientRefusesWhatUnmarshalRefuses(t *testing.T) {
 	for _, raw := range append(malformed, wrongType...) {
 		t.Run(raw[:min(len(raw), 40)], func(t *testing.T) {
 			is := is.New(t)
-			is.True(!sameAsUnmarshal[Event](t, d, raw)) // refused, as encoding/json refuses it
+			is.True(!sameAsUnmarshal[rpc.Event](t, d, raw)) // refused, as encoding/json refuses it
 		})
 	}
 }
 
 func TestLenientNeedsAPointer(t *testing.T) {
 	is := is.New(t)
-	var e Event
-	is.True(NewDecoder().Lenient([]byte(`{}`), e) != nil)             // not a pointer
-	is.True(NewDecoder().Lenient([]byte(`{}`), (*Event)(nil)) != nil) // a nil pointer
+	var e rpc.Event
+	is.True(NewDecoder().Lenient([]byte(`{}`), e) != nil)                 // not a pointer
+	is.True(NewDecoder().Lenient([]byte(`{}`), (*rpc.Event)(nil)) != nil) // a nil pointer
 }
 
 // TestStrictStillRefusesUnknown checks that a Decoder used leniently stays strict
@@ -184,10 +185,10 @@ func TestLenientNeedsAPointer(t *testing.T) {
 func TestStrictStillRefusesUnknown(t *testing.T) {
 	is := is.New(t)
 	d := NewDecoder()
-	var e Event
+	var e rpc.Event
 	is.NoErr(d.Lenient([]byte(`{"Type": "x", "zz": 1}`), &e)) // lenient first, so the plan is built
 	err := d.Strict([]byte(`{"type": "x", "zz": 1}`), &e, "event")
-	var re *Error
+	var re *rpc.Error
 	is.True(errors.As(err, &re))        // strict still refuses
 	is.Equal(re.Data.Field, "event.zz") // the unknown field
 	err = d.Strict([]byte(`{"Type": "x"}`), &e, "event")
@@ -214,7 +215,7 @@ func FuzzLenient(f *testing.F) {
 	}
 	d := NewDecoder()
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		sameAsUnmarshal[Event](t, d, string(raw))
-		sameAsUnmarshal[Job](t, d, string(raw))
+		sameAsUnmarshal[rpc.Event](t, d, string(raw))
+		sameAsUnmarshal[rpc.Job](t, d, string(raw))
 	})
 }

@@ -1,4 +1,4 @@
-package rpc
+package server
 
 import (
 	"bufio"
@@ -14,6 +14,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"spool/rpc"
+	"spool/rpc/unixsock"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,16 +41,16 @@ type testServer struct {
 
 // startServer serves a fake service on a new socket; cfg's Service and Logger are
 // set here.
-func startServer(t *testing.T, cfg ServerConfig) *testServer {
+func startServer(t *testing.T, cfg Config) *testServer {
 	t.Helper()
 	ts := &testServer{path: filepath.Join(shortDir(t), "d", "s.sock"), svc: newFakeService(), done: make(chan error, 1), logs: &syncBuffer{}}
-	ln, err := Listen(ts.path)
+	ln, err := unixsock.Listen(ts.path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Service = ts.svc
 	cfg.Logger = slog.New(slog.NewTextHandler(ts.logs, nil))
-	srv := NewServer(cfg)
+	srv := New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	ts.cancel = cancel
 	go func() { ts.done <- srv.Serve(ctx, ln) }()
@@ -96,7 +98,7 @@ type message struct {
 	Method  string          `json:"method"`
 	Params  json.RawMessage `json:"params"`
 	Result  json.RawMessage `json:"result"`
-	Error   *Error          `json:"error"`
+	Error   *rpc.Error      `json:"error"`
 }
 
 // tclient speaks to the server in one framing, byte by byte as a client would.
@@ -217,12 +219,12 @@ func (tc *tclient) expectEOF() []byte {
 
 func TestServerBothFramings(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{})
+	ts := startServer(t, Config{})
 
 	nl := dial(t, ts.path, false)
-	m := nl.call(1, MethodSubmit, `{"job": {"name": "a\nb", "steps": [{"exec": {"argv": ["true"]}}]}}`)
+	m := nl.call(1, rpc.MethodSubmit, `{"job": {"name": "a\nb", "steps": [{"exec": {"argv": ["true"]}}]}}`)
 	is.True(m.Error == nil) // submit over newline framing
-	var j Job
+	var j rpc.Job
 	is.NoErr(json.Unmarshal(m.Result, &j)) // the result is the job
 	is.Equal(j.ID, int64(1))               // with its id
 	is.Equal(j.Name, "a\nb")               // a newline in a value is escaped, not written
@@ -249,7 +251,7 @@ func TestServerBothFramings(t *testing.T) {
 
 func TestServerLSPSplitAcrossWrites(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{})
+	ts := startServer(t, Config{})
 	lsp := dial(t, ts.path, true)
 	body := `{"jsonrpc":"2.0","id":7,"method":"daemon.info"}`
 	msg := fmt.Sprintf("Content-Length: %d\r\n\r\n%s", len(body), body)
@@ -262,7 +264,7 @@ func TestServerLSPSplitAcrossWrites(t *testing.T) {
 }
 
 func TestServerErrors(t *testing.T) {
-	ts := startServer(t, ServerConfig{})
+	ts := startServer(t, Config{})
 	cases := []struct {
 		name   string
 		lsp    bool
@@ -272,26 +274,26 @@ func TestServerErrors(t *testing.T) {
 		closes bool
 		field  string
 	}{
-		{name: "unknown framing", send: "hello\n", code: CodeParseError, id: "null", closes: true},
-		{name: "malformed JSON", send: `{"jsonrpc":"2.0","id":1,"method":"daemon.info",}` + "\n", code: CodeParseError, id: "null", closes: true},
-		{name: "malformed JSON in LSP", lsp: true, send: "Content-Length: 3\r\n\r\n{x}", code: CodeParseError, id: "null", closes: true},
-		{name: "LSP header line too long", lsp: true, send: "Content-Length: 2\r\nX-Junk: " + strings.Repeat("j", 2000) + "\r\n\r\n{}", code: CodeParseError, id: "null", closes: true},
-		{name: "LSP without length", lsp: true, send: "Content-Type: x\r\n\r\n{}", code: CodeParseError, id: "null", closes: true},
-		{name: "batch", send: `[{"jsonrpc":"2.0","id":1,"method":"daemon.info"}]` + "\n", code: CodeInvalidRequest, id: "null"},
-		{name: "batch in LSP", lsp: true, send: "Content-Length: 2\r\n\r\n[]", code: CodeInvalidRequest, id: "null"},
-		{name: "no jsonrpc", send: `{"id":4,"method":"daemon.info"}` + "\n", code: CodeInvalidRequest, id: "4"},
-		{name: "wrong jsonrpc", send: `{"jsonrpc":"1.0","id":4,"method":"daemon.info"}` + "\n", code: CodeInvalidRequest, id: "4"},
-		{name: "method not a string", send: `{"jsonrpc":"2.0","id":5,"method":5}` + "\n", code: CodeInvalidRequest, id: "5"},
-		{name: "id an object", send: `{"jsonrpc":"2.0","id":{},"method":"daemon.info"}` + "\n", code: CodeInvalidRequest, id: "null"},
-		{name: "scalar in LSP", lsp: true, send: "Content-Length: 1\r\n\r\n1", code: CodeInvalidRequest, id: "null"},
-		{name: "unknown method", send: `{"jsonrpc":"2.0","id":"abc","method":"job.explode"}` + "\n", code: CodeMethodNotFound, id: `"abc"`},
-		{name: "big id kept exactly", send: `{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"nope"}` + "\n", code: CodeMethodNotFound, id: "123456789012345678901234567890"},
-		{name: "params not an object", send: `{"jsonrpc":"2.0","id":6,"method":"job.get","params":[1]}` + "\n", code: CodeInvalidParams, id: "6"},
+		{name: "unknown framing", send: "hello\n", code: rpc.CodeParseError, id: "null", closes: true},
+		{name: "malformed JSON", send: `{"jsonrpc":"2.0","id":1,"method":"daemon.info",}` + "\n", code: rpc.CodeParseError, id: "null", closes: true},
+		{name: "malformed JSON in LSP", lsp: true, send: "Content-Length: 3\r\n\r\n{x}", code: rpc.CodeParseError, id: "null", closes: true},
+		{name: "LSP header line too long", lsp: true, send: "Content-Length: 2\r\nX-Junk: " + strings.Repeat("j", 2000) + "\r\n\r\n{}", code: rpc.CodeParseError, id: "null", closes: true},
+		{name: "LSP without length", lsp: true, send: "Content-Type: x\r\n\r\n{}", code: rpc.CodeParseError, id: "null", closes: true},
+		{name: "batch", send: `[{"jsonrpc":"2.0","id":1,"method":"daemon.info"}]` + "\n", code: rpc.CodeInvalidRequest, id: "null"},
+		{name: "batch in LSP", lsp: true, send: "Content-Length: 2\r\n\r\n[]", code: rpc.CodeInvalidRequest, id: "null"},
+		{name: "no jsonrpc", send: `{"id":4,"method":"daemon.info"}` + "\n", code: rpc.CodeInvalidRequest, id: "4"},
+		{name: "wrong jsonrpc", send: `{"jsonrpc":"1.0","id":4,"method":"daemon.info"}` + "\n", code: rpc.CodeInvalidRequest, id: "4"},
+		{name: "method not a string", send: `{"jsonrpc":"2.0","id":5,"method":5}` + "\n", code: rpc.CodeInvalidRequest, id: "5"},
+		{name: "id an object", send: `{"jsonrpc":"2.0","id":{},"method":"daemon.info"}` + "\n", code: rpc.CodeInvalidRequest, id: "null"},
+		{name: "scalar in LSP", lsp: true, send: "Content-Length: 1\r\n\r\n1", code: rpc.CodeInvalidRequest, id: "null"},
+		{name: "unknown method", send: `{"jsonrpc":"2.0","id":"abc","method":"job.explode"}` + "\n", code: rpc.CodeMethodNotFound, id: `"abc"`},
+		{name: "big id kept exactly", send: `{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"nope"}` + "\n", code: rpc.CodeMethodNotFound, id: "123456789012345678901234567890"},
+		{name: "params not an object", send: `{"jsonrpc":"2.0","id":6,"method":"job.get","params":[1]}` + "\n", code: rpc.CodeInvalidParams, id: "6"},
 		{name: "unknown nested field", send: `{"jsonrpc":"2.0","id":8,"method":"job.submit","params":{"job":{"steps":[{"exec":{"argv":["x"]}},{"stpes":1}]}}}` + "\n",
-			code: CodeInvalidParams, id: "8", field: "job.steps[1].stpes"},
-		{name: "unknown field of a no-params method", send: `{"jsonrpc":"2.0","id":9,"method":"daemon.info","params":{"verbose":true}}` + "\n", code: CodeInvalidParams, id: "9", field: "verbose"},
-		{name: "panic", send: `{"jsonrpc":"2.0","id":10,"method":"template.get","params":{"name":"boom"}}` + "\n", code: CodeInternal, id: "10"},
-		{name: "service error keeps code and data", send: `{"jsonrpc":"2.0","id":11,"method":"job.get","params":{"id":42}}` + "\n", code: CodeNotFound, id: "11"},
+			code: rpc.CodeInvalidParams, id: "8", field: "job.steps[1].stpes"},
+		{name: "unknown field of a no-params method", send: `{"jsonrpc":"2.0","id":9,"method":"daemon.info","params":{"verbose":true}}` + "\n", code: rpc.CodeInvalidParams, id: "9", field: "verbose"},
+		{name: "panic", send: `{"jsonrpc":"2.0","id":10,"method":"template.get","params":{"name":"boom"}}` + "\n", code: rpc.CodeInternal, id: "10"},
+		{name: "service error keeps code and data", send: `{"jsonrpc":"2.0","id":11,"method":"job.get","params":{"id":42}}` + "\n", code: rpc.CodeNotFound, id: "11"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -308,7 +310,7 @@ func TestServerErrors(t *testing.T) {
 				is.Equal(m.Error.Data.Field, c.field)          // by its path
 				is.Equal(m.Error.Data.Reason, "unknown field") // said to be unknown
 			}
-			if c.code == CodeNotFound {
+			if c.code == rpc.CodeNotFound {
 				is.Equal(m.Error.Data.ID, int64(42)) // data of a service error survives
 			}
 			if c.closes {
@@ -316,7 +318,7 @@ func TestServerErrors(t *testing.T) {
 				is.Equal(len(rest), 0) // nothing more, then the connection is closed
 				return
 			}
-			m = tc.call(99, MethodInfo, `{}`)
+			m = tc.call(99, rpc.MethodInfo, `{}`)
 			is.True(m.Error == nil) // the connection goes on after the error
 		})
 	}
@@ -327,55 +329,55 @@ func TestServerErrors(t *testing.T) {
 
 func TestServerNotificationsGetNoResponse(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{})
+	ts := startServer(t, Config{})
 	tc := dial(t, ts.path, false)
 	tc.send(`{"jsonrpc":"2.0","method":"daemon.info"}`)
 	tc.send(`{"jsonrpc":"2.0","method":"$/setTrace","params":{"value":"off"}}`)
 	tc.send(`{"jsonrpc":"2.0","method":"job.submit","params":{"job":{"steps":[{"sleep":{"duration":"1s"}}]}}}`)
 	tc.send(`{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":77}}`)
-	m := tc.call(2, MethodGet, `{"id":1}`)
+	m := tc.call(2, rpc.MethodGet, `{"id":1}`)
 	is.True(m.Error == nil) // the first response is for the request; the notification ran
 }
 
 func TestServerCancelRequest(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{})
+	ts := startServer(t, Config{})
 	tc := dial(t, ts.path, true)
-	is.True(tc.call(1, MethodSubmit, `{"job":{"steps":[{"exec":{"argv":["x"]}}]}}`).Error == nil) // a job to wait for
+	is.True(tc.call(1, rpc.MethodSubmit, `{"job":{"steps":[{"exec":{"argv":["x"]}}]}}`).Error == nil) // a job to wait for
 	tc.send(`{"jsonrpc":"2.0","id":5,"method":"job.wait","params":{"id":1}}`)
 	<-ts.svc.waiting // the wait is pending
 	tc.send(`{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":5}}`)
 	m := tc.read()
 	is.Equal(string(m.ID), "5")                              // the wait's response
 	is.True(m.Error != nil)                                  // is an error
-	is.Equal(m.Error.Code, CodeCancelled)                    // -32800
+	is.Equal(m.Error.Code, rpc.CodeCancelled)                // -32800
 	is.True(errors.Is(<-ts.svc.waitEnded, context.Canceled)) // the service saw its context cancelled
 }
 
 func TestServerSlowWaitDoesNotDelayLaterRequests(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{})
+	ts := startServer(t, Config{})
 	tc := dial(t, ts.path, false)
-	is.True(tc.call(1, MethodSubmit, `{"job":{"steps":[{"exec":{"argv":["x"]}}]}}`).Error == nil) // a job
+	is.True(tc.call(1, rpc.MethodSubmit, `{"job":{"steps":[{"exec":{"argv":["x"]}}]}}`).Error == nil) // a job
 	tc.send(`{"jsonrpc":"2.0","id":2,"method":"job.wait","params":{"id":1,"timeout":"1h"}}`)
 	<-ts.svc.waiting // the wait blocks in the service
-	m := tc.call(3, MethodGet, `{"id":1}`)
+	m := tc.call(3, rpc.MethodGet, `{"id":1}`)
 	is.True(m.Error == nil) // a later get is answered while the wait is pending
-	m = tc.call(4, MethodCancel, `{"id":1,"reason":"test"}`)
+	m = tc.call(4, rpc.MethodCancel, `{"id":1,"reason":"test"}`)
 	is.True(m.Error == nil) // so is a cancel
 	close(ts.svc.release)
 	m = tc.read()
 	is.Equal(string(m.ID), "2") // the wait ends when released
-	var j Job
+	var j rpc.Job
 	is.NoErr(json.Unmarshal(m.Result, &j)) // the result is the job
-	is.Equal(j.State, StateCancelled)      // with the job as it is then
+	is.Equal(j.State, rpc.StateCancelled)  // with the job as it is then
 }
 
 // TestServerTooLarge streams 64 MiB in one message: the server answers -32600 and
 // closes without holding the message in memory.
 func TestServerTooLarge(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{})
+	ts := startServer(t, Config{})
 	const total = 64 << 20
 
 	runtime.GC()
@@ -400,7 +402,7 @@ func TestServerTooLarge(t *testing.T) {
 	}()
 	m := tc.read()
 	is.True(m.Error != nil)                        // an error
-	is.Equal(m.Error.Code, CodeInvalidRequest)     // -32600
+	is.Equal(m.Error.Code, rpc.CodeInvalidRequest) // -32600
 	is.Equal(m.Error.Message, "message too large") // saying why
 	is.Equal(string(m.ID), "null")                 // id null: the request was not read
 	tc.expectEOF()                                 // then the connection is closed
@@ -418,102 +420,102 @@ func TestServerTooLarge(t *testing.T) {
 	lsp := dial(t, ts.path, true)
 	lsp.write(fmt.Sprintf("Content-Length: %d\r\n\r\n{", total))
 	m = lsp.read()
-	is.Equal(m.Error.Code, CodeInvalidRequest)     // -32600
+	is.Equal(m.Error.Code, rpc.CodeInvalidRequest) // -32600
 	is.Equal(m.Error.Message, "message too large") // too large
 	lsp.expectEOF()                                // and closed
 
-	m = dial(t, ts.path, false).call(1, MethodInfo, `{}`)
+	m = dial(t, ts.path, false).call(1, rpc.MethodInfo, `{}`)
 	is.True(m.Error == nil) // the server serves on
 }
 
 func TestServerMaxMessageConfigured(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{MaxMessage: 200})
+	ts := startServer(t, Config{MaxMessage: 200})
 	tc := dial(t, ts.path, false)
-	is.True(tc.call(1, MethodInfo, `{}`).Error == nil) // a small message passes
+	is.True(tc.call(1, rpc.MethodInfo, `{}`).Error == nil) // a small message passes
 	tc.send(`{"jsonrpc":"2.0","id":2,"method":"job.submit","params":{"job":{"name":"` + strings.Repeat("n", 200) + `"}}}`)
 	m := tc.read()
-	is.Equal(m.Error.Code, CodeInvalidRequest) // past the configured limit
-	tc.expectEOF()                             // closed
+	is.Equal(m.Error.Code, rpc.CodeInvalidRequest) // past the configured limit
+	tc.expectEOF()                                 // closed
 }
 
 func TestServerMalformedConnectionDoesNotAffectOthers(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{})
+	ts := startServer(t, Config{})
 	good := dial(t, ts.path, false)
-	is.True(good.call(1, MethodInfo, `{}`).Error == nil) // a working connection
+	is.True(good.call(1, rpc.MethodInfo, `{}`).Error == nil) // a working connection
 	bad := dial(t, ts.path, false)
 	bad.write(`{"jsonrpc": "2.0", "id": 1, "method": daemon.info}` + "\n")
-	is.Equal(bad.read().Error.Code, CodeParseError) // the bad one gets -32700
-	bad.expectEOF()                                 // and is closed
+	is.Equal(bad.read().Error.Code, rpc.CodeParseError) // the bad one gets -32700
+	bad.expectEOF()                                     // and is closed
 	half := dial(t, ts.path, false)
-	half.write(`{"jsonrpc": "2.0", "id": 1, "met`)       // another never finishes its message
-	is.True(good.call(2, MethodInfo, `{}`).Error == nil) // the good one goes on
+	half.write(`{"jsonrpc": "2.0", "id": 1, "met`)           // another never finishes its message
+	is.True(good.call(2, rpc.MethodInfo, `{}`).Error == nil) // the good one goes on
 }
 
 func TestServerWatchResponseBeforeEvents(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{})
+	ts := startServer(t, Config{})
 	for i := range 20 {
-		ts.svc.script = append(ts.svc.script, &Event{Seq: int64(i + 1), Job: 1, Type: EventSubmitted, State: StateQueued})
+		ts.svc.script = append(ts.svc.script, &rpc.Event{Seq: int64(i + 1), Job: 1, Type: rpc.EventSubmitted, State: rpc.StateQueued})
 	}
 	tc := dial(t, ts.path, false)
 	tc.send(`{"jsonrpc":"2.0","id":1,"method":"job.watch","params":{"since":0,"token":"mine"}}`)
 	m := tc.read()
 	is.Equal(string(m.ID), "1") // the response comes first
-	var res WatchResult
+	var res rpc.WatchResult
 	is.NoErr(json.Unmarshal(m.Result, &res)) // the result is a watch result
 	is.Equal(res.Token, "mine")              // with the client's token
 	is.Equal(res.StoreID, "store")           // and the store id
 	for i := range 20 {
 		m := tc.read()
-		is.Equal(m.Method, MethodEvent) // then the events as notifications
-		is.True(m.ID == nil)            // without id
-		var p EventParams
+		is.Equal(m.Method, rpc.MethodEvent) // then the events as notifications
+		is.True(m.ID == nil)                // without id
+		var p rpc.EventParams
 		is.NoErr(json.Unmarshal(m.Params, &p)) // the params are event params
 		is.Equal(p.Token, "mine")              // naming the watch
 		is.Equal(p.Event.Seq, int64(i+1))      // in order, none missing
 	}
 
-	m = tc.call(2, MethodWatch, `{"token":"mine"}`)
-	is.Equal(m.Error.Code, CodeInvalidParams) // a token in use is refused
-	is.Equal(m.Error.Data.Field, "token")     // naming the field
+	m = tc.call(2, rpc.MethodWatch, `{"token":"mine"}`)
+	is.Equal(m.Error.Code, rpc.CodeInvalidParams) // a token in use is refused
+	is.Equal(m.Error.Data.Field, "token")         // naming the field
 
-	m = tc.call(3, MethodWatch, `{"jobs":[404]}`)
-	is.Equal(m.Error.Code, CodeNotFound) // the service's error passes through
+	m = tc.call(3, rpc.MethodWatch, `{"jobs":[404]}`)
+	is.Equal(m.Error.Code, rpc.CodeNotFound) // the service's error passes through
 
-	m = tc.call(4, MethodUnwatch, `{"token":"mine"}`)
+	m = tc.call(4, rpc.MethodUnwatch, `{"token":"mine"}`)
 	is.True(m.Error == nil)               // unwatch answers
 	is.Equal(string(m.Result), "{}")      // {}
 	is.True(ts.svc.watcher(0).isClosed()) // and closed the watch
-	m = tc.call(5, MethodUnwatch, `{"token":"never"}`)
+	m = tc.call(5, rpc.MethodUnwatch, `{"token":"never"}`)
 	is.Equal(string(m.Result), "{}") // an unknown token too
 
 	ts.svc.script = nil
-	m = tc.call(6, MethodWatch, `{}`)
+	m = tc.call(6, rpc.MethodWatch, `{}`)
 	is.True(m.Error == nil)                  // a watch without a token
 	is.NoErr(json.Unmarshal(m.Result, &res)) // the result is a watch result
 	is.True(res.Token != "")                 // gets one from the server
-	m = tc.call(7, MethodWatch, `{"token":"mine"}`)
+	m = tc.call(7, rpc.MethodWatch, `{"token":"mine"}`)
 	is.True(m.Error == nil) // an unwatched token may be used again
 }
 
 func TestServerMaxWatches(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{MaxWatches: 2})
+	ts := startServer(t, Config{MaxWatches: 2})
 	tc := dial(t, ts.path, false)
-	is.True(tc.call(1, MethodWatch, `{}`).Error == nil) // first watch
-	is.True(tc.call(2, MethodWatch, `{}`).Error == nil) // second watch
-	m := tc.call(3, MethodWatch, `{}`)
-	is.Equal(m.Error.Code, CodeLimit) // the third is past the limit
+	is.True(tc.call(1, rpc.MethodWatch, `{}`).Error == nil) // first watch
+	is.True(tc.call(2, rpc.MethodWatch, `{}`).Error == nil) // second watch
+	m := tc.call(3, rpc.MethodWatch, `{}`)
+	is.Equal(m.Error.Code, rpc.CodeLimit) // the third is past the limit
 }
 
 func TestServerDisconnectCancelsAndCloses(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{})
+	ts := startServer(t, Config{})
 	tc := dial(t, ts.path, false)
-	is.True(tc.call(1, MethodSubmit, `{"job":{"steps":[{"exec":{"argv":["x"]}}]}}`).Error == nil) // a job
-	is.True(tc.call(2, MethodWatch, `{"jobs":[1]}`).Error == nil)                                 // a watch
+	is.True(tc.call(1, rpc.MethodSubmit, `{"job":{"steps":[{"exec":{"argv":["x"]}}]}}`).Error == nil) // a job
+	is.True(tc.call(2, rpc.MethodWatch, `{"jobs":[1]}`).Error == nil)                                 // a watch
 	tc.send(`{"jsonrpc":"2.0","id":3,"method":"job.wait","params":{"id":1}}`)
 	<-ts.svc.waiting // a pending wait
 	tc.c.Close()
@@ -530,7 +532,7 @@ func TestServerDisconnectCancelsAndCloses(t *testing.T) {
 // closed after WriteStall.
 func TestServerStalledWatcher(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{WriteStall: 500 * time.Millisecond})
+	ts := startServer(t, Config{WriteStall: 500 * time.Millisecond})
 	stalled := dial(t, ts.path, false)
 	stalled.send(`{"jsonrpc":"2.0","id":1,"method":"job.watch","params":{"output":true}}`)
 	// Wait until the server has produced more than the queue can hold: its writes to
@@ -558,22 +560,22 @@ func TestServerStalledWatcher(t *testing.T) {
 	}
 	other := dial(t, ts.path, false)
 	for i := range 20 {
-		is.True(other.call(i, MethodInfo, `{}`).Error == nil) // another client is served
+		is.True(other.call(i, rpc.MethodInfo, `{}`).Error == nil) // another client is served
 	}
 	select {
 	case <-ts.svc.watcher(0).closed: // the stalled connection was closed, its watch with it
 	case <-time.After(ioTimeout):
 		t.Fatal("the stalled connection was not closed")
 	}
-	is.True(strings.Contains(ts.logs.String(), "stalled")) // and that was logged
-	is.True(other.call(99, MethodInfo, `{}`).Error == nil) // the other client is still served
+	is.True(strings.Contains(ts.logs.String(), "stalled"))     // and that was logged
+	is.True(other.call(99, rpc.MethodInfo, `{}`).Error == nil) // the other client is still served
 }
 
 // TestServerStalledWatcherDefaultStall: with the default stall of a minute, a
 // client with a full socket still does not keep others waiting.
 func TestServerStalledWatcherDoesNotBlockOthers(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{})
+	ts := startServer(t, Config{})
 	stalled := dial(t, ts.path, false)
 	stalled.send(`{"jsonrpc":"2.0","id":1,"method":"job.watch","params":{"output":true}}`)
 	stalled.send(`{"jsonrpc":"2.0","id":2,"method":"daemon.info"}`)
@@ -599,8 +601,8 @@ func TestServerStalledWatcherDoesNotBlockOthers(t *testing.T) {
 		}
 	}
 	other := dial(t, ts.path, true)
-	is.True(other.call(1, MethodSubmit, `{"job":{"steps":[{"exec":{"argv":["x"]}}]}}`).Error == nil) // others submit
-	is.True(other.call(2, MethodGet, `{"id":1}`).Error == nil)                                       // and read
+	is.True(other.call(1, rpc.MethodSubmit, `{"job":{"steps":[{"exec":{"argv":["x"]}}]}}`).Error == nil) // others submit
+	is.True(other.call(2, rpc.MethodGet, `{"id":1}`).Error == nil)                                       // and read
 	stalled.c.Close()
 	select {
 	case <-ts.svc.watcher(0).closed: // closing the stalled client ends its watch
@@ -611,19 +613,19 @@ func TestServerStalledWatcherDoesNotBlockOthers(t *testing.T) {
 
 func TestServerMaxConns(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{MaxConns: 1})
+	ts := startServer(t, Config{MaxConns: 1})
 	first := dial(t, ts.path, false)
-	is.True(first.call(1, MethodInfo, `{}`).Error == nil) // the first connection is served
+	is.True(first.call(1, rpc.MethodInfo, `{}`).Error == nil) // the first connection is served
 	second := dial(t, ts.path, false)
-	m := second.call(7, MethodInfo, `{}`)
-	is.Equal(m.Error.Code, CodeLimit) // past the limit: 1005 with the request's id
-	second.expectEOF()                // then closed
+	m := second.call(7, rpc.MethodInfo, `{}`)
+	is.Equal(m.Error.Code, rpc.CodeLimit) // past the limit: 1005 with the request's id
+	second.expectEOF()                    // then closed
 	first.c.Close()
 	// Once the first is gone, a new connection is served (the count drops when the
 	// server notices the close).
 	deadline := time.Now().Add(ioTimeout)
 	for {
-		m = dial(t, ts.path, false).call(1, MethodInfo, `{}`)
+		m = dial(t, ts.path, false).call(1, rpc.MethodInfo, `{}`)
 		if m.Error == nil {
 			break
 		}
@@ -636,10 +638,10 @@ func TestServerMaxConns(t *testing.T) {
 
 func TestServerShutdownAnswersThenStops(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{})
+	ts := startServer(t, Config{})
 	ts.svc.onShutdown = ts.cancel // the daemon stops the server as it shuts down
 	tc := dial(t, ts.path, false)
-	m := tc.call(1, MethodShutdown, `{"drain":false}`)
+	m := tc.call(1, rpc.MethodShutdown, `{"drain":false}`)
 	is.True(m.Error == nil)          // the shutdown is answered
 	is.Equal(string(m.Result), "{}") // with {}
 	tc.expectEOF()                   // then the connection is closed
@@ -652,15 +654,15 @@ func TestServerShutdownAnswersThenStops(t *testing.T) {
 // already are answered 1006; $/cancelRequest alone answers -32800.
 func TestServerStopAnswers1006(t *testing.T) {
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{})
-	ts.svc.jobs[1] = &Job{ID: 1, State: StateRunning}
+	ts := startServer(t, Config{})
+	ts.svc.jobs[1] = &rpc.Job{ID: 1, State: rpc.StateRunning}
 	// A wait cancelled by its client, before the stop.
 	c := dial(t, ts.path, false)
 	c.send(`{"jsonrpc":"2.0","id":1,"method":"job.wait","params":{"id":1}}`)
 	<-ts.svc.waiting
 	c.send(`{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":1}}`)
 	m := c.read()
-	is.Equal(m.Error.Code, CodeCancelled) // $/cancelRequest: -32800
+	is.Equal(m.Error.Code, rpc.CodeCancelled) // $/cancelRequest: -32800
 	// A wait pending at the stop.
 	b := dial(t, ts.path, false)
 	b.send(`{"jsonrpc":"2.0","id":1,"method":"job.wait","params":{"id":1}}`)
@@ -678,34 +680,34 @@ func TestServerStopAnswers1006(t *testing.T) {
 	ts.stop(t)
 	for _, id := range []string{"1", "2", "3", "4"} {
 		m := a.read()
-		is.Equal(string(m.ID), id)               // each request is answered, in order
-		is.True(m.Error != nil)                  // with an error
-		is.Equal(m.Error.Code, CodeShuttingDown) // 1006
-		is.Equal(m.Error.Message, ShuttingDown().Message)
+		is.Equal(string(m.ID), id)                   // each request is answered, in order
+		is.True(m.Error != nil)                      // with an error
+		is.Equal(m.Error.Code, rpc.CodeShuttingDown) // 1006
+		is.Equal(m.Error.Message, rpc.ShuttingDown().Message)
 	}
 	a.expectEOF() // then the connection is closed
 	m = b.read()
-	is.Equal(m.Error.Code, CodeShuttingDown) // the pending wait: 1006
+	is.Equal(m.Error.Code, rpc.CodeShuttingDown) // the pending wait: 1006
 	b.expectEOF()
 }
 
 func TestServeStopsEverything(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{})
+	ts := startServer(t, Config{})
 	a := dial(t, ts.path, false)
-	is.True(a.call(1, MethodSubmit, `{"job":{"steps":[{"exec":{"argv":["x"]}}]}}`).Error == nil) // a job
+	is.True(a.call(1, rpc.MethodSubmit, `{"job":{"steps":[{"exec":{"argv":["x"]}}]}}`).Error == nil) // a job
 	a.send(`{"jsonrpc":"2.0","id":2,"method":"job.wait","params":{"id":1}}`)
 	<-ts.svc.waiting // a pending wait
 	b := dial(t, ts.path, true)
-	is.True(b.call(1, MethodWatch, `{}`).Error == nil) // a pending watch
+	is.True(b.call(1, rpc.MethodWatch, `{}`).Error == nil) // a pending watch
 	c := dial(t, ts.path, false)
 	c.write(`{"jsonrpc"`) // a connection in the middle of a message
 
 	ts.stop(t)
 	m := a.read()
-	is.Equal(m.Error.Code, CodeShuttingDown) // the pending wait is answered 1006: the server stops
-	a.expectEOF()                            // every connection is closed
+	is.Equal(m.Error.Code, rpc.CodeShuttingDown) // the pending wait is answered 1006: the server stops
+	a.expectEOF()                                // every connection is closed
 	b.expectEOF()
 	c.expectEOF()
 	is.True(ts.svc.watcher(0).isClosed()) // and every watch
@@ -723,7 +725,7 @@ func TestServerRefusesOtherUsers(t *testing.T) {
 		t.Skip("needs root to run a child as another user")
 	}
 	is := is.New(t)
-	ts := startServer(t, ServerConfig{CheckPeer: true})
+	ts := startServer(t, Config{CheckPeer: true})
 	// The other user must reach the socket and this test binary.
 	open := shortDir(t)
 	is.NoErr(os.Chmod(open, 0o755))                                // a folder anyone may enter
@@ -748,7 +750,7 @@ func TestServerRefusesOtherUsers(t *testing.T) {
 	is.True(strings.Contains(ts.logs.String(), "refused connection from another user")) // and logged it
 	is.True(strings.Contains(ts.logs.String(), "peer_uid=65534"))                       // with the uid
 
-	m := dial(t, ts.path, false).call(1, MethodInfo, `{}`)
+	m := dial(t, ts.path, false).call(1, rpc.MethodInfo, `{}`)
 	is.True(m.Error == nil) // our own user is served
 }
 
@@ -776,19 +778,63 @@ func TestHelperPeer(t *testing.T) {
 func TestServerWatchEventsTogether(t *testing.T) {
 	for _, lsp := range []bool{false, true} {
 		is := is.New(t)
-		ts := startServer(t, ServerConfig{})
+		ts := startServer(t, Config{})
 		for i := range 300 {
-			ts.svc.script = append(ts.svc.script, &Event{Seq: int64(i + 1), Job: 1, Type: EventSubmitted, State: StateQueued})
+			ts.svc.script = append(ts.svc.script, &rpc.Event{Seq: int64(i + 1), Job: 1, Type: rpc.EventSubmitted, State: rpc.StateQueued})
 		}
 		tc := dial(t, ts.path, lsp)
-		m := tc.call(1, MethodWatch, `{"token":"t"}`)
+		m := tc.call(1, rpc.MethodWatch, `{"token":"t"}`)
 		is.True(m.Error == nil) // the watch starts
 		for i := range 300 {
 			m := tc.read()
-			is.Equal(m.Method, MethodEvent) // each event is a notification
-			var p EventParams
+			is.Equal(m.Method, rpc.MethodEvent) // each event is a notification
+			var p rpc.EventParams
 			is.NoErr(json.Unmarshal(m.Params, &p)) // whole
 			is.Equal(p.Event.Seq, int64(i+1))      // in order, none missing
 		}
 	}
+}
+
+func TestParseRequest(t *testing.T) {
+	cases := []struct {
+		msg, method, id, params string
+		code                    int
+	}{
+		{msg: `{"jsonrpc":"2.0","id":1,"method":"job.get","params":{"id":3}}`, method: "job.get", id: "1", params: `{"id":3}`},
+		{msg: `{ "params" : [ 1 ] , "method" : "m", "id" : "x", "jsonrpc" : "2.0" } `, method: "m", id: `"x"`, params: `[ 1 ]`},
+		{msg: `{"jsonrpc":"2.0","method":"note"}`, method: "note"},
+		{msg: `{"\u006aso\u006erpc":"2\u002e0","\u0069d":null,"method":"a\u0062"}`, method: "ab", id: "null"},
+		{msg: `{"jsonrpc":"2.0","method":"a","method":"b","id":1}`, method: "b", id: "1"},
+		{msg: `{"jsonrpc":"2.0","method":"a","id":{}}`, code: rpc.CodeInvalidRequest},
+		{msg: `{"jsonrpc":"1.0","method":"a","id":1}`, code: rpc.CodeInvalidRequest},
+		{msg: `{"jsonrpc":"2.0","method":7,"id":1}`, code: rpc.CodeInvalidRequest},
+		{msg: `{"jsonrpc":"2.0","id":1}`, code: rpc.CodeInvalidRequest},
+		{msg: `{"jsonrpc":"2.0","method":"a",}`, code: rpc.CodeInvalidRequest},
+		{msg: `{"jsonrpc":"2.0","method":"a"} x`, code: rpc.CodeInvalidRequest},
+	}
+	for _, c := range cases {
+		is := is.New(t)
+		req, err := parseRequest([]byte(c.msg))
+		if c.code != 0 {
+			is.True(err != nil)        // the request is refused
+			is.Equal(err.Code, c.code) // as an invalid request
+			continue
+		}
+		is.True(err == nil)                    // the request is taken
+		is.Equal(req.method, c.method)         // its method, unescaped
+		is.Equal(string(req.id), c.id)         // its id as sent
+		is.Equal(string(req.params), c.params) // its params as sent
+	}
+}
+
+// shortDir is a temporary folder with a short path: a socket's path must fit in
+// 108 bytes, which t.TempDir's may not.
+func shortDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }

@@ -1,4 +1,4 @@
-package rpc
+package codec
 
 // The JSON scanner under the decoder (strict and lenient) and the request parser: it moves over
 // JSON text, checking its syntax, without decoding what it does not need.
@@ -296,8 +296,8 @@ func eachMember(msg []byte, f func(key []byte, val json.RawMessage)) error {
 	return nil
 }
 
-// jsonString decodes a JSON string value; ok is false for any other value.
-func jsonString(raw []byte) (string, bool) {
+// StringValue decodes a JSON string value; ok is false for any other value.
+func StringValue(raw []byte) (string, bool) {
 	if len(raw) < 2 || raw[0] != '"' {
 		return "", false
 	}

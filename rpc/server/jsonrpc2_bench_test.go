@@ -1,4 +1,4 @@
-package rpc
+package server
 
 import (
 	"bufio"
@@ -10,7 +10,10 @@ import (
 	"log"
 	"net"
 	"path/filepath"
+	"spool/rpc"
+	"spool/rpc/codec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -69,8 +72,8 @@ func (s *benchLineStream) WriteObject(obj any) error {
 func (s *benchLineStream) Close() error { return s.c.Close() }
 
 // serveJSONRPC2 serves svc on ln with jsonrpc2.Conn until ln is closed.
-func serveJSONRPC2(ln net.Listener, svc Service) {
-	dec := NewDecoder()
+func serveJSONRPC2(ln net.Listener, svc rpc.Service) {
+	dec := codec.NewDecoder()
 	params := func(req *jsonrpc2.Request, v any) error {
 		var raw json.RawMessage
 		if req.Params != nil {
@@ -79,29 +82,29 @@ func serveJSONRPC2(ln net.Listener, svc Service) {
 		if err := dec.Params(raw, v); err != nil {
 			return err
 		}
-		if val, ok := v.(Validator); ok {
+		if val, ok := v.(rpc.Validator); ok {
 			return val.Validate()
 		}
 		return nil
 	}
 	h := jsonrpc2.HandlerWithError(func(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) (result any, err error) {
 		switch req.Method {
-		case MethodGet:
-			var p GetParams
+		case rpc.MethodGet:
+			var p rpc.GetParams
 			if err = params(req, &p); err == nil {
 				result, err = svc.Get(ctx, p)
 			}
-		case MethodSubmit:
-			var p SubmitParams
+		case rpc.MethodSubmit:
+			var p rpc.SubmitParams
 			if err = params(req, &p); err == nil {
 				result, err = svc.Submit(ctx, p)
 			}
 		default:
-			return nil, &jsonrpc2.Error{Code: CodeMethodNotFound, Message: "method not found"}
+			return nil, &jsonrpc2.Error{Code: rpc.CodeMethodNotFound, Message: "method not found"}
 		}
 		if err != nil {
 			// The protocol's codes, as HandlerWithError would send code 0.
-			e := AsError(err)
+			e := rpc.AsError(err)
 			je := &jsonrpc2.Error{Code: int64(e.Code), Message: e.Message}
 			if e.Data != nil {
 				je.SetError(e.Data)
@@ -156,33 +159,33 @@ func benchCall(b *testing.B, socket string, request []byte) {
 // none: what the benchmarks weigh is the server, not a store.
 type benchService struct {
 	*fakeService
-	job Job
+	job rpc.Job
 }
 
 func newBenchService() *benchService {
-	spec := Spec{Name: "build", Queue: "default", Dir: "/src", Env: map[string]string{},
-		Steps: []Step{{Exec: &ExecStep{Argv: []string{"make", "-j2", "test"}}}}}
+	spec := rpc.Spec{Name: "build", Queue: "default", Dir: "/src", Env: map[string]string{},
+		Steps: []rpc.Step{{Exec: &rpc.ExecStep{Argv: []string{"make", "-j2", "test"}}}}}
 	for i := range 30 { // a shell's environment, as the CLI sends it
 		spec.Env["VAR_"+strconv.Itoa(i)] = "/usr/local/share/some/value/" + strconv.Itoa(i)
 	}
-	return &benchService{fakeService: newFakeService(), job: Job{ID: 1, Name: spec.Name, Queue: "default",
-		State: StateQueued, SubmittedAt: time.Unix(0, 0).UTC(), Spec: &spec}}
+	return &benchService{fakeService: newFakeService(), job: rpc.Job{ID: 1, Name: spec.Name, Queue: "default",
+		State: rpc.StateQueued, SubmittedAt: time.Unix(0, 0).UTC(), Spec: &spec}}
 }
 
-func (s *benchService) Get(ctx context.Context, p GetParams) (*Job, error) {
+func (s *benchService) Get(ctx context.Context, p rpc.GetParams) (*rpc.Job, error) {
 	j := s.job
 	return &j, nil
 }
 
-func (s *benchService) Submit(ctx context.Context, p SubmitParams) (*SubmitResult, error) {
-	job := func(i int, spec Spec) Job {
-		return Job{ID: int64(i + 1), Name: spec.Name, Queue: "default", State: StateQueued, SubmittedAt: time.Unix(0, 0).UTC(), Spec: &spec}
+func (s *benchService) Submit(ctx context.Context, p rpc.SubmitParams) (*rpc.SubmitResult, error) {
+	job := func(i int, spec rpc.Spec) rpc.Job {
+		return rpc.Job{ID: int64(i + 1), Name: spec.Name, Queue: "default", State: rpc.StateQueued, SubmittedAt: time.Unix(0, 0).UTC(), Spec: &spec}
 	}
 	if p.Job != nil {
 		j := job(0, *p.Job)
-		return &SubmitResult{Job: &j}, nil
+		return &rpc.SubmitResult{Job: &j}, nil
 	}
-	res := &SubmitResult{Jobs: make([]Job, len(p.Jobs))}
+	res := &rpc.SubmitResult{Jobs: make([]rpc.Job, len(p.Jobs))}
 	for i, spec := range p.Jobs {
 		res.Jobs[i] = job(i, spec)
 	}
@@ -201,9 +204,9 @@ func BenchmarkServerVsJSONRPC2(b *testing.B) {
 		buf.WriteString("}\n")
 		return buf.Bytes()
 	}
-	get := request(MethodGet, json.RawMessage(`{"id":1}`))
-	submit := request(MethodSubmit, submitBatch(1000))
-	one := request(MethodSubmit, submitBatch(1))
+	get := request(rpc.MethodGet, json.RawMessage(`{"id":1}`))
+	submit := request(rpc.MethodSubmit, benchBatch(1000))
+	one := request(rpc.MethodSubmit, benchBatch(1))
 
 	for _, kind := range []string{"own", "jsonrpc2"} {
 		svc := newBenchService()
@@ -217,7 +220,7 @@ func BenchmarkServerVsJSONRPC2(b *testing.B) {
 		go func() {
 			defer close(done)
 			if kind == "own" {
-				_ = NewServer(ServerConfig{Service: svc}).Serve(ctx, ln)
+				_ = New(Config{Service: svc}).Serve(ctx, ln)
 			} else {
 				serveJSONRPC2(ln, svc)
 			}
@@ -249,4 +252,14 @@ func benchCallOnce(b *testing.B, socket string, request []byte) {
 	if n := len(line); n < 20 {
 		b.Fatalf("answer too short: %q (%s bytes)", line, strconv.Itoa(n))
 	}
+}
+
+// benchBatch is job.submit params with n jobs shaped like a typical CLI submit.
+func benchBatch(n int) json.RawMessage {
+	job := `{"name": "build", "queue": "default", "priority": 2, "labels": {"team": "a"}, "timeout": "1h",
+		"steps": [{"exec": {"argv": ["make", "-j2", "test"], "dir": "/src"}, "retry": {"attempts": 3, "backoff": "1s"}}]}`
+	if n == 1 {
+		return json.RawMessage(`{"job": ` + job + `}`)
+	}
+	return json.RawMessage(`{"jobs": [` + strings.TrimSuffix(strings.Repeat(job+",", n), ",") + `]}`)
 }

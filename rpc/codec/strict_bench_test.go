@@ -1,7 +1,8 @@
-package rpc
+package codec
 
 import (
 	"encoding/json"
+	"spool/rpc"
 	"strings"
 	"testing"
 )
@@ -21,7 +22,7 @@ func benchDecode(b *testing.B, raw json.RawMessage, decode func(json.RawMessage,
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
 	for b.Loop() {
-		var p SubmitParams
+		var p rpc.SubmitParams
 		if err := decode(raw, &p); err != nil {
 			b.Fatal(err)
 		}
@@ -48,7 +49,7 @@ func benchEvent(b *testing.B, decode func([]byte, any) error) {
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
 	for b.Loop() {
-		var e Event
+		var e rpc.Event
 		if err := decode(raw, &e); err != nil {
 			b.Fatal(err)
 		}

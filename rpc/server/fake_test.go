@@ -1,8 +1,9 @@
-package rpc
+package server
 
 import (
 	"context"
 	"io"
+	"spool/rpc"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,7 +14,7 @@ import (
 // until released, watches that replay a script, and a method that panics.
 type fakeService struct {
 	mu     sync.Mutex
-	jobs   map[int64]*Job
+	jobs   map[int64]*rpc.Job
 	nextID int64
 
 	// release ends every pending Wait with the job.
@@ -32,12 +33,12 @@ type fakeService struct {
 	// watchers are the watches started, in order.
 	watchers []*fakeWatcher
 	// script is what each new watch replays before it blocks.
-	script []*Event
+	script []*rpc.Event
 }
 
 func newFakeService() *fakeService {
 	return &fakeService{
-		jobs:       map[int64]*Job{},
+		jobs:       map[int64]*rpc.Job{},
 		release:    make(chan struct{}),
 		waiting:    make(chan int64, 16),
 		waitEnded:  make(chan error, 16),
@@ -45,7 +46,7 @@ func newFakeService() *fakeService {
 	}
 }
 
-func (f *fakeService) Submit(ctx context.Context, p SubmitParams) (*SubmitResult, error) {
+func (f *fakeService) Submit(ctx context.Context, p rpc.SubmitParams) (*rpc.SubmitResult, error) {
 	if f.holdSubmits.Load() {
 		f.submitting <- struct{}{}
 		<-ctx.Done()
@@ -53,96 +54,96 @@ func (f *fakeService) Submit(ctx context.Context, p SubmitParams) (*SubmitResult
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	add := func(s Spec) Job {
+	add := func(s rpc.Spec) rpc.Job {
 		f.nextID++
-		j := &Job{ID: f.nextID, Name: s.Name, Queue: "default", State: StateQueued, SubmittedAt: time.Unix(0, 0).UTC(), Spec: &s}
+		j := &rpc.Job{ID: f.nextID, Name: s.Name, Queue: "default", State: rpc.StateQueued, SubmittedAt: time.Unix(0, 0).UTC(), Spec: &s}
 		f.jobs[j.ID] = j
 		return *j
 	}
 	if p.Job != nil {
 		j := add(*p.Job)
-		return &SubmitResult{Job: &j}, nil
+		return &rpc.SubmitResult{Job: &j}, nil
 	}
-	res := &SubmitResult{}
+	res := &rpc.SubmitResult{}
 	for _, s := range p.Jobs {
 		res.Jobs = append(res.Jobs, add(s))
 	}
 	return res, nil
 }
 
-func (f *fakeService) Get(ctx context.Context, p GetParams) (*Job, error) {
+func (f *fakeService) Get(ctx context.Context, p rpc.GetParams) (*rpc.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	j, ok := f.jobs[p.ID]
 	if !ok {
-		return nil, NotFound(p.ID)
+		return nil, rpc.NotFound(p.ID)
 	}
 	c := *j
 	return &c, nil
 }
 
-func (f *fakeService) List(ctx context.Context, p ListParams) (*ListResult, error) {
+func (f *fakeService) List(ctx context.Context, p rpc.ListParams) (*rpc.ListResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	res := &ListResult{Jobs: []Job{}}
+	res := &rpc.ListResult{Jobs: []rpc.Job{}}
 	for _, j := range f.jobs {
 		res.Jobs = append(res.Jobs, *j)
 	}
 	return res, nil
 }
 
-func (f *fakeService) Cancel(ctx context.Context, p CancelParams) (*Job, error) {
+func (f *fakeService) Cancel(ctx context.Context, p rpc.CancelParams) (*rpc.Job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	j, ok := f.jobs[p.ID]
 	if !ok {
-		return nil, NotFound(p.ID)
+		return nil, rpc.NotFound(p.ID)
 	}
 	if j.Final() {
-		return nil, BadState(j.ID, j.State, "already final")
+		return nil, rpc.BadState(j.ID, j.State, "already final")
 	}
-	j.State, j.Error = StateCancelled, p.Reason
+	j.State, j.Error = rpc.StateCancelled, p.Reason
 	c := *j
 	return &c, nil
 }
 
-func (f *fakeService) Wait(ctx context.Context, p WaitParams) (*Job, error) {
+func (f *fakeService) Wait(ctx context.Context, p rpc.WaitParams) (*rpc.Job, error) {
 	f.waiting <- p.ID
 	select {
 	case <-f.release:
-		return f.Get(ctx, GetParams{ID: p.ID})
+		return f.Get(ctx, rpc.GetParams{ID: p.ID})
 	case <-ctx.Done():
 		f.waitEnded <- ctx.Err()
 		return nil, ctx.Err()
 	}
 }
 
-func (f *fakeService) Logs(ctx context.Context, p LogsParams) (*LogsResult, error) {
-	return &LogsResult{Data: "log of " + p.Step.Name, EOF: true}, nil
+func (f *fakeService) Logs(ctx context.Context, p rpc.LogsParams) (*rpc.LogsResult, error) {
+	return &rpc.LogsResult{Data: "log of " + p.Step.Name, EOF: true}, nil
 }
 
-func (f *fakeService) Retry(ctx context.Context, p RetryParams) (*Job, error) {
-	return nil, NotFound(p.ID)
+func (f *fakeService) Retry(ctx context.Context, p rpc.RetryParams) (*rpc.Job, error) {
+	return nil, rpc.NotFound(p.ID)
 }
 
-func (f *fakeService) Remove(ctx context.Context, p RemoveParams) (*RemoveResult, error) {
-	return &RemoveResult{Removed: len(p.IDs)}, nil
+func (f *fakeService) Remove(ctx context.Context, p rpc.RemoveParams) (*rpc.RemoveResult, error) {
+	return &rpc.RemoveResult{Removed: len(p.IDs)}, nil
 }
 
-func (f *fakeService) Prune(ctx context.Context, p PruneParams) (*RemoveResult, error) {
-	return &RemoveResult{}, nil
+func (f *fakeService) Prune(ctx context.Context, p rpc.PruneParams) (*rpc.RemoveResult, error) {
+	return &rpc.RemoveResult{}, nil
 }
 
-func (f *fakeService) Watch(ctx context.Context, p WatchParams) (Watcher, error) {
+func (f *fakeService) Watch(ctx context.Context, p rpc.WatchParams) (rpc.Watcher, error) {
 	for _, id := range p.Jobs {
-		if _, err := f.Get(ctx, GetParams{ID: id}); err != nil {
+		if _, err := f.Get(ctx, rpc.GetParams{ID: id}); err != nil {
 			return nil, err
 		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	w := &fakeWatcher{
-		res:    WatchResult{Token: p.Token, Seq: int64(len(f.script)), StoreID: "store"},
+		res:    rpc.WatchResult{Token: p.Token, Seq: int64(len(f.script)), StoreID: "store"},
 		script: f.script,
 		closed: make(chan struct{}),
 	}
@@ -163,40 +164,40 @@ func (f *fakeService) watcher(i int) *fakeWatcher {
 	return f.watchers[i]
 }
 
-func (f *fakeService) QueueList(ctx context.Context) (*QueueListResult, error) {
-	return &QueueListResult{Queues: []Queue{{Name: "default"}}}, nil
+func (f *fakeService) QueueList(ctx context.Context) (*rpc.QueueListResult, error) {
+	return &rpc.QueueListResult{Queues: []rpc.Queue{{Name: "default"}}}, nil
 }
 
-func (f *fakeService) QueueSet(ctx context.Context, p QueueSetParams) (*Queue, error) {
-	return &Queue{Name: p.Name, Parallel: p.Parallel}, nil
+func (f *fakeService) QueueSet(ctx context.Context, p rpc.QueueSetParams) (*rpc.Queue, error) {
+	return &rpc.Queue{Name: p.Name, Parallel: p.Parallel}, nil
 }
 
-func (f *fakeService) TemplatePut(ctx context.Context, p TemplatePutParams) (*Template, error) {
-	return &Template{Name: p.Name, Spec: p.Spec, Params: p.Params}, nil
+func (f *fakeService) TemplatePut(ctx context.Context, p rpc.TemplatePutParams) (*rpc.Template, error) {
+	return &rpc.Template{Name: p.Name, Spec: p.Spec, Params: p.Params}, nil
 }
 
-func (f *fakeService) TemplateGet(ctx context.Context, p TemplateNameParams) (*Template, error) {
+func (f *fakeService) TemplateGet(ctx context.Context, p rpc.TemplateNameParams) (*rpc.Template, error) {
 	if p.Name == "boom" {
 		panic("the template store exploded")
 	}
-	return nil, NoTemplate(p.Name)
+	return nil, rpc.NoTemplate(p.Name)
 }
 
-func (f *fakeService) TemplateList(ctx context.Context) (*TemplateListResult, error) {
-	return &TemplateListResult{Templates: []Template{}}, nil
+func (f *fakeService) TemplateList(ctx context.Context) (*rpc.TemplateListResult, error) {
+	return &rpc.TemplateListResult{Templates: []rpc.Template{}}, nil
 }
 
-func (f *fakeService) TemplateRemove(ctx context.Context, p TemplateNameParams) error { return nil }
+func (f *fakeService) TemplateRemove(ctx context.Context, p rpc.TemplateNameParams) error { return nil }
 
-func (f *fakeService) TemplateRun(ctx context.Context, p TemplateRunParams) (*Job, error) {
-	return nil, NoTemplate(p.Name)
+func (f *fakeService) TemplateRun(ctx context.Context, p rpc.TemplateRunParams) (*rpc.Job, error) {
+	return nil, rpc.NoTemplate(p.Name)
 }
 
-func (f *fakeService) Info(ctx context.Context) (*Info, error) {
-	return &Info{Version: "test", Protocol: ProtocolVersion, StoreID: "store"}, nil
+func (f *fakeService) Info(ctx context.Context) (*rpc.Info, error) {
+	return &rpc.Info{Version: "test", Protocol: rpc.ProtocolVersion, StoreID: "store"}, nil
 }
 
-func (f *fakeService) Shutdown(ctx context.Context, p ShutdownParams) error {
+func (f *fakeService) Shutdown(ctx context.Context, p rpc.ShutdownParams) error {
 	if f.onShutdown != nil {
 		f.onShutdown()
 	}
@@ -206,17 +207,17 @@ func (f *fakeService) Shutdown(ctx context.Context, p ShutdownParams) error {
 // fakeWatcher replays a script of events, then blocks until closed; or, when
 // endless is set, returns big output events forever.
 type fakeWatcher struct {
-	res     WatchResult
-	script  []*Event
+	res     rpc.WatchResult
+	script  []*rpc.Event
 	endless string
 	next    atomic.Int64 // events returned
 	closed  chan struct{}
 	once    sync.Once
 }
 
-func (w *fakeWatcher) Result() WatchResult { return w.res }
+func (w *fakeWatcher) Result() rpc.WatchResult { return w.res }
 
-func (w *fakeWatcher) Next(ctx context.Context) (*Event, error) {
+func (w *fakeWatcher) Next(ctx context.Context) (*rpc.Event, error) {
 	select {
 	case <-w.closed:
 		return nil, io.EOF
@@ -228,7 +229,7 @@ func (w *fakeWatcher) Next(ctx context.Context) (*Event, error) {
 	}
 	if w.endless != "" {
 		n := w.next.Add(1)
-		return &Event{Type: EventOutput, Job: 1, Offset: &n, Data: &w.endless}, nil
+		return &rpc.Event{Type: rpc.EventOutput, Job: 1, Offset: &n, Data: &w.endless}, nil
 	}
 	select {
 	case <-w.closed:

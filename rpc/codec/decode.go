@@ -1,4 +1,10 @@
-package rpc
+// Package codec decodes the protocol's JSON: strictly for params and job specs
+// (an unknown field or a wrong type is -32602 naming the field by its path), and
+// leniently for what a client or the store reads back (unknown fields ignored).
+// It also takes a JSON-RPC message apart without decoding it. It imports rpc for
+// the types and errors, and the standard library; the server, the client, the
+// daemon and the store import it.
+package codec
 
 // Decoding JSON in one pass guided by a plan of the target type: strictly, for
 // request params (DecodeParams, Decoder.Params, Decoder.Strict), and leniently,
@@ -13,6 +19,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"spool/rpc"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,7 +67,7 @@ func (d *Decoder) Params(raw json.RawMessage, v any) error {
 		raw = json.RawMessage("{}")
 	}
 	if raw[0] != '{' {
-		return &Error{Code: CodeInvalidParams, Message: "invalid params: params must be an object", Data: &ErrorData{Reason: "params must be an object"}}
+		return &rpc.Error{Code: rpc.CodeInvalidParams, Message: "invalid params: params must be an object", Data: &rpc.ErrorData{Reason: "params must be an object"}}
 	}
 	return d.Strict(raw, v, "")
 }
@@ -82,7 +89,7 @@ func (d *Decoder) Lenient(raw []byte, v any) error {
 	}
 	s := scanner{data: raw, lenient: true}
 	if err := s.decode(d.plan(rv.Type().Elem()), rv.Elem()); err != nil {
-		var e *Error
+		var e *rpc.Error
 		if errors.As(err, &e) && e.Data != nil {
 			if e.Data.Field == "" {
 				return fmt.Errorf("decode JSON: %s", e.Data.Reason)
@@ -112,8 +119,8 @@ func (d *Decoder) Strict(raw json.RawMessage, v any, path string) error {
 var (
 	rawMessageType      = reflect.TypeFor[json.RawMessage]()
 	timeType            = reflect.TypeFor[time.Time]()
-	stepRefType         = reflect.TypeFor[StepRef]()
-	durationType        = reflect.TypeFor[Duration]()
+	stepRefType         = reflect.TypeFor[rpc.StepRef]()
+	durationType        = reflect.TypeFor[rpc.Duration]()
 	jsonUnmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
 )
@@ -314,14 +321,14 @@ func (s *scanner) decode(p *plan, v reflect.Value) error {
 		}
 	}
 	if err == errSyntax {
-		return InvalidParams(s.root, "must be valid JSON")
+		return rpc.InvalidParams(s.root, "must be valid JSON")
 	}
 	return err
 }
 
 // fail is a -32602 error for the value at the current path.
 func (s *scanner) fail(reason string) error {
-	return InvalidParams(s.pathString(), reason)
+	return rpc.InvalidParams(s.pathString(), reason)
 }
 
 // pathString spells the current path, e.g. job.steps[0].exec.argv[1].
@@ -337,9 +344,9 @@ func (s *scanner) pathString() string {
 				name = unquote(seg.name)
 			}
 			if seg.field {
-				path = joinField(path, name)
+				path = rpc.FieldPath(path, name)
 			} else {
-				path = joinKey(path, name)
+				path = rpc.KeyPath(path, name)
 			}
 		}
 	}
@@ -794,38 +801,4 @@ func fitsInt(v int64, bits int) bool {
 	}
 	limit := int64(1) << (bits - 1)
 	return v >= -limit && v < limit
-}
-
-func joinField(path, name string) string {
-	if !plainName(name) {
-		return joinKey(path, name)
-	}
-	if path == "" {
-		return name
-	}
-	return path + "." + name
-}
-
-// joinKey names a map entry: path.key for plain keys, path["odd key"] otherwise.
-func joinKey(path, key string) string {
-	if plainName(key) {
-		if path == "" {
-			return key
-		}
-		return path + "." + key
-	}
-	q, _ := json.Marshal(key)
-	return path + "[" + string(q) + "]"
-}
-
-func plainName(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }

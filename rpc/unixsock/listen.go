@@ -1,4 +1,8 @@
-package rpc
+// Package unixsock makes and checks spool's Unix socket: the private folder and
+// the 0600 socket the daemon listens on, the sockets systemd hands over, and the
+// peer credentials both ends check (same uid or root). It imports only the
+// standard library and x/sys; the server, the client and spoold import it.
+package unixsock
 
 import (
 	"errors"

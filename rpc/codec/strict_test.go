@@ -1,10 +1,11 @@
-package rpc
+package codec
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
 	"reflect"
+	"spool/rpc"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ func paramsError(t *testing.T, raw string, v any) (code int, field, reason strin
 	if err == nil {
 		return 0, "", ""
 	}
-	var e *Error
+	var e *rpc.Error
 	if !errors.As(err, &e) {
 		t.Fatalf("error %v is not an *rpc.Error", err)
 	}
@@ -35,22 +36,22 @@ func TestDecodeParamsUnknownFields(t *testing.T) {
 		v         any
 		field     string
 	}{
-		{"top level", `{"job": {"steps": []}, "jbo": 1}`, &SubmitParams{}, "jbo"},
-		{"in a spec", `{"job": {"stpes": []}}`, &SubmitParams{}, "job.stpes"},
-		{"in a step", `{"job": {"steps": [{"exec": {"argv": ["x"]}, "stpes": 1}]}}`, &SubmitParams{}, "job.steps[0].stpes"},
-		{"in a step kind", `{"jobs": [{}, {}, {"steps": [{"sleep": {"duration": "1s"}}, {"exec": {"argvv": ["x"]}}]}]}`, &SubmitParams{}, "jobs[2].steps[1].exec.argvv"},
-		{"in a retry", `{"job": {"steps": [{"retry": {"attempts": 2, "backof": "1s"}}]}}`, &SubmitParams{}, "job.steps[0].retry.backof"},
-		{"in a map of structs", `{"name": "t", "spec": {"anything": 1}, "params": {"dir": {"requird": true}}}`, &TemplatePutParams{}, "params.dir.requird"},
-		{"case differs", `{"job": {"Steps": []}}`, &SubmitParams{}, "job.Steps"},
-		{"odd key", `{"job": {"a b": 1}}`, &SubmitParams{}, `job["a b"]`},
+		{"top level", `{"job": {"steps": []}, "jbo": 1}`, &rpc.SubmitParams{}, "jbo"},
+		{"in a spec", `{"job": {"stpes": []}}`, &rpc.SubmitParams{}, "job.stpes"},
+		{"in a step", `{"job": {"steps": [{"exec": {"argv": ["x"]}, "stpes": 1}]}}`, &rpc.SubmitParams{}, "job.steps[0].stpes"},
+		{"in a step kind", `{"jobs": [{}, {}, {"steps": [{"sleep": {"duration": "1s"}}, {"exec": {"argvv": ["x"]}}]}]}`, &rpc.SubmitParams{}, "jobs[2].steps[1].exec.argvv"},
+		{"in a retry", `{"job": {"steps": [{"retry": {"attempts": 2, "backof": "1s"}}]}}`, &rpc.SubmitParams{}, "job.steps[0].retry.backof"},
+		{"in a map of structs", `{"name": "t", "spec": {"anything": 1}, "params": {"dir": {"requird": true}}}`, &rpc.TemplatePutParams{}, "params.dir.requird"},
+		{"case differs", `{"job": {"Steps": []}}`, &rpc.SubmitParams{}, "job.Steps"},
+		{"odd key", `{"job": {"a b": 1}}`, &rpc.SubmitParams{}, `job["a b"]`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			is := is.New(t)
 			code, field, reason := paramsError(t, c.raw, c.v)
-			is.Equal(code, CodeInvalidParams) // an unknown field is invalid params
-			is.Equal(field, c.field)          // named by its path
-			is.Equal(reason, "unknown field") // and said to be unknown
+			is.Equal(code, rpc.CodeInvalidParams) // an unknown field is invalid params
+			is.Equal(field, c.field)              // named by its path
+			is.Equal(reason, "unknown field")     // and said to be unknown
 		})
 	}
 }
@@ -62,28 +63,28 @@ func TestDecodeParamsTypeErrors(t *testing.T) {
 		field     string
 		reason    string
 	}{
-		{"string for integer", `{"job": {"priority": "high"}}`, &SubmitParams{}, "job.priority", "must be integer"},
-		{"fraction for integer", `{"job": {"priority": 1.5}}`, &SubmitParams{}, "job.priority", "must be integer"},
-		{"huge integer", `{"id": 1e400}`, &GetParams{}, "id", "must be integer"},
-		{"out of range", `{"id": 99999999999999999999}`, &GetParams{}, "id", "integer out of range"},
-		{"bad duration", `{"job": {"timeout": "2 hours"}}`, &SubmitParams{}, "job.timeout", `invalid duration "2 hours"`},
-		{"number for duration", `{"id": 1, "timeout": 30}`, &WaitParams{}, "timeout", `must be a duration string such as "90s"`},
-		{"bad time", `{"job": {"not_before": "tomorrow"}}`, &SubmitParams{}, "job.not_before", "must be an RFC 3339 time"},
-		{"object for step", `{"id": 1, "step": {}}`, &LogsParams{}, "step", "must be a step name or index"},
-		{"number for string", `{"job": {"steps": [{"exec": {"argv": ["a", 2]}}]}}`, &SubmitParams{}, "job.steps[0].exec.argv[1]", "must be string"},
-		{"object for array", `{"job": {"steps": {}}}`, &SubmitParams{}, "job.steps", "must be array"},
-		{"array for object", `{"job": []}`, &SubmitParams{}, "job", "must be object"},
-		{"string for bool", `{"output": "yes"}`, &WatchParams{}, "output", "must be boolean"},
-		{"map value", `{"job": {"labels": {"k": 1}}}`, &SubmitParams{}, "job.labels.k", "must be string"},
-		{"negative for ids ok, string not", `{"ids": [1, "2"]}`, &RemoveParams{}, "ids[1]", "must be integer"},
+		{"string for integer", `{"job": {"priority": "high"}}`, &rpc.SubmitParams{}, "job.priority", "must be integer"},
+		{"fraction for integer", `{"job": {"priority": 1.5}}`, &rpc.SubmitParams{}, "job.priority", "must be integer"},
+		{"huge integer", `{"id": 1e400}`, &rpc.GetParams{}, "id", "must be integer"},
+		{"out of range", `{"id": 99999999999999999999}`, &rpc.GetParams{}, "id", "integer out of range"},
+		{"bad duration", `{"job": {"timeout": "2 hours"}}`, &rpc.SubmitParams{}, "job.timeout", `invalid duration "2 hours"`},
+		{"number for duration", `{"id": 1, "timeout": 30}`, &rpc.WaitParams{}, "timeout", `must be a duration string such as "90s"`},
+		{"bad time", `{"job": {"not_before": "tomorrow"}}`, &rpc.SubmitParams{}, "job.not_before", "must be an RFC 3339 time"},
+		{"object for step", `{"id": 1, "step": {}}`, &rpc.LogsParams{}, "step", "must be a step name or index"},
+		{"number for string", `{"job": {"steps": [{"exec": {"argv": ["a", 2]}}]}}`, &rpc.SubmitParams{}, "job.steps[0].exec.argv[1]", "must be string"},
+		{"object for array", `{"job": {"steps": {}}}`, &rpc.SubmitParams{}, "job.steps", "must be array"},
+		{"array for object", `{"job": []}`, &rpc.SubmitParams{}, "job", "must be object"},
+		{"string for bool", `{"output": "yes"}`, &rpc.WatchParams{}, "output", "must be boolean"},
+		{"map value", `{"job": {"labels": {"k": 1}}}`, &rpc.SubmitParams{}, "job.labels.k", "must be string"},
+		{"negative for ids ok, string not", `{"ids": [1, "2"]}`, &rpc.RemoveParams{}, "ids[1]", "must be integer"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			is := is.New(t)
 			code, field, reason := paramsError(t, c.raw, c.v)
-			is.Equal(code, CodeInvalidParams) // a type error is invalid params
-			is.Equal(field, c.field)          // named by its path
-			is.Equal(reason, c.reason)        // with what is wrong
+			is.Equal(code, rpc.CodeInvalidParams) // a type error is invalid params
+			is.Equal(field, c.field)              // named by its path
+			is.Equal(reason, c.reason)            // with what is wrong
 		})
 	}
 }
@@ -91,15 +92,15 @@ func TestDecodeParamsTypeErrors(t *testing.T) {
 func TestDecodeParamsNotAnObject(t *testing.T) {
 	for _, raw := range []string{`[1]`, `"x"`, `3`, `true`} {
 		is := is.New(t)
-		code, _, _ := paramsError(t, raw, &GetParams{})
-		is.Equal(code, CodeInvalidParams) // params must be an object
+		code, _, _ := paramsError(t, raw, &rpc.GetParams{})
+		is.Equal(code, rpc.CodeInvalidParams) // params must be an object
 	}
 }
 
 func TestDecodeParamsAbsent(t *testing.T) {
 	for _, raw := range []string{``, `null`, ` null `, `{}`} {
 		is := is.New(t)
-		var p ListParams
+		var p rpc.ListParams
 		is.NoErr(DecodeParams(json.RawMessage(raw), &p)) // absent params are {}
 		is.Equal(p.Limit, 0)                             // nothing set
 	}
@@ -115,7 +116,7 @@ func TestDecodeParamsValid(t *testing.T) {
 			{"exec": {"argv": ["make", "all"]}, "timeout": "30m", "result": "none"},
 			{"sleep": {"duration": "10s"}, "retry": null}
 		]}}`
-	var p SubmitParams
+	var p rpc.SubmitParams
 	is.NoErr(DecodeParams(json.RawMessage(raw), &p))              // a full spec decodes
 	is.Equal(p.Job.Priority, -3)                                  // integers
 	is.Equal(p.Job.Timeout.D(), 2*time.Hour)                      // durations
@@ -123,11 +124,11 @@ func TestDecodeParamsValid(t *testing.T) {
 	is.Equal(p.Job.Steps[1].Exec.Argv, []string{"make", "all"})   // nested slices
 	is.Equal(p.Job.NotBefore.UTC().Hour(), 1)                     // times with any offset
 
-	var tp TemplatePutParams
+	var tp rpc.TemplatePutParams
 	is.NoErr(DecodeParams(json.RawMessage(`{"name": "b", "spec": {"stpes": "{{x}}"}, "params": {"x": {"required": true, "default": null}}}`), &tp)) // a raw spec is not walked
 	is.Equal(string(tp.Spec), `{"stpes": "{{x}}"}`)                                                                                                 // and kept as it is
 
-	var lp LogsParams
+	var lp rpc.LogsParams
 	is.NoErr(DecodeParams(json.RawMessage(`{"id": 1, "step": 2}`), &lp))       // a step by index
 	is.Equal(*lp.Step.Index, 2)                                                // the index
 	is.NoErr(DecodeParams(json.RawMessage(`{"id": 1, "step": "build"}`), &lp)) // a step by name
@@ -156,7 +157,7 @@ func FuzzDecodeParams(f *testing.F) {
 	f.Add([]byte(`{"a":0,"arr":[0,0],"b":"0000","b":[null]}`))
 	f.Add([]byte(`{"es": [{"a": 1}, {"a": 2}], "es": [{"b": 3}, null]}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		fuzzDecodeAs[SubmitParams](t, raw)
+		fuzzDecodeAs[rpc.SubmitParams](t, raw)
 		fuzzDecodeAs[fuzzKinds](t, raw)
 	})
 }
@@ -208,8 +209,8 @@ func fuzzDecodeAs[T any](t *testing.T, raw []byte) {
 		stockErr = errors.New("not one JSON value")
 	}
 	if err != nil {
-		var e *Error
-		if !errors.As(err, &e) || e.Code != CodeInvalidParams {
+		var e *rpc.Error
+		if !errors.As(err, &e) || e.Code != rpc.CodeInvalidParams {
 			t.Fatalf("error %v is not -32602", err)
 		}
 		if stockErr == nil && trimmed[0] == '{' && (e.Data == nil || e.Data.Reason != "unknown field") {
@@ -222,37 +223,5 @@ func fuzzDecodeAs[T any](t *testing.T, raw []byte) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("DecodeParams(%q) = %+v, stock decoder %+v", raw, got, want)
-	}
-}
-
-func TestParseRequest(t *testing.T) {
-	cases := []struct {
-		msg, method, id, params string
-		code                    int
-	}{
-		{msg: `{"jsonrpc":"2.0","id":1,"method":"job.get","params":{"id":3}}`, method: "job.get", id: "1", params: `{"id":3}`},
-		{msg: `{ "params" : [ 1 ] , "method" : "m", "id" : "x", "jsonrpc" : "2.0" } `, method: "m", id: `"x"`, params: `[ 1 ]`},
-		{msg: `{"jsonrpc":"2.0","method":"note"}`, method: "note"},
-		{msg: `{"\u006aso\u006erpc":"2\u002e0","\u0069d":null,"method":"a\u0062"}`, method: "ab", id: "null"},
-		{msg: `{"jsonrpc":"2.0","method":"a","method":"b","id":1}`, method: "b", id: "1"},
-		{msg: `{"jsonrpc":"2.0","method":"a","id":{}}`, code: CodeInvalidRequest},
-		{msg: `{"jsonrpc":"1.0","method":"a","id":1}`, code: CodeInvalidRequest},
-		{msg: `{"jsonrpc":"2.0","method":7,"id":1}`, code: CodeInvalidRequest},
-		{msg: `{"jsonrpc":"2.0","id":1}`, code: CodeInvalidRequest},
-		{msg: `{"jsonrpc":"2.0","method":"a",}`, code: CodeInvalidRequest},
-		{msg: `{"jsonrpc":"2.0","method":"a"} x`, code: CodeInvalidRequest},
-	}
-	for _, c := range cases {
-		is := is.New(t)
-		req, err := parseRequest([]byte(c.msg))
-		if c.code != 0 {
-			is.True(err != nil)        // the request is refused
-			is.Equal(err.Code, c.code) // as an invalid request
-			continue
-		}
-		is.True(err == nil)                    // the request is taken
-		is.Equal(req.method, c.method)         // its method, unescaped
-		is.Equal(string(req.id), c.id)         // its id as sent
-		is.Equal(string(req.params), c.params) // its params as sent
 	}
 }

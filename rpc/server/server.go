@@ -1,4 +1,9 @@
-package rpc
+// Package server serves an rpc.Service to JSON-RPC 2.0 connections: framing
+// chosen from the first byte (newline-delimited or LSP), bounded reads, one
+// writer per connection with a bounded queue and a write deadline, watches as
+// notifications, $/cancelRequest, and the limits on connections and watches.
+// It imports rpc, rpc/codec and rpc/unixsock; spoold imports it.
+package server
 
 import (
 	"bytes"
@@ -12,6 +17,9 @@ import (
 	"os"
 	"reflect"
 	"runtime/debug"
+	"spool/rpc"
+	"spool/rpc/codec"
+	"spool/rpc/unixsock"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,7 +27,7 @@ import (
 	"time"
 )
 
-// Defaults of ServerConfig.
+// Defaults of Config.
 const (
 	DefaultMaxMessage = 1 << 20
 	DefaultMaxConns   = 1024
@@ -50,16 +58,16 @@ const (
 // (see conn.attribute). The server stopping is answered 1006.
 var (
 	// errCancelRequest: the client sent $/cancelRequest for it.
-	errCancelRequest = &Error{Code: CodeCancelled, Message: "request cancelled"}
+	errCancelRequest = &rpc.Error{Code: rpc.CodeCancelled, Message: "request cancelled"}
 	// errConnEnded: the client closed (or half-closed) the connection, or the
 	// connection broke a rule that ends it, while the request was under way.
-	errConnEnded = &Error{Code: CodeCancelled, Message: "request cancelled: the connection ended"}
+	errConnEnded = &rpc.Error{Code: rpc.CodeCancelled, Message: "request cancelled: the connection ended"}
 )
 
-// ServerConfig configures a Server.
-type ServerConfig struct {
+// Config configures a Server.
+type Config struct {
 	// Service answers the requests.
-	Service Service
+	Service rpc.Service
 	// MaxMessage is the largest message read, in bytes (default 1 MiB).
 	MaxMessage int64
 	// MaxConns is how many connections are served at once (default 1024); the first
@@ -82,11 +90,11 @@ type ServerConfig struct {
 // Server adapts a Service to JSON-RPC 2.0 connections, in the framings of the
 // protocol (newline-delimited JSON and LSP's Content-Length).
 type Server struct {
-	cfg     ServerConfig
+	cfg     Config
 	log     *slog.Logger
 	uid     int
 	methods map[string]method
-	dec     *Decoder // params, for every connection
+	dec     *codec.Decoder // params, for every connection
 	conns   atomic.Int64
 }
 
@@ -99,7 +107,7 @@ type method struct {
 }
 
 // NewServer returns a server for cfg, with defaults filled in.
-func NewServer(cfg ServerConfig) *Server {
+func New(cfg Config) *Server {
 	if cfg.MaxMessage <= 0 {
 		cfg.MaxMessage = DefaultMaxMessage
 	}
@@ -116,19 +124,19 @@ func NewServer(cfg ServerConfig) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	dec := NewDecoder()
+	dec := codec.NewDecoder()
 	return &Server{cfg: cfg, log: log, uid: os.Getuid(), methods: methods(cfg.Service, dec), dec: dec}
 }
 
 // withParams adapts a Service method that takes params: they are decoded and,
 // when they are a Validator, checked before the method sees them.
-func withParams[P, R any](dec *Decoder, f func(context.Context, P) (R, error)) func(context.Context, json.RawMessage) (any, error) {
+func withParams[P, R any](dec *codec.Decoder, f func(context.Context, P) (R, error)) func(context.Context, json.RawMessage) (any, error) {
 	return func(ctx context.Context, raw json.RawMessage) (any, error) {
 		var p P
 		if err := dec.Params(raw, &p); err != nil {
 			return nil, err
 		}
-		if v, ok := any(p).(Validator); ok {
+		if v, ok := any(p).(rpc.Validator); ok {
 			if err := v.Validate(); err != nil {
 				return nil, err
 			}
@@ -138,9 +146,9 @@ func withParams[P, R any](dec *Decoder, f func(context.Context, P) (R, error)) f
 }
 
 // noParams adapts a Service method that takes no params ({} or none).
-func noParams[R any](dec *Decoder, f func(context.Context) (R, error)) func(context.Context, json.RawMessage) (any, error) {
+func noParams[R any](dec *codec.Decoder, f func(context.Context) (R, error)) func(context.Context, json.RawMessage) (any, error) {
 	return func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p Empty
+		var p rpc.Empty
 		if err := dec.Params(raw, &p); err != nil {
 			return nil, err
 		}
@@ -149,32 +157,32 @@ func noParams[R any](dec *Decoder, f func(context.Context) (R, error)) func(cont
 }
 
 // noResult adapts a Service method whose result is {}.
-func noResult[P any](f func(context.Context, P) error) func(context.Context, P) (Empty, error) {
-	return func(ctx context.Context, p P) (Empty, error) { return Empty{}, f(ctx, p) }
+func noResult[P any](f func(context.Context, P) error) func(context.Context, P) (rpc.Empty, error) {
+	return func(ctx context.Context, p P) (rpc.Empty, error) { return rpc.Empty{}, f(ctx, p) }
 }
 
 // methods is the dispatch table. job.watch, job.unwatch and $/cancelRequest are the
 // connection's own business and are not in it.
-func methods(svc Service, dec *Decoder) map[string]method {
+func methods(svc rpc.Service, dec *codec.Decoder) map[string]method {
 	return map[string]method{
-		MethodSubmit:         {call: withParams(dec, svc.Submit)},
-		MethodGet:            {call: withParams(dec, svc.Get)},
-		MethodList:           {call: withParams(dec, svc.List)},
-		MethodCancel:         {slow: true, call: withParams(dec, svc.Cancel)},
-		MethodWait:           {slow: true, call: withParams(dec, svc.Wait)},
-		MethodLogs:           {call: withParams(dec, svc.Logs)},
-		MethodRetry:          {call: withParams(dec, svc.Retry)},
-		MethodRemove:         {call: withParams(dec, svc.Remove)},
-		MethodPrune:          {call: withParams(dec, svc.Prune)},
-		MethodQueueList:      {call: noParams(dec, svc.QueueList)},
-		MethodQueueSet:       {call: withParams(dec, svc.QueueSet)},
-		MethodTemplatePut:    {call: withParams(dec, svc.TemplatePut)},
-		MethodTemplateGet:    {call: withParams(dec, svc.TemplateGet)},
-		MethodTemplateList:   {call: noParams(dec, svc.TemplateList)},
-		MethodTemplateRemove: {call: withParams(dec, noResult(svc.TemplateRemove))},
-		MethodTemplateRun:    {call: withParams(dec, svc.TemplateRun)},
-		MethodInfo:           {call: noParams(dec, svc.Info)},
-		MethodShutdown:       {slow: true, call: withParams(dec, noResult(svc.Shutdown))},
+		rpc.MethodSubmit:         {call: withParams(dec, svc.Submit)},
+		rpc.MethodGet:            {call: withParams(dec, svc.Get)},
+		rpc.MethodList:           {call: withParams(dec, svc.List)},
+		rpc.MethodCancel:         {slow: true, call: withParams(dec, svc.Cancel)},
+		rpc.MethodWait:           {slow: true, call: withParams(dec, svc.Wait)},
+		rpc.MethodLogs:           {call: withParams(dec, svc.Logs)},
+		rpc.MethodRetry:          {call: withParams(dec, svc.Retry)},
+		rpc.MethodRemove:         {call: withParams(dec, svc.Remove)},
+		rpc.MethodPrune:          {call: withParams(dec, svc.Prune)},
+		rpc.MethodQueueList:      {call: noParams(dec, svc.QueueList)},
+		rpc.MethodQueueSet:       {call: withParams(dec, svc.QueueSet)},
+		rpc.MethodTemplatePut:    {call: withParams(dec, svc.TemplatePut)},
+		rpc.MethodTemplateGet:    {call: withParams(dec, svc.TemplateGet)},
+		rpc.MethodTemplateList:   {call: noParams(dec, svc.TemplateList)},
+		rpc.MethodTemplateRemove: {call: withParams(dec, noResult(svc.TemplateRemove))},
+		rpc.MethodTemplateRun:    {call: withParams(dec, svc.TemplateRun)},
+		rpc.MethodInfo:           {call: noParams(dec, svc.Info)},
+		rpc.MethodShutdown:       {slow: true, call: withParams(dec, noResult(svc.Shutdown))},
 	}
 }
 
@@ -257,7 +265,7 @@ func (s *Server) peerAllowed(c net.Conn) bool {
 		s.log.Warn("refused connection: not a unix socket, its peer cannot be checked", "network", c.LocalAddr().Network())
 		return false
 	}
-	uid, pid, err := PeerCredentials(uc)
+	uid, pid, err := unixsock.PeerCredentials(uc)
 	if err != nil {
 		s.log.Warn("refused connection: cannot read its peer credentials", "err", err)
 		return false
@@ -295,7 +303,7 @@ func (s *Server) refuseBusy(c net.Conn) {
 		if id == nil {
 			id = nullID
 		}
-		s.writeRefusal(c, frame(fr.mode, encodeResponse(id, nil, Errorf(CodeLimit, "too many connections (at most %d)", s.cfg.MaxConns))))
+		s.writeRefusal(c, frame(fr.mode, encodeResponse(id, nil, rpc.Errorf(rpc.CodeLimit, "too many connections (at most %d)", s.cfg.MaxConns))))
 		return
 	}
 }
@@ -315,12 +323,12 @@ type response struct {
 	JSONRPC string          `json:"jsonrpc"`
 	ID      json.RawMessage `json:"id"`
 	Result  json.RawMessage `json:"result,omitempty"`
-	Error   *Error          `json:"error,omitempty"`
+	Error   *rpc.Error      `json:"error,omitempty"`
 }
 
 // encodeResponse encodes a response with either a result (already encoded) or an
 // error.
-func encodeResponse(id json.RawMessage, result json.RawMessage, e *Error) []byte {
+func encodeResponse(id json.RawMessage, result json.RawMessage, e *rpc.Error) []byte {
 	if e == nil {
 		// id is as the request sent it and result comes from an encoder, so both
 		// are valid JSON: the envelope is written around them as they are.
@@ -338,7 +346,7 @@ func encodeResponse(id json.RawMessage, result json.RawMessage, e *Error) []byte
 	b, err := json.Marshal(r)
 	if err != nil {
 		// Only an id or error data that cannot be encoded gets here.
-		b, _ = json.Marshal(response{JSONRPC: "2.0", ID: nullID, Error: &Error{Code: CodeInternal, Message: "internal error: cannot encode the response"}})
+		b, _ = json.Marshal(response{JSONRPC: "2.0", ID: nullID, Error: &rpc.Error{Code: rpc.CodeInternal, Message: "internal error: cannot encode the response"}})
 	}
 	return b
 }
@@ -349,9 +357,9 @@ func readErrorResponse(err error) []byte {
 	var pe *parseError
 	switch {
 	case errors.As(err, &pe):
-		return encodeResponse(nullID, nil, &Error{Code: CodeParseError, Message: pe.Error()})
+		return encodeResponse(nullID, nil, &rpc.Error{Code: rpc.CodeParseError, Message: pe.Error()})
 	case errors.Is(err, errTooLarge):
-		return encodeResponse(nullID, nil, &Error{Code: CodeInvalidRequest, Message: "message too large"})
+		return encodeResponse(nullID, nil, &rpc.Error{Code: rpc.CodeInvalidRequest, Message: "message too large"})
 	}
 	return nil
 }
@@ -366,10 +374,10 @@ type request struct {
 
 // parseRequest checks that msg is a JSON-RPC 2.0 request or notification. On error
 // req.id is the id when one could be read.
-func parseRequest(msg []byte) (request, *Error) {
+func parseRequest(msg []byte) (request, *rpc.Error) {
 	var req request
-	invalid := func(why string) (request, *Error) {
-		return req, &Error{Code: CodeInvalidRequest, Message: "invalid request: " + why}
+	invalid := func(why string) (request, *rpc.Error) {
+		return req, &rpc.Error{Code: rpc.CodeInvalidRequest, Message: "invalid request: " + why}
 	}
 	if len(msg) == 0 || msg[0] != '{' {
 		return invalid("not a JSON-RPC 2.0 request object")
@@ -377,7 +385,7 @@ func parseRequest(msg []byte) (request, *Error) {
 	// One pass over the members finds the four that matter; params stays as it
 	// is, a slice of msg, for its method's decoder.
 	var id, version, method json.RawMessage
-	err := eachMember(msg, func(key []byte, val json.RawMessage) {
+	err := codec.Members(msg, func(key []byte, val json.RawMessage) {
 		switch string(key) {
 		case "id":
 			id = val
@@ -403,10 +411,10 @@ func parseRequest(msg []byte) (request, *Error) {
 			return invalid("id must be a string or a number")
 		}
 	}
-	if v, ok := jsonString(version); !ok || v != "2.0" {
+	if v, ok := codec.StringValue(version); !ok || v != "2.0" {
 		return invalid(`"jsonrpc" must be "2.0"`)
 	}
-	m, ok := jsonString(method)
+	m, ok := codec.StringValue(method)
 	if !ok {
 		return invalid(`"method" must be a string`)
 	}
@@ -471,7 +479,7 @@ type conn struct {
 // watch is one watch of the connection.
 type watch struct {
 	token     string
-	w         Watcher
+	w         rpc.Watcher
 	stopped   atomic.Bool
 	closeOnce sync.Once
 }
@@ -568,7 +576,7 @@ func (cc *conn) readLoop() {
 // with it when it is no valid request.
 func (cc *conn) refuse(msg []byte) {
 	if msg[0] == '[' {
-		cc.send(encodeResponse(nullID, nil, &Error{Code: CodeInvalidRequest, Message: "invalid request: batches are not supported"}))
+		cc.send(encodeResponse(nullID, nil, &rpc.Error{Code: rpc.CodeInvalidRequest, Message: "invalid request: batches are not supported"}))
 		return
 	}
 	req, rerr := parseRequest(msg)
@@ -580,13 +588,13 @@ func (cc *conn) refuse(msg []byte) {
 		cc.send(encodeResponse(id, nil, rerr))
 		return
 	}
-	cc.reply(req, nil, ShuttingDown())
+	cc.reply(req, nil, rpc.ShuttingDown())
 }
 
 // handle answers or starts one message.
 func (cc *conn) handle(msg []byte) {
 	if msg[0] == '[' {
-		cc.send(encodeResponse(nullID, nil, &Error{Code: CodeInvalidRequest, Message: "invalid request: batches are not supported"}))
+		cc.send(encodeResponse(nullID, nil, &rpc.Error{Code: rpc.CodeInvalidRequest, Message: "invalid request: batches are not supported"}))
 		return
 	}
 	req, rerr := parseRequest(msg)
@@ -599,20 +607,20 @@ func (cc *conn) handle(msg []byte) {
 		return
 	}
 	switch req.method {
-	case MethodCancelRequest:
+	case rpc.MethodCancelRequest:
 		cc.cancelRequest(req.params)
-		cc.reply(req, Empty{}, nil)
+		cc.reply(req, rpc.Empty{}, nil)
 		return
-	case MethodWatch:
+	case rpc.MethodWatch:
 		cc.watch(req)
 		return
-	case MethodUnwatch:
+	case rpc.MethodUnwatch:
 		cc.unwatch(req)
 		return
 	}
 	m, ok := cc.s.methods[req.method]
 	if !ok {
-		cc.reply(req, nil, &Error{Code: CodeMethodNotFound, Message: fmt.Sprintf("method %q not found", req.method)})
+		cc.reply(req, nil, &rpc.Error{Code: rpc.CodeMethodNotFound, Message: fmt.Sprintf("method %q not found", req.method)})
 		return
 	}
 	if !m.slow {
@@ -648,13 +656,13 @@ func (cc *conn) call(ctx context.Context, name string, f func(context.Context, j
 	defer func() {
 		if v := recover(); v != nil {
 			cc.s.log.Error("panic in a request handler", "method", name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			res, err = nil, &Error{Code: CodeInternal, Message: "internal error"}
+			res, err = nil, &rpc.Error{Code: rpc.CodeInternal, Message: "internal error"}
 		}
 	}()
 	res, err = f(ctx, params)
 	if err != nil {
 		err = attribute(ctx, err)
-		if e := AsError(err); e.Code == CodeInternal {
+		if e := rpc.AsError(err); e.Code == rpc.CodeInternal {
 			cc.s.log.Error("internal error", "method", name, "err", err)
 		}
 	}
@@ -669,14 +677,14 @@ func attribute(ctx context.Context, err error) error {
 	if ctx.Err() == nil || !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	var e *Error
+	var e *rpc.Error
 	if errors.As(err, &e) {
 		return err
 	}
 	if errors.As(context.Cause(ctx), &e) {
 		return e
 	}
-	return ShuttingDown()
+	return rpc.ShuttingDown()
 }
 
 // reply answers req with its result or error; a notification gets no answer. This
@@ -686,13 +694,13 @@ func (cc *conn) reply(req request, res any, err error) {
 		return
 	}
 	if err != nil {
-		cc.send(encodeResponse(req.id, nil, AsError(err)))
+		cc.send(encodeResponse(req.id, nil, rpc.AsError(err)))
 		return
 	}
 	b, merr := encodeResult(res)
 	if merr != nil {
 		cc.s.log.Error("cannot encode a result", "method", req.method, "err", merr)
-		cc.send(encodeResponse(req.id, nil, &Error{Code: CodeInternal, Message: "internal error: cannot encode the result"}))
+		cc.send(encodeResponse(req.id, nil, &rpc.Error{Code: rpc.CodeInternal, Message: "internal error: cannot encode the result"}))
 		return
 	}
 	cc.send(encodeResponse(req.id, b, nil))
@@ -876,7 +884,7 @@ func (cc *conn) cancelRequest(params json.RawMessage) {
 // watch handles job.watch: the response is queued before the pump that sends the
 // watch's events starts, so it comes first.
 func (cc *conn) watch(req request) {
-	var p WatchParams
+	var p rpc.WatchParams
 	if err := cc.s.dec.Params(req.params, &p); err != nil {
 		cc.reply(req, nil, err)
 		return
@@ -890,7 +898,7 @@ func (cc *conn) watch(req request) {
 	if p.Token != "" {
 		if _, used := cc.watches[p.Token]; used {
 			cc.mu.Unlock()
-			cc.reply(req, nil, InvalidParams("token", "already in use on this connection"))
+			cc.reply(req, nil, rpc.InvalidParams("token", "already in use on this connection"))
 			return
 		}
 	} else {
@@ -904,7 +912,7 @@ func (cc *conn) watch(req request) {
 	}
 	if len(cc.watches) >= cc.s.cfg.MaxWatches {
 		cc.mu.Unlock()
-		cc.reply(req, nil, Errorf(CodeLimit, "too many watches on this connection (at most %d)", cc.s.cfg.MaxWatches))
+		cc.reply(req, nil, rpc.Errorf(rpc.CodeLimit, "too many watches on this connection (at most %d)", cc.s.cfg.MaxWatches))
 		return
 	}
 	w.token = p.Token
@@ -929,11 +937,11 @@ func (cc *conn) watch(req request) {
 }
 
 // startWatch calls the service's Watch, turning a panic into an internal error.
-func (cc *conn) startWatch(p WatchParams) (w Watcher, err error) {
+func (cc *conn) startWatch(p rpc.WatchParams) (w rpc.Watcher, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			cc.s.log.Error("panic in a request handler", "method", MethodWatch, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			w, err = nil, &Error{Code: CodeInternal, Message: "internal error"}
+			cc.s.log.Error("panic in a request handler", "method", rpc.MethodWatch, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			w, err = nil, &rpc.Error{Code: rpc.CodeInternal, Message: "internal error"}
 		}
 	}()
 	w, err = cc.s.cfg.Service.Watch(cc.ctx, p)
@@ -943,8 +951,8 @@ func (cc *conn) startWatch(p WatchParams) (w Watcher, err error) {
 	if err == nil && w == nil {
 		err = errors.New("the service started no watch")
 	}
-	if err != nil && AsError(err).Code == CodeInternal {
-		cc.s.log.Error("internal error", "method", MethodWatch, "err", err)
+	if err != nil && rpc.AsError(err).Code == rpc.CodeInternal {
+		cc.s.log.Error("internal error", "method", rpc.MethodWatch, "err", err)
 	}
 	return w, err
 }
@@ -964,7 +972,7 @@ func (cc *conn) pump(w *watch) {
 		}
 		cc.mu.Unlock()
 	}()
-	buffered, _ := w.w.(BufferedWatcher)
+	buffered, _ := w.w.(rpc.BufferedWatcher)
 	prefix, err := eventPrefix(w.token)
 	if err != nil {
 		cc.s.log.Error("cannot encode a watch token", "err", err)
@@ -1008,7 +1016,7 @@ const maxEventsPerWrite = 256
 // The first event of a batch sizes msgs for itself and for the events bw holds,
 // at its size, up to pumpBatch: growing by doubling would leave up to half of
 // what a connection queues unused.
-func (cc *conn) appendEvent(msgs, prefix []byte, ev *Event, bw BufferedWatcher) ([]byte, error) {
+func (cc *conn) appendEvent(msgs, prefix []byte, ev *rpc.Event, bw rpc.BufferedWatcher) ([]byte, error) {
 	evJSON, err := ev.JSON()
 	if err != nil {
 		return msgs, err
@@ -1044,13 +1052,13 @@ func eventPrefix(token string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := append([]byte(`{"jsonrpc":"2.0","method":"`+MethodEvent+`","params":{"token":`), tok...)
+	b := append([]byte(`{"jsonrpc":"2.0","method":"`+rpc.MethodEvent+`","params":{"token":`), tok...)
 	return append(b, `,"event":`...), nil
 }
 
 // unwatch handles job.unwatch: it ends the watch with that token, if any.
 func (cc *conn) unwatch(req request) {
-	var p UnwatchParams
+	var p rpc.UnwatchParams
 	if err := cc.s.dec.Params(req.params, &p); err != nil {
 		cc.reply(req, nil, err)
 		return
@@ -1065,5 +1073,5 @@ func (cc *conn) unwatch(req request) {
 	if w != nil {
 		w.close()
 	}
-	cc.reply(req, Empty{}, nil)
+	cc.reply(req, rpc.Empty{}, nil)
 }

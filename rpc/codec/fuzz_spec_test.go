@@ -1,9 +1,11 @@
-package rpc
+package codec
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"spool/rpc"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -54,12 +56,12 @@ func FuzzSpec(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		var p SubmitParams
+		var p rpc.SubmitParams
 		if err := DecodeParams(raw, &p); err != nil {
 			mustBeInvalidParams(t, err, "")
 			return
 		}
-		var specs []Spec
+		var specs []rpc.Spec
 		var fields []string
 		if p.Job != nil {
 			specs, fields = append(specs, *p.Job), append(fields, "job")
@@ -69,7 +71,7 @@ func FuzzSpec(f *testing.F) {
 		}
 		for i := range specs {
 			s := specs[i]
-			if err := NormalizeSpec(fields[i], &s); err != nil {
+			if err := rpc.NormalizeSpec(fields[i], &s); err != nil {
 				mustBeInvalidParams(t, err, fields[i])
 				continue
 			}
@@ -77,18 +79,18 @@ func FuzzSpec(f *testing.F) {
 			once := mustJSON(t, s)
 
 			again := s
-			if err := NormalizeSpec(fields[i], &again); err != nil {
+			if err := rpc.NormalizeSpec(fields[i], &again); err != nil {
 				t.Fatalf("a normalized spec is refused when normalized again: %v\n%s", err, once)
 			}
 			if twice := mustJSON(t, again); twice != once {
 				t.Fatalf("normalizing twice changed the spec:\n%s\n%s", once, twice)
 			}
 
-			var back SubmitParams
+			var back rpc.SubmitParams
 			if err := DecodeParams([]byte(`{"job":`+once+`}`), &back); err != nil {
 				t.Fatalf("a normalized spec written as JSON does not decode: %v\n%s", err, once)
 			}
-			if err := NormalizeSpec("job", back.Job); err != nil {
+			if err := rpc.NormalizeSpec("job", back.Job); err != nil {
 				t.Fatalf("a normalized spec read back is refused: %v\n%s", err, once)
 			}
 			if round := mustJSON(t, *back.Job); round != once {
@@ -110,8 +112,8 @@ func mustJSON(t *testing.T, v any) string {
 // mustBeInvalidParams checks that err is -32602 with a field under prefix.
 func mustBeInvalidParams(t *testing.T, err error, prefix string) {
 	t.Helper()
-	var e *Error
-	if !errors.As(err, &e) || e.Code != CodeInvalidParams {
+	var e *rpc.Error
+	if !errors.As(err, &e) || e.Code != rpc.CodeInvalidParams {
 		t.Fatalf("error %v is not -32602", err)
 	}
 	if prefix == "" {
@@ -123,15 +125,15 @@ func mustBeInvalidParams(t *testing.T, err error, prefix string) {
 }
 
 // checkLimits checks what the protocol promises of an accepted spec.
-func checkLimits(t *testing.T, s *Spec) {
+func checkLimits(t *testing.T, s *rpc.Spec) {
 	t.Helper()
-	if utf8.RuneCountInString(s.Name) > MaxNameLen || utf8.RuneCountInString(s.Key) > MaxNameLen {
-		t.Fatalf("name or key over %d characters", MaxNameLen)
+	if utf8.RuneCountInString(s.Name) > rpc.MaxNameLen || utf8.RuneCountInString(s.Key) > rpc.MaxNameLen {
+		t.Fatalf("name or key over %d characters", rpc.MaxNameLen)
 	}
-	if !queueNameOK(s.Queue) {
+	if !queueNameRE.MatchString(s.Queue) {
 		t.Fatalf("accepted queue %q", s.Queue)
 	}
-	if len(s.Steps) < 1 || len(s.Steps) > MaxSteps {
+	if len(s.Steps) < 1 || len(s.Steps) > rpc.MaxSteps {
 		t.Fatalf("accepted %d steps", len(s.Steps))
 	}
 	if s.Dir != "" && !strings.HasPrefix(s.Dir, "/") {
@@ -148,7 +150,7 @@ func checkLimits(t *testing.T, s *Spec) {
 			t.Fatalf("step %d: duplicate name %q", i, st.Name)
 		}
 		names[st.Name] = true
-		if !stepNameOK(st.Name) || strings.Trim(st.Name, "0123456789") == "" {
+		if !stepNameRE.MatchString(st.Name) || strings.Trim(st.Name, "0123456789") == "" {
 			t.Fatalf("step %d: accepted name %q", i, st.Name)
 		}
 		kinds := 0
@@ -169,14 +171,20 @@ func checkLimits(t *testing.T, s *Spec) {
 		if st.Sleep != nil && st.Sleep.Duration <= 0 {
 			t.Fatalf("step %d: sleep of %v", i, st.Sleep.Duration)
 		}
-		if st.Result != ResultText && st.Result != ResultJSON && st.Result != ResultNone {
+		if st.Result != rpc.ResultText && st.Result != rpc.ResultJSON && st.Result != rpc.ResultNone {
 			t.Fatalf("step %d: result %q", i, st.Result)
 		}
-		if st.OnInterrupt != OnInterruptRetry && st.OnInterrupt != OnInterruptFail {
+		if st.OnInterrupt != rpc.OnInterruptRetry && st.OnInterrupt != rpc.OnInterruptFail {
 			t.Fatalf("step %d: on_interrupt %q", i, st.OnInterrupt)
 		}
-		if r := st.Retry; r != nil && (r.Attempts < 1 || r.Attempts > MaxAttempts || r.MaxBackoff < r.Backoff) {
+		if r := st.Retry; r != nil && (r.Attempts < 1 || r.Attempts > rpc.MaxAttempts || r.MaxBackoff < r.Backoff) {
 			t.Fatalf("step %d: retry %+v", i, *r)
 		}
 	}
 }
+
+// The names the protocol allows, written as the spec writes them.
+var (
+	queueNameRE = regexp.MustCompile(`^[a-z0-9._-]{1,64}$`)
+	stepNameRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+)

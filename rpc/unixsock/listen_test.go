@@ -1,4 +1,4 @@
-package rpc
+package unixsock
 
 import (
 	"bufio"
@@ -12,17 +12,6 @@ import (
 
 	"github.com/matryer/is"
 )
-
-// shortDir makes a temp folder with a short path, for sockets.
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
 
 func TestListenCreatesPrivateFolder(t *testing.T) {
 	is := is.New(t)
@@ -228,4 +217,16 @@ func TestSystemdListenersNotActivated(t *testing.T) {
 	is.Equal(len(lns), 0) // and hands us nothing
 	_, set := os.LookupEnv("LISTEN_FDS")
 	is.True(!set) // the variables are removed all the same
+}
+
+// shortDir is a temporary folder with a short path: a socket's path must fit in
+// 108 bytes, which t.TempDir's may not.
+func shortDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
