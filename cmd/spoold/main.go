@@ -80,6 +80,11 @@ type options struct {
 	logLevel       slog.Level
 	showVersion    bool
 	version        string
+	// The HTTP face (off when httpAddr is empty).
+	httpAddr      string
+	httpTLSCert   string
+	httpTLSKey    string
+	httpTokenFile string
 }
 
 func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*options, error) {
@@ -101,6 +106,10 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.DurationVar(&o.writeStall, "write-stall", 60*time.Second, "close a connection whose writes are blocked this long")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	fs.StringVar(&o.httpAddr, "http", "", "serve the HTTP API, dashboard and metrics on this address (host:port; off when empty); other than loopback it needs --http-tls-cert, --http-tls-key and --http-token-file")
+	fs.StringVar(&o.httpTLSCert, "http-tls-cert", "", "TLS certificate file (PEM) for --http")
+	fs.StringVar(&o.httpTLSKey, "http-tls-key", "", "TLS key file (PEM) for --http")
+	fs.StringVar(&o.httpTokenFile, "http-token-file", "", "bearer tokens for --http, one a line: TOKEN, \"write TOKEN\" or \"read TOKEN\" (mode 0600; default on loopback: <state-dir>/http-token, made when missing)")
 	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -145,6 +154,9 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	case daemon.ContainAuto, daemon.ContainCgroup, daemon.ContainGroup:
 	default:
 		return nil, fmt.Errorf("--containment: want auto, cgroup or group, got %q", o.containment)
+	}
+	if err := checkHTTPFlags(o); err != nil {
+		return nil, err
 	}
 	if o.socket == "" {
 		o.socket = rpc.DefaultSocketPath(getenv)
@@ -326,8 +338,21 @@ func serve(o *options, sm serviceManager, log *slog.Logger) error {
 		}
 	}
 
+	// The HTTP face: its tokens, certificate and listener are checked before the
+	// daemon starts, so that a mistake stops spoold at once and says why.
+	var web *httpFace
+	var dstore daemon.Store = st
+	if o.httpAddr != "" {
+		if web, err = newHTTPFace(o, st.Commits, log); err != nil {
+			ln.Close()
+			return err
+		}
+		defer web.ln.Close()
+		dstore = daemon.TimeCommits(st, web.metrics.ObserveCommit)
+	}
+
 	d, err := daemon.New(daemon.Config{
-		Store: st, StateDir: o.stateDir, Socket: socket, Version: o.version,
+		Store: dstore, StateDir: o.stateDir, Socket: socket, Version: o.version,
 		MaxParallel: o.maxParallel, KillGrace: o.killGrace, MaxLog: o.maxLog, Subreaper: true, Containment: o.containment,
 		EventRetention: eventRetention(o.eventRetention), Retain: o.retain, Log: log,
 	})
@@ -339,6 +364,13 @@ func serve(o *options, sm serviceManager, log *slog.Logger) error {
 		Service: d, MaxMessage: o.maxMessage, WriteStall: o.writeStall, Logger: log, CheckPeer: true,
 	})
 	log.Info("spoold starting", "version", o.version, "pid", os.Getpid(), "socket", socket, "state_dir", o.stateDir)
+
+	if web != nil {
+		if err := web.serveDaemon(d, o); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 
 	notify := newNotifier(sm.socket, log)
 	defer notify.close()
@@ -364,6 +396,15 @@ func serve(o *options, sm serviceManager, log *slog.Logger) error {
 		}, func(error) {
 			scancel()
 			ln.Close()
+		})
+	}
+	if web != nil {
+		// The HTTP face and the metrics' follower of the event log.
+		hctx, hcancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			return web.run(hctx)
+		}, func(error) {
+			hcancel()
 		})
 	}
 	{
