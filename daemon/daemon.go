@@ -97,6 +97,7 @@ type Daemon struct {
 	draining   bool
 	wake       chan struct{}
 	ready      chan struct{} // closed once recovery is over
+	contained  chan struct{} // closed once the containment in force is known
 	probe      chan chan struct{}
 	done       chan struct{} // closed when Run returns
 	stop       chan struct{} // closed by Shutdown
@@ -157,6 +158,7 @@ func New(cfg Config) (*Daemon, error) {
 		waiters:    map[int64][]chan struct{}{},
 		dependents: map[int64][]int64{},
 		ready:      make(chan struct{}),
+		contained:  make(chan struct{}),
 		probe:      make(chan chan struct{}),
 		done:       make(chan struct{}),
 		wake:       make(chan struct{}, 1),
@@ -230,6 +232,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.setupContainment(); err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
+	close(d.contained)
 	if d.cgroups != nil {
 		defer d.cgroups.close()
 	}

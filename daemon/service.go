@@ -579,6 +579,14 @@ func (d *Daemon) Info(ctx context.Context) (*rpc.Info, error) {
 			counts[s] = 0
 		}
 	}
+	// The containment is known once Run set it up, a moment after the socket
+	// may already serve: wait for it rather than say "".
+	select {
+	case <-d.contained:
+	case <-d.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	d.mu.Lock()
 	mode, note := d.containment, d.containNote
 	d.mu.Unlock()
