@@ -55,12 +55,21 @@ func openCgroupTree(name string) (*cgroupTree, error) {
 			}
 		}
 	}
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("make cgroup %s: %w", dir, err)
-	}
 	probe := filepath.Join(dir, "probe")
-	if err := os.Mkdir(probe, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("make a cgroup in %s: %w", dir, err)
+	// Another daemon starting beside this one removes an empty tree it takes
+	// for one left behind, this one's too between its two mkdirs: make it again.
+	for try := 0; ; try++ {
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("make cgroup %s: %w", dir, err)
+		}
+		err := os.Mkdir(probe, 0o755)
+		if errors.Is(err, fs.ErrNotExist) && try < 10 {
+			continue
+		}
+		if err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("make a cgroup in %s: %w", dir, err)
+		}
+		break
 	}
 	defer os.Remove(probe)
 	if _, err := os.Stat(filepath.Join(probe, "cgroup.kill")); err != nil {
@@ -187,7 +196,7 @@ func (t *cgroupTree) put(path string) {
 		return
 	}
 	t.mu.Unlock()
-	_ = os.Remove(path)
+	_ = removeCgroupDirs(path)
 }
 
 // openCgroup opens a cgroup's folder for cloning a process into it.
@@ -252,8 +261,31 @@ func removeCgroup(path string, wait time.Duration) bool {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	return removeCgroupDirs(path) == nil
+}
+
+// removeCgroupDirs removes an empty cgroup and the cgroups a step made inside it
+// (a container runtime, a spoold run by a job), the deepest first: rmdir of a
+// cgroup with a child cgroup fails, and a step cgroup that cannot be removed
+// blocks its name at the next start.
+func removeCgroupDirs(path string) error {
 	err := os.Remove(path)
-	return err == nil || errors.Is(err, fs.ErrNotExist)
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	ents, rerr := os.ReadDir(path)
+	if rerr != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			_ = removeCgroupDirs(filepath.Join(path, e.Name()))
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // sweep kills and removes every step cgroup left in the tree (by a crashed run,
@@ -282,7 +314,7 @@ func (t *cgroupTree) close() {
 	t.idle = nil
 	t.mu.Unlock()
 	for _, p := range idle {
-		_ = os.Remove(p)
+		_ = removeCgroupDirs(p)
 	}
 	_ = os.Remove(t.dir)
 }
