@@ -1,8 +1,11 @@
 package daemon
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -62,11 +65,7 @@ func (d *Daemon) setupContainment() error {
 	default:
 		return fmt.Errorf("containment %q: must be auto, cgroup or group", mode)
 	}
-	name := "spool-" + d.store.StoreID()
-	if len(name) > 30 {
-		name = name[:30]
-	}
-	tree, err := openCgroupTree(name)
+	tree, err := openCgroupTree(d.treeName())
 	if err != nil {
 		if mode == ContainCgroup {
 			return fmt.Errorf("containment cgroup: %w", err)
@@ -88,6 +87,16 @@ func (d *Daemon) setupContainment() error {
 	d.cgroups = tree
 	d.setContainment(ContainCgroup, "a cgroup per step under "+tree.dir)
 	return nil
+}
+
+// treeName names the daemon's folder of step cgroups: one per state folder. The
+// store's id alone is not enough: a copy of a state folder (a backup restored
+// beside the original) has the same id, and a daemon on the copy would sweep,
+// and make again under the same names, the step cgroups of the daemon on the
+// original while they run.
+func (d *Daemon) treeName() string {
+	h := sha256.Sum256([]byte(d.store.StoreID() + "\x00" + d.cfg.StateDir))
+	return "spool-" + hex.EncodeToString(h[:12])
 }
 
 // setContainment records the containment in force for daemon.info.
@@ -207,12 +216,35 @@ func (d *Daemon) endStepProcs(sp *stepProcs, deadline time.Time) {
 // process whose environment carries the mark of one of this state folder's jobs
 // (what left its group where there is no cgroup, or started before its start was
 // stored). It waits until they are gone.
+//
+// What the store names is killed only when it is this state folder's: a store
+// copied from a running daemon's names that daemon's cgroups and groups.
 func (d *Daemon) killLeftovers(recs []rpc.Record) {
+	prefix := "SPOOL_RESULTS_DIR=" + d.resDir + string(filepath.Separator)
+	var ours map[int]bool // the groups with a process of this state folder's jobs
+	if runtime.GOOS == "linux" {
+		ours = map[int]bool{}
+		for _, pid := range procsWithEnvPrefix(prefix) {
+			if g, err := syscall.Getpgid(pid); err == nil {
+				ours[g] = true
+			}
+		}
+	}
+	tree := d.treeName()
 	var cgroups []string
 	for _, rec := range recs {
 		for _, p := range rec.Run.Procs {
 			if p.Cgroup != "" {
-				cgroups = append(cgroups, p.Cgroup)
+				if filepath.Base(filepath.Dir(p.Cgroup)) == tree {
+					cgroups = append(cgroups, p.Cgroup)
+				} else {
+					d.log.Warn("not killing a stored step cgroup of another state folder", "id", rec.ID, "cgroup", p.Cgroup)
+				}
+			}
+			if ours != nil && !ours[p.PGID] {
+				// No process of the group carries this folder's mark: the group is
+				// gone, or another daemon's (a copy's) and not to be touched.
+				continue
 			}
 			d.killLeftover(p)
 		}
@@ -229,7 +261,6 @@ func (d *Daemon) killLeftovers(recs []rpc.Record) {
 			d.log.Error("a leftover step cgroup would not empty", "cgroup", cg)
 		}
 	}
-	prefix := "SPOOL_RESULTS_DIR=" + d.resDir + string(filepath.Separator)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		pids := procsWithEnvPrefix(prefix)
