@@ -173,11 +173,15 @@ func (t *cgroupTree) create(name string) (string, error) {
 // take returns an empty step cgroup: an idle one, or a new one.
 func (t *cgroupTree) take() (string, error) {
 	t.mu.Lock()
-	if n := len(t.idle); n > 0 {
+	for n := len(t.idle); n > 0; n-- {
 		path := t.idle[n-1]
 		t.idle = t.idle[:n-1]
-		t.mu.Unlock()
-		return path, nil
+		// The tree may have been removed under the daemon (by hand, or by a
+		// tool that cleans up empty cgroups): a cgroup that is gone is dropped.
+		if _, err := os.Stat(path + "/cgroup.procs"); err == nil {
+			t.mu.Unlock()
+			return path, nil
+		}
 	}
 	t.next++
 	name := "step-" + strconv.FormatInt(t.next, 10)

@@ -211,3 +211,54 @@ func TestRedTeamCopiedStateFolder(t *testing.T) {
 		_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	})
 }
+
+// removeCgroupTree removes a cgroup folder whose cgroups are all empty, the
+// deepest first, and reports what would not go.
+func removeCgroupTree(dir string) error {
+	var dirs []string
+	err := filepath.Walk(dir, func(path string, fi os.FileInfo, err error) error {
+		if err == nil && fi.IsDir() {
+			dirs = append(dirs, path)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := os.Remove(dirs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestRedTeamTreeRemoved removes the daemon's cgroup tree while no step runs
+// (by hand, or by a tool that cleans up empty cgroups): the daemon must make it
+// again for its next steps, not fail them on the cgroups it kept for reuse.
+func TestRedTeamTreeRemoved(t *testing.T) {
+	containmentModes(t, []string{"cgroup"}, func(t *testing.T, mode string, flags []string) {
+		is := is.New(t)
+		p, _ := redteamDaemon(t, mode, flags)
+		c := p.client()
+		ctx := tctx(t)
+		tree := cgroupTreeOf(t, p)
+		run := func() *rpc.Job {
+			s := rpc.Spec{Steps: []rpc.Step{sh("true")}}
+			res, err := c.Submit(ctx, rpc.SubmitParams{Job: &s})
+			is.NoErr(err) // the job is stored
+			j, err := c.Wait(ctx, rpc.WaitParams{ID: res.Job.ID, Timeout: rpc.Duration(60 * time.Second)})
+			is.NoErr(err)
+			return j
+		}
+		for k := 0; k < 3; k++ {
+			is.Equal(run().State, rpc.StateSucceeded) // the idle cgroups fill up
+		}
+		is.NoErr(removeCgroupTree(tree)) // no step runs: every cgroup of the tree is empty
+		for k := 0; k < 3; k++ {
+			j := run()
+			is.Equal(j.Error, "")                 // no step fails on a cgroup that is gone
+			is.Equal(j.State, rpc.StateSucceeded) // the daemon made its tree again
+		}
+	})
+}
