@@ -4,8 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -93,9 +96,17 @@ func (d *Daemon) setupContainment() error {
 // store's id alone is not enough: a copy of a state folder (a backup restored
 // beside the original) has the same id, and a daemon on the copy would sweep,
 // and make again under the same names, the step cgroups of the daemon on the
-// original while they run.
+// original while they run. The folder is told by its device and inode, not its
+// path: a daemon restarted on the same folder through a symbolic link, or after
+// a move, must find the cgroups of its crashed run.
 func (d *Daemon) treeName() string {
-	h := sha256.Sum256([]byte(d.store.StoreID() + "\x00" + d.cfg.StateDir))
+	where := d.cfg.StateDir
+	if fi, err := os.Stat(d.cfg.StateDir); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			where = fmt.Sprint(st.Dev, ":", st.Ino)
+		}
+	}
+	h := sha256.Sum256([]byte(d.store.StoreID() + "\x00" + where))
 	return "spool-" + hex.EncodeToString(h[:12])
 }
 
@@ -220,11 +231,10 @@ func (d *Daemon) endStepProcs(sp *stepProcs, deadline time.Time) {
 // What the store names is killed only when it is this state folder's: a store
 // copied from a running daemon's names that daemon's cgroups and groups.
 func (d *Daemon) killLeftovers(recs []rpc.Record) {
-	prefix := "SPOOL_RESULTS_DIR=" + d.resDir + string(filepath.Separator)
 	var ours map[int]bool // the groups with a process of this state folder's jobs
 	if runtime.GOOS == "linux" {
 		ours = map[int]bool{}
-		for _, pid := range procsWithEnvPrefix(prefix) {
+		for _, pid := range d.markedLeftovers() {
 			if g, err := syscall.Getpgid(pid); err == nil {
 				ours[g] = true
 			}
@@ -263,7 +273,7 @@ func (d *Daemon) killLeftovers(recs []rpc.Record) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		pids := procsWithEnvPrefix(prefix)
+		pids := d.markedLeftovers()
 		if len(pids) == 0 {
 			return
 		}
@@ -277,4 +287,38 @@ func (d *Daemon) killLeftovers(recs []rpc.Record) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// markedLeftovers lists the living processes that carry the mark of one of this
+// state folder's jobs: a SPOOL_RESULTS_DIR in its results folder. The folder is
+// compared as a file, not as a path: the run that started them may have reached
+// the state folder through another path (a symbolic link, before a move), and a
+// copy of the state folder (another daemon's) is another folder.
+func (d *Daemon) markedLeftovers() []int {
+	const name = "SPOOL_RESULTS_DIR="
+	prefix := name + d.resDir + string(filepath.Separator)
+	res, err := os.Stat(d.resDir)
+	if err != nil {
+		return procsWithEnvPrefix(prefix)
+	}
+	var out []int
+	for _, pid := range procsWithEnvPrefix(name) {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+		if err != nil {
+			continue
+		}
+		for kv := range strings.SplitSeq(string(b), "\x00") {
+			v, ok := strings.CutPrefix(kv, name)
+			if !ok {
+				continue
+			}
+			if strings.HasPrefix(kv, prefix) {
+				out = append(out, pid)
+			} else if fi, err := os.Stat(filepath.Dir(v)); err == nil && os.SameFile(fi, res) {
+				out = append(out, pid)
+			}
+			break
+		}
+	}
+	return out
 }
