@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/matryer/is"
 
+	"spool/client"
 	"spool/rpc"
 )
 
@@ -261,4 +264,91 @@ func TestRedTeamTreeRemoved(t *testing.T) {
 			is.Equal(j.State, rpc.StateSucceeded) // the daemon made its tree again
 		}
 	})
+}
+
+// TestRedTeamRestartThroughSymlink kills spoold with SIGKILL while a step runs
+// and starts it again on the same state folder reached through a symbolic link
+// (a service whose state path is a link, a move): the processes of the crashed
+// run must be found and stopped all the same.
+func TestRedTeamRestartThroughSymlink(t *testing.T) {
+	containmentModes(t, []string{"cgroup", "group"}, func(t *testing.T, mode string, flags []string) {
+		is := is.New(t)
+		p, mark := redteamDaemon(t, mode, flags)
+		c := p.client()
+		ctx := tctx(t)
+		st := sh("sleep 300 & wait")
+		st.OnInterrupt = rpc.OnInterruptFail // no rerun: after the restart nothing of the job may live
+		s := rpc.Spec{Steps: []rpc.Step{st}}
+		res, err := c.Submit(ctx, rpc.SubmitParams{Job: &s})
+		is.NoErr(err) // the job is stored
+		waitRunning(t, c, res.Job.ID)
+		if l := pollProcs(60*time.Second, func() []proc {
+			if len(jobProcs(mark, res.Job.ID)) < 2 {
+				return []proc{{}}
+			}
+			return nil
+		}); len(l) > 0 {
+			t.Fatalf("job %d did not start its processes", res.Job.ID)
+		}
+		p.kill9()
+		link := filepath.Join(shortDir(t), "state")
+		is.NoErr(os.Symlink(p.state, link)) // the same folder under another path
+		p.state = link
+		p.start()
+		c = p.client()
+		j, err := c.Wait(ctx, rpc.WaitParams{ID: res.Job.ID, Timeout: rpc.Duration(60 * time.Second)})
+		is.NoErr(err)
+		is.Equal(j.State, rpc.StateFailed) // interrupted, and on_interrupt says fail
+		if l := pollProcs(goneWithin, func() []proc { return jobProcs(mark, res.Job.ID) }); len(l) > 0 {
+			t.Errorf("after a SIGKILL of spoold and a restart through a link, processes of job %d live: %s", res.Job.ID, procNames(l))
+		}
+	})
+}
+
+// TestRedTeamInfoContainmentAtStart asks daemon.info as soon as the socket
+// answers, again and again while spoold starts: it must always say the
+// containment in force. The socket serves while the engine still starts, and
+// a daemon.info answered before the containment was picked said "".
+func TestRedTeamInfoContainmentAtStart(t *testing.T) {
+	b := buildBins(t)
+	starts := 3 * rounds(t, 1)
+	empty := 0
+	for k := 0; k < starts; k++ {
+		dir := shortDir(t)
+		socket := filepath.Join(dir, "run", "s.sock")
+		cmd := exec.Command(b.spoold, "--socket", socket, "--state-dir", filepath.Join(dir, "state"), "--containment", "group")
+		cmd.Env = append(os.Environ(), "HOME="+dir)
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("start spoold: %v", err)
+		}
+		answered := false
+		deadline := time.Now().Add(30 * time.Second)
+		for !answered && time.Now().Before(deadline) {
+			c, err := client.Dial(context.Background(), socket)
+			if err != nil {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			for i := 0; i < 200; i++ {
+				info, err := c.Info(context.Background())
+				if err != nil {
+					break
+				}
+				answered = true
+				if info.Containment == "" {
+					empty++
+					break
+				}
+			}
+			c.Close()
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if !answered {
+			t.Fatalf("start %d: daemon.info never answered", k)
+		}
+	}
+	if empty > 0 {
+		t.Errorf("daemon.info said containment \"\" during start-up in %d of %d starts", empty, starts)
+	}
 }
