@@ -193,6 +193,12 @@ func (t *cgroupTree) take() (string, error) {
 // killed through cgroup.kill: it is kept for the next step, or removed when
 // enough are kept.
 func (t *cgroupTree) put(path string) {
+	if hasDescendants(path) {
+		// The step made cgroups inside its own: the next step must not find
+		// them in its cgroup.
+		_ = removeCgroupDirs(path)
+		return
+	}
 	t.mu.Lock()
 	if len(t.idle) < maxIdleCgroups {
 		t.idle = append(t.idle, path)
@@ -201,6 +207,22 @@ func (t *cgroupTree) put(path string) {
 	}
 	t.mu.Unlock()
 	_ = removeCgroupDirs(path)
+}
+
+// hasDescendants reports whether a cgroup has cgroups inside it, from its
+// cgroup.stat.
+func hasDescendants(path string) bool {
+	var buf [256]byte
+	b, ok := readSmall(path+"/cgroup.stat", buf[:], false)
+	if !ok {
+		return false
+	}
+	for line := range bytes.SplitSeq(b, []byte{'\n'}) {
+		if v, ok := bytes.CutPrefix(line, []byte("nr_descendants ")); ok {
+			return string(v) != "0"
+		}
+	}
+	return false
 }
 
 // openCgroup opens a cgroup's folder for cloning a process into it.
@@ -227,10 +249,22 @@ func cgroupPids(path string) []int {
 	return pids
 }
 
-// signalCgroup sends sig to every process of a cgroup.
+// signalCgroup sends sig to every process of a cgroup and of the cgroups a step
+// made inside it (a container runtime's): cgroup.procs lists only the
+// processes directly in a cgroup, and those below would get no SIGTERM, only
+// the SIGKILL of cgroup.kill after the kill grace.
 func signalCgroup(path string, sig syscall.Signal) {
 	for _, pid := range cgroupPids(path) {
 		_ = syscall.Kill(pid, sig)
+	}
+	ents, err := os.ReadDir(path)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			signalCgroup(filepath.Join(path, e.Name()), sig)
+		}
 	}
 }
 

@@ -97,6 +97,11 @@ func TestRedTeamNestedCgroup(t *testing.T) {
 		j, err := c.Cancel(ctx, rpc.CancelParams{ID: res.Job.ID, Reason: "red team"})
 		is.NoErr(err)
 		is.Equal(j.State, rpc.StateCancelled) // the cancel is the outcome
+		// The nested process got the SIGTERM of a cancel, not only the SIGKILL
+		// after the kill grace: a container runtime gets its chance to stop.
+		if sig := j.Steps[0].Signal; sig == nil || *sig != "SIGTERM" {
+			t.Errorf("the step's process in a nested cgroup ended by %s, want SIGTERM", stepStates(j))
+		}
 		if l := pollProcs(goneWithin, func() []proc { return jobProcs(mark, res.Job.ID) }); len(l) > 0 {
 			t.Errorf("after a cancel, processes of job %d live: %s", res.Job.ID, procNames(l))
 		}
