@@ -8,12 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/matryer/is"
+	"golang.org/x/sys/unix"
 
 	"spool/client"
 	"spool/rpc"
@@ -316,7 +318,7 @@ func TestRedTeamRestartThroughSymlink(t *testing.T) {
 // a daemon.info answered before the containment was picked said "".
 func TestRedTeamInfoContainmentAtStart(t *testing.T) {
 	b := buildBins(t)
-	starts := 3 * rounds(t, 1)
+	starts := 5 * rounds(t, 1)
 	empty := 0
 	for k := 0; k < starts; k++ {
 		dir := shortDir(t)
@@ -356,4 +358,61 @@ func TestRedTeamInfoContainmentAtStart(t *testing.T) {
 	if empty > 0 {
 		t.Errorf("daemon.info said containment \"\" during start-up in %d of %d starts", empty, starts)
 	}
+}
+
+// TestRedTeamEnvClearedEscapee runs a step whose child clears its environment
+// (env -i) and leaves its group and session (setsid): no mark tells it from any
+// other process. With a cgroup per step it is contained all the same: a cancel
+// leaves nothing of it. (Process groups cannot find it: that is the documented
+// limit of --containment group, which this test does not run.)
+func TestRedTeamEnvClearedEscapee(t *testing.T) {
+	containmentModes(t, []string{"cgroup"}, func(t *testing.T, mode string, flags []string) {
+		is := is.New(t)
+		p, _ := redteamDaemon(t, mode, flags)
+		c := p.client()
+		ctx := tctx(t)
+		pidFile := filepath.Join(shortDir(t), "pid")
+		s := rpc.Spec{Env: map[string]string{"PIDFILE": pidFile}, Steps: []rpc.Step{
+			sh(`(env -i setsid sleep 300 & echo $! > "$PIDFILE.tmp"; mv "$PIDFILE.tmp" "$PIDFILE"); sleep 300`)}}
+		res, err := c.Submit(ctx, rpc.SubmitParams{Job: &s})
+		is.NoErr(err) // the job is stored
+		var escapee proc
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			b, err := os.ReadFile(pidFile)
+			if err == nil {
+				pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+				var ok bool
+				if escapee, ok = readStat(pid); ok && escapee.comm == "sleep" {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the step's escapee did not start")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		// Whatever the outcome, the escapee does not outlive the test.
+		t.Cleanup(func() {
+			if fd, err := unix.PidfdOpen(escapee.pid, 0); err == nil {
+				if q, ok := readStat(escapee.pid); ok && q.start == escapee.start {
+					_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+				}
+				unix.Close(fd)
+			}
+		})
+		j, err := c.Cancel(ctx, rpc.CancelParams{ID: res.Job.ID, Reason: "red team"})
+		is.NoErr(err)
+		is.Equal(j.State, rpc.StateCancelled) // the cancel is the outcome
+		alive := func() []proc {
+			if q, ok := readStat(escapee.pid); ok && q.start == escapee.start && q.state != 'Z' {
+				return []proc{q}
+			}
+			return nil
+		}
+		if l := pollProcs(goneWithin, alive); len(l) > 0 {
+			t.Errorf("the step's child without environment, in a session of its own, outlived the cancel: %s", procNames(l))
+		}
+		checkNoZombies(t, p)
+	})
 }
