@@ -55,12 +55,21 @@ func openCgroupTree(name string) (*cgroupTree, error) {
 			}
 		}
 	}
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("make cgroup %s: %w", dir, err)
-	}
 	probe := filepath.Join(dir, "probe")
-	if err := os.Mkdir(probe, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("make a cgroup in %s: %w", dir, err)
+	// Another daemon starting beside this one removes an empty tree it takes
+	// for one left behind, this one's too between its two mkdirs: make it again.
+	for try := 0; ; try++ {
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("make cgroup %s: %w", dir, err)
+		}
+		err := os.Mkdir(probe, 0o755)
+		if errors.Is(err, fs.ErrNotExist) && try < 10 {
+			continue
+		}
+		if err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("make a cgroup in %s: %w", dir, err)
+		}
+		break
 	}
 	defer os.Remove(probe)
 	if _, err := os.Stat(filepath.Join(probe, "cgroup.kill")); err != nil {
@@ -164,11 +173,15 @@ func (t *cgroupTree) create(name string) (string, error) {
 // take returns an empty step cgroup: an idle one, or a new one.
 func (t *cgroupTree) take() (string, error) {
 	t.mu.Lock()
-	if n := len(t.idle); n > 0 {
+	for n := len(t.idle); n > 0; n-- {
 		path := t.idle[n-1]
 		t.idle = t.idle[:n-1]
-		t.mu.Unlock()
-		return path, nil
+		// The tree may have been removed under the daemon (by hand, or by a
+		// tool that cleans up empty cgroups): a cgroup that is gone is dropped.
+		if _, err := os.Stat(path + "/cgroup.procs"); err == nil {
+			t.mu.Unlock()
+			return path, nil
+		}
 	}
 	t.next++
 	name := "step-" + strconv.FormatInt(t.next, 10)
@@ -180,6 +193,12 @@ func (t *cgroupTree) take() (string, error) {
 // killed through cgroup.kill: it is kept for the next step, or removed when
 // enough are kept.
 func (t *cgroupTree) put(path string) {
+	if hasDescendants(path) {
+		// The step made cgroups inside its own: the next step must not find
+		// them in its cgroup.
+		_ = removeCgroupDirs(path)
+		return
+	}
 	t.mu.Lock()
 	if len(t.idle) < maxIdleCgroups {
 		t.idle = append(t.idle, path)
@@ -187,7 +206,23 @@ func (t *cgroupTree) put(path string) {
 		return
 	}
 	t.mu.Unlock()
-	_ = os.Remove(path)
+	_ = removeCgroupDirs(path)
+}
+
+// hasDescendants reports whether a cgroup has cgroups inside it, from its
+// cgroup.stat.
+func hasDescendants(path string) bool {
+	var buf [256]byte
+	b, ok := readSmall(path+"/cgroup.stat", buf[:], false)
+	if !ok {
+		return false
+	}
+	for line := range bytes.SplitSeq(b, []byte{'\n'}) {
+		if v, ok := bytes.CutPrefix(line, []byte("nr_descendants ")); ok {
+			return string(v) != "0"
+		}
+	}
+	return false
 }
 
 // openCgroup opens a cgroup's folder for cloning a process into it.
@@ -214,10 +249,22 @@ func cgroupPids(path string) []int {
 	return pids
 }
 
-// signalCgroup sends sig to every process of a cgroup.
+// signalCgroup sends sig to every process of a cgroup and of the cgroups a step
+// made inside it (a container runtime's): cgroup.procs lists only the
+// processes directly in a cgroup, and those below would get no SIGTERM, only
+// the SIGKILL of cgroup.kill after the kill grace.
 func signalCgroup(path string, sig syscall.Signal) {
 	for _, pid := range cgroupPids(path) {
 		_ = syscall.Kill(pid, sig)
+	}
+	ents, err := os.ReadDir(path)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			signalCgroup(filepath.Join(path, e.Name()), sig)
+		}
 	}
 }
 
@@ -252,8 +299,31 @@ func removeCgroup(path string, wait time.Duration) bool {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	return removeCgroupDirs(path) == nil
+}
+
+// removeCgroupDirs removes an empty cgroup and the cgroups a step made inside it
+// (a container runtime, a spoold run by a job), the deepest first: rmdir of a
+// cgroup with a child cgroup fails, and a step cgroup that cannot be removed
+// blocks its name at the next start.
+func removeCgroupDirs(path string) error {
 	err := os.Remove(path)
-	return err == nil || errors.Is(err, fs.ErrNotExist)
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	ents, rerr := os.ReadDir(path)
+	if rerr != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			_ = removeCgroupDirs(filepath.Join(path, e.Name()))
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // sweep kills and removes every step cgroup left in the tree (by a crashed run,
@@ -282,7 +352,7 @@ func (t *cgroupTree) close() {
 	t.idle = nil
 	t.mu.Unlock()
 	for _, p := range idle {
-		_ = os.Remove(p)
+		_ = removeCgroupDirs(p)
 	}
 	_ = os.Remove(t.dir)
 }

@@ -1,8 +1,14 @@
 package daemon
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -64,11 +70,7 @@ func (d *Daemon) setupContainment() error {
 	default:
 		return fmt.Errorf("containment %q: must be auto, cgroup or group", mode)
 	}
-	name := "spool-" + d.store.StoreID()
-	if len(name) > 30 {
-		name = name[:30]
-	}
-	tree, err := openCgroupTree(name)
+	tree, err := openCgroupTree(d.treeName())
 	if err != nil {
 		if mode == ContainCgroup {
 			return fmt.Errorf("containment cgroup: %w", err)
@@ -90,6 +92,24 @@ func (d *Daemon) setupContainment() error {
 	d.cgroups = tree
 	d.setContainment(ContainCgroup, "a cgroup per step under "+tree.dir)
 	return nil
+}
+
+// treeName names the daemon's folder of step cgroups: one per state folder. The
+// store's id alone is not enough: a copy of a state folder (a backup restored
+// beside the original) has the same id, and a daemon on the copy would sweep,
+// and make again under the same names, the step cgroups of the daemon on the
+// original while they run. The folder is told by its device and inode, not its
+// path: a daemon restarted on the same folder through a symbolic link, or after
+// a move, must find the cgroups of its crashed run.
+func (d *Daemon) treeName() string {
+	where := d.cfg.StateDir
+	if fi, err := os.Stat(d.cfg.StateDir); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			where = fmt.Sprint(st.Dev, ":", st.Ino)
+		}
+	}
+	h := sha256.Sum256([]byte(d.store.StoreID() + "\x00" + where))
+	return "spool-" + hex.EncodeToString(h[:12])
 }
 
 // setContainment records the containment in force for daemon.info.
@@ -209,12 +229,34 @@ func (d *Daemon) endStepProcs(sp *stepProcs, deadline time.Time) {
 // process whose environment carries the mark of one of this state folder's jobs
 // (what left its group where there is no cgroup, or started before its start was
 // stored). It waits until they are gone.
+//
+// What the store names is killed only when it is this state folder's: a store
+// copied from a running daemon's names that daemon's cgroups and groups.
 func (d *Daemon) killLeftovers(recs []rpc.Record) {
+	var ours map[int]bool // the groups with a process of this state folder's jobs
+	if runtime.GOOS == "linux" {
+		ours = map[int]bool{}
+		for _, pid := range d.markedLeftovers() {
+			if g, err := syscall.Getpgid(pid); err == nil {
+				ours[g] = true
+			}
+		}
+	}
+	tree := d.treeName()
 	var cgroups []string
 	for _, rec := range recs {
 		for _, p := range rec.Run.Procs {
 			if p.Cgroup != "" {
-				cgroups = append(cgroups, p.Cgroup)
+				if filepath.Base(filepath.Dir(p.Cgroup)) == tree {
+					cgroups = append(cgroups, p.Cgroup)
+				} else {
+					d.log.Warn("not killing a stored step cgroup of another state folder", "id", rec.ID, "cgroup", p.Cgroup)
+				}
+			}
+			if ours != nil && !ours[p.PGID] {
+				// No process of the group carries this folder's mark: the group is
+				// gone, or another daemon's (a copy's) and not to be touched.
+				continue
 			}
 			d.killLeftover(p)
 		}
@@ -231,10 +273,9 @@ func (d *Daemon) killLeftovers(recs []rpc.Record) {
 			d.log.Error("a leftover step cgroup would not empty", "cgroup", cg)
 		}
 	}
-	prefix := "SPOOL_RESULTS_DIR=" + d.resDir + string(filepath.Separator)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		pids := procsWithEnvPrefix(prefix)
+		pids := d.markedLeftovers()
 		if len(pids) == 0 {
 			return
 		}
@@ -248,4 +289,38 @@ func (d *Daemon) killLeftovers(recs []rpc.Record) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// markedLeftovers lists the living processes that carry the mark of one of this
+// state folder's jobs: a SPOOL_RESULTS_DIR in its results folder. The folder is
+// compared as a file, not as a path: the run that started them may have reached
+// the state folder through another path (a symbolic link, before a move), and a
+// copy of the state folder (another daemon's) is another folder.
+func (d *Daemon) markedLeftovers() []int {
+	const name = "SPOOL_RESULTS_DIR="
+	prefix := name + d.resDir + string(filepath.Separator)
+	res, err := os.Stat(d.resDir)
+	if err != nil {
+		return procsWithEnvPrefix(prefix)
+	}
+	var out []int
+	for _, pid := range procsWithEnvPrefix(name) {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+		if err != nil {
+			continue
+		}
+		for kv := range strings.SplitSeq(string(b), "\x00") {
+			v, ok := strings.CutPrefix(kv, name)
+			if !ok {
+				continue
+			}
+			if strings.HasPrefix(kv, prefix) {
+				out = append(out, pid)
+			} else if fi, err := os.Stat(filepath.Dir(v)); err == nil && os.SameFile(fi, res) {
+				out = append(out, pid)
+			}
+			break
+		}
+	}
+	return out
 }

@@ -326,18 +326,23 @@ func (s *spawner) orphans() []int {
 	// daemon's main thread, which lives as long as the daemon. The spawner's
 	// children are its own thread's.
 	var buf [4096]byte
-	b, ok := readSmall("/proc/self/task/"+strconv.Itoa(me)+"/children", buf[:], false)
-	if !ok || len(b) == len(buf) {
+	b, ok := readChildren("/proc/self/task/"+strconv.Itoa(me)+"/children", buf[:])
+	if !ok {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		eachChild(func(pid int) {
+		adopted := func(pid int) {
 			if s.mine[pid] {
 				return
 			}
 			if st, ppid, _, _, ok := procStat(pid); ok && ppid == me && st != 'Z' && st != 'X' {
 				out = append(out, pid)
 			}
-		})
+		}
+		if !eachChild(adopted) {
+			// The kernel lists no children: look at every process.
+			out = out[:0]
+			eachProc(adopted)
+		}
 		return out
 	}
 	for f := range bytes.FieldsSeq(b) {
@@ -423,10 +428,7 @@ func eachChild(fn func(pid int)) bool {
 	d.Close()
 	var buf [4096]byte
 	for _, tid := range tids {
-		b, ok := readSmall("/proc/self/task/"+tid+"/children", buf[:], false)
-		if len(b) == len(buf) {
-			return false // too many to list here
-		}
+		b, ok := readChildren("/proc/self/task/"+tid+"/children", buf[:])
 		if !ok {
 			if _, err := os.Stat("/proc/self/task/" + tid); err == nil {
 				return false // the thread lives but its children are not listed
@@ -440,6 +442,22 @@ func eachChild(fn func(pid int)) bool {
 		}
 	}
 	return true
+}
+
+// readChildren reads a children file of /proc: into buf when it fits, else
+// whole. A step that leaves hundreds of orphans makes the daemon's list longer
+// than any fixed buffer, and an orphan cut off the list would be one the daemon
+// never stops.
+func readChildren(path string, buf []byte) ([]byte, bool) {
+	b, ok := readSmall(path, buf, false)
+	if !ok || len(b) < len(buf) {
+		return b, ok
+	}
+	all, err := os.ReadFile(path)
+	if err != nil {
+		return nil, false
+	}
+	return all, true
 }
 
 // readSmall reads a file of /proc into buf; a file larger than buf is cut. With

@@ -303,19 +303,30 @@ func containmentRefused(t *testing.T, flags []string) string {
 
 // infoContainment is daemon.info's "containment", read from the wire so that the
 // test builds before rpc.Info has the field ("" when the daemon does not say).
+// The daemon answers on its socket while its engine still starts and says ""
+// until it has picked the containment (TestRedTeamInfoContainmentAtStart pins
+// that down): this asks again for a while rather than fail every test that
+// starts a daemon on it.
 func infoContainment(t *testing.T, p *daemonProc) string {
 	t.Helper()
-	m := p.raw().call(1, "daemon.info", `{}`)
-	if m.Error != nil {
-		t.Fatalf("daemon.info: %v", m.Error)
+	deadline := time.Now().Add(30 * time.Second)
+	conn := p.raw()
+	for id := 1; ; id++ {
+		m := conn.call(id, "daemon.info", `{}`)
+		if m.Error != nil {
+			t.Fatalf("daemon.info: %v", m.Error)
+		}
+		var info struct {
+			Containment string `json:"containment"`
+		}
+		if err := json.Unmarshal(m.Result, &info); err != nil {
+			t.Fatalf("daemon.info: %v", err)
+		}
+		if info.Containment != "" || time.Now().After(deadline) {
+			return info.Containment
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	var info struct {
-		Containment string `json:"containment"`
-	}
-	if err := json.Unmarshal(m.Result, &info); err != nil {
-		t.Fatalf("daemon.info: %v", err)
-	}
-	return info.Containment
 }
 
 // redteamDaemon marks the test and starts a daemon with a kill grace of 1s and
