@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,7 +35,6 @@ func (s *Store) Check(ctx context.Context) error {
 			problems = append(problems, fmt.Errorf(format, args...))
 		}
 	}
-	s.touch()
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		for err := range tx.Check() {
 			report("bbolt: %w", err)
@@ -78,6 +78,8 @@ func checkJobs(ctx context.Context, b *txb, report func(string, ...any)) error {
 	keyed := 0
 	deps := 0
 	var maxID int64
+	// refs counts the specs that refer to each environment, by key.
+	refs := make(map[string]int64)
 	c := b.jobs.Cursor()
 	n := 0
 	for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -105,8 +107,18 @@ func checkJobs(ctx context.Context, b *txb, report func(string, ...any)) error {
 		}
 		if raw := b.specs.Get(k); raw == nil {
 			report("job %d: no spec", id)
-		} else if err := json.Unmarshal(raw, &rpc.Spec{}); err != nil {
-			report("job %d: decode spec: %v", id, err)
+		} else if key, body, err := envRef(raw); err != nil {
+			report("job %d: %v", id, err)
+		} else {
+			var spec rpc.Spec
+			if err := json.Unmarshal(body, &spec); err != nil {
+				report("job %d: decode spec: %v", id, err)
+			} else if key != nil && spec.Env != nil {
+				report("job %d: spec refers to an environment and carries one", id)
+			}
+			if key != nil {
+				refs[string(key)]++
+			}
 		}
 		count[rec.State]++
 		if b.byState.Get(stateKey(rec.State, id)) == nil {
@@ -200,7 +212,47 @@ func checkJobs(ctx context.Context, b *txb, report func(string, ...any)) error {
 	if n := b.keys.Stats().KeyN; n != keyed {
 		report("keys: %d entries for %d jobs with a key", n, keyed)
 	}
+	checkEnvs(b, refs, report)
 	return nil
+}
+
+// checkEnvs checks the stored environments against refs, the number of specs
+// that refer to each: every one is stored once, under the SHA-256 of its content,
+// with its count of references; none is stored that no spec refers to.
+func checkEnvs(b *txb, refs map[string]int64, report func(string, ...any)) {
+	b.envRefs.ForEach(func(k, v []byte) error {
+		if len(v) != 8 {
+			report("environment %x: reference count of %d bytes", k, len(v))
+			return nil
+		}
+		if n := btoi(v); n != refs[string(k)] {
+			report("environment %x: %d references counted, %d specs refer to it", k, n, refs[string(k)])
+		}
+		if b.envs.Get(k) == nil {
+			report("environment %x: counted but not stored", k)
+		}
+		return nil
+	})
+	for k, n := range refs {
+		if b.envRefs.Get([]byte(k)) == nil {
+			report("environment %x: %d specs refer to it, no count", k, n)
+		}
+	}
+	b.envs.ForEach(func(k, v []byte) error {
+		if sum := sha256.Sum256(v); !bytes.Equal(k, sum[:]) {
+			report("environment %x: its content's SHA-256 is %x", k, sum)
+		}
+		var env map[string]string
+		if err := json.Unmarshal(v, &env); err != nil {
+			report("environment %x: decode: %v", k, err)
+		} else if len(env) == 0 {
+			report("environment %x: empty", k)
+		}
+		if refs[string(k)] == 0 {
+			report("environment %x: stored, no spec refers to it", k)
+		}
+		return nil
+	})
 }
 
 // isJobState reports whether st is a state a job can be in.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // compactTxSize bounds the bytes copied in one transaction of a compaction.
@@ -30,14 +31,14 @@ func Compact(path string, opts Options) error {
 		return fmt.Errorf("compact %s: %w", path, err)
 	}
 	src, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.Timeout})
-	if errors.Is(err, bbolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return fmt.Errorf("compact %s: %w", path, ErrLocked)
 	}
 	if err != nil {
 		return fmt.Errorf("compact %s: open: %w", path, err)
 	}
 	defer src.Close()
-	if err := src.View(checkLayout); err != nil {
+	if err := src.View(func(tx *bbolt.Tx) error { _, err := checkLayout(tx); return err }); err != nil {
 		return fmt.Errorf("compact %s: %w", path, err)
 	}
 
@@ -87,7 +88,8 @@ func copyCompacted(tmp string, src *bbolt.DB, noSync bool) error {
 		for err := range tx.Check() {
 			return fmt.Errorf("the copy is damaged: %w", err)
 		}
-		return checkLayout(tx)
+		_, err := checkLayout(tx)
+		return err
 	})
 	if cerr := dst.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close %s: %w", tmp, cerr)

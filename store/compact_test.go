@@ -165,7 +165,7 @@ func TestCompactRefusesForeign(t *testing.T) {
 	is.NoErr(s.Close())
 	db, err := bbolt.Open(newer, 0o600, nil)
 	is.NoErr(err)
-	is.NoErr(db.Update(func(tx *bbolt.Tx) error { return tx.Bucket([]byte("meta")).Put([]byte("version"), []byte("2")) }))
+	is.NoErr(db.Update(func(tx *bbolt.Tx) error { return tx.Bucket([]byte("meta")).Put([]byte("version"), []byte("99")) }))
 	is.NoErr(db.Close())
 
 	other := filepath.Join(dir, "other.db")

@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
@@ -31,24 +30,24 @@ func (s *Store) Submit(ctx context.Context, jobs []rpc.NewJob) ([]rpc.Record, []
 	}
 	// Encoding the specs here lets concurrent callers do it in parallel, outside
 	// the commit.
-	specJSON := make([][]byte, len(jobs))
+	specs := make([]storedSpec, len(jobs))
 	weight := 0
 	for i, nj := range jobs {
 		if nj.Record.Spec == nil {
 			return nil, nil, rpc.InvalidParams(nj.Field, "the job has no spec")
 		}
-		raw, err := json.Marshal(nj.Record.Spec)
+		ss, err := encodeSpec(nj.Record.Spec)
 		if err != nil {
 			return nil, nil, rpc.InvalidParams(nj.Field, "the spec cannot be encoded: "+err.Error())
 		}
-		specJSON[i] = raw
-		weight += len(raw) + 512
+		specs[i] = ss
+		weight += len(ss.raw) + 512
 	}
 	var recs []rpc.Record
 	var evs []rpc.Event
 	o := &op{weight: weight, apply: func(b *txb) error {
 		var err error
-		recs, evs, err = submitTx(b, jobs, specJSON)
+		recs, evs, err = submitTx(b, jobs, specs)
 		return err
 	}}
 	if err := s.do(ctx, o); err != nil {
@@ -69,7 +68,9 @@ type submitEntry struct {
 }
 
 // submitTx is Submit's work in one transaction: every check, then every write.
-func submitTx(b *txb, jobs []rpc.NewJob, specJSON [][]byte) ([]rpc.Record, []rpc.Event, error) {
+// Two specs are equal when their stored encodings are (the env is in it by its
+// SHA-256).
+func submitTx(b *txb, jobs []rpc.NewJob, specs []storedSpec) ([]rpc.Record, []rpc.Event, error) {
 	base := int64(b.jobs.Sequence())
 	next := base
 	entries := make([]submitEntry, len(jobs))
@@ -78,7 +79,7 @@ func submitTx(b *txb, jobs []rpc.NewJob, specJSON [][]byte) ([]rpc.Record, []rpc
 		spec := nj.Record.Spec
 		if key := spec.Key; key != "" {
 			if j, ok := byKey[key]; ok {
-				if !bytes.Equal(specJSON[j], specJSON[i]) {
+				if !bytes.Equal(specs[j].raw, specs[i].raw) {
 					return nil, nil, rpc.KeyConflict(key, entries[j].id)
 				}
 				entries[i] = submitEntry{id: entries[j].id, sameAs: j}
@@ -87,18 +88,20 @@ func submitTx(b *txb, jobs []rpc.NewJob, specJSON [][]byte) ([]rpc.Record, []rpc
 			byKey[key] = i
 			if v := b.keys.Get([]byte(key)); v != nil {
 				id := btoi(v)
-				stored, err := b.getFull(id)
+				stored, err := b.getFull(id, nil)
 				if err != nil {
 					return nil, nil, err
 				}
 				if stored == nil {
 					return nil, nil, fmt.Errorf("key %q names job %d, which is not stored", key, id)
 				}
-				storedJSON, err := json.Marshal(stored.Spec)
+				// Encoded afresh, as a spec stored by an older version
+				// has its env inline.
+				storedSpec, err := encodeSpec(stored.Spec)
 				if err != nil {
 					return nil, nil, fmt.Errorf("encode spec of job %d: %w", id, err)
 				}
-				if !bytes.Equal(storedJSON, specJSON[i]) {
+				if !bytes.Equal(storedSpec.raw, specs[i].raw) {
 					return nil, nil, rpc.KeyConflict(key, id)
 				}
 				entries[i] = submitEntry{id: id, stored: stored, sameAs: -1}
@@ -145,6 +148,7 @@ func submitTx(b *txb, jobs []rpc.NewJob, specJSON [][]byte) ([]rpc.Record, []rpc
 
 	// Every check passed: write.
 	c := counts{}
+	var envs envDeltas
 	recs := make([]rpc.Record, len(jobs))
 	var evs []rpc.Event
 	for i, nj := range jobs {
@@ -168,8 +172,11 @@ func submitTx(b *txb, jobs []rpc.NewJob, specJSON [][]byte) ([]rpc.Record, []rpc
 		if err := b.putRecord(&rec); err != nil {
 			return nil, nil, err
 		}
-		if err := b.specs.Put(itob(e.id), specJSON[i]); err != nil {
+		if err := b.specs.Put(itob(e.id), specs[i].raw); err != nil {
 			return nil, nil, fmt.Errorf("put spec of job %d: %w", e.id, err)
+		}
+		if specs[i].env != nil {
+			envs.add(specs[i].key, specs[i].env, 1)
 		}
 		if err := b.index(&rec); err != nil {
 			return nil, nil, err
@@ -190,6 +197,9 @@ func submitTx(b *txb, jobs []rpc.NewJob, specJSON [][]byte) ([]rpc.Record, []rpc
 		}
 	}
 	if err := c.write(b); err != nil {
+		return nil, nil, err
+	}
+	if err := envs.write(b); err != nil {
 		return nil, nil, err
 	}
 	if evs == nil {
@@ -281,21 +291,19 @@ func applyTx(b *txb, ts []rpc.Transition) ([]rpc.Event, error) {
 	return evs, nil
 }
 
-// Get reads one job with its spec; 1001 when unknown. It reads the file's pages
-// rather than through the map (see pageFile): reads of random old jobs neither
-// fault nor grow the process's resident memory.
+// Get reads one job with its spec; 1001 when unknown.
 func (s *Store) Get(ctx context.Context, id int64) (*rpc.Record, error) {
 	var rec *rpc.Record
 	open := func(tx *bbolt.Tx) (*txb, error) {
-		b := &txb{tx: tx, jobs: tx.Bucket([]byte(bJobs)), specs: tx.Bucket([]byte(bSpecs)), pages: s.pages}
-		if b.jobs == nil || b.specs == nil {
-			return nil, fmt.Errorf("bucket %q or %q is missing", bJobs, bSpecs)
+		b := &txb{tx: tx, jobs: tx.Bucket([]byte(bJobs)), specs: tx.Bucket([]byte(bSpecs)), envs: tx.Bucket([]byte(bEnvs))}
+		if b.jobs == nil || b.specs == nil || b.envs == nil {
+			return nil, fmt.Errorf("bucket %q, %q or %q is missing", bJobs, bSpecs, bEnvs)
 		}
 		return b, nil
 	}
 	err := s.viewWith(ctx, open, func(b *txb) error {
 		var err error
-		rec, err = b.getFull(id)
+		rec, err = b.getFull(id, nil)
 		return err
 	})
 	if err != nil {
@@ -471,10 +479,11 @@ func matches(rec *rpc.Record, p rpc.ListParams) bool {
 func (s *Store) Unfinished(ctx context.Context) ([]rpc.Record, error) {
 	recs := []rpc.Record{}
 	err := s.view(ctx, func(b *txb) error {
+		cache := envCache{}
 		c := b.unfinished.Cursor()
 		for k, _ := c.First(); k != nil; k, _ = c.Next() {
 			id := btoi(k)
-			rec, err := b.getFull(id)
+			rec, err := b.getFull(id, cache)
 			if err != nil {
 				return err
 			}
@@ -541,16 +550,20 @@ func (s *Store) Remove(ctx context.Context, ids []int64, now time.Time) ([]int64
 			recs = append(recs, rec)
 		}
 		c := counts{}
+		var envs envDeltas
 		removed, evs = []int64{}, []rpc.Event{}
 		for _, rec := range recs {
-			ev, err := b.removeJob(rec, now, c)
+			ev, err := b.removeJob(rec, now, c, &envs)
 			if err != nil {
 				return err
 			}
 			removed = append(removed, rec.ID)
 			evs = append(evs, ev)
 		}
-		return c.write(b)
+		if err := c.write(b); err != nil {
+			return err
+		}
+		return envs.write(b)
 	}}
 	if err := s.do(ctx, o); err != nil {
 		return nil, nil, err
@@ -648,10 +661,11 @@ scan:
 		pos = prunePos{state: pos.state + 1}
 	}
 	c := counts{}
+	var envs envDeltas
 	ids := make([]int64, 0, len(victims))
 	evs := make([]rpc.Event, 0, len(victims))
 	for _, rec := range victims {
-		ev, err := b.removeJob(rec, now, c)
+		ev, err := b.removeJob(rec, now, c, &envs)
 		if err != nil {
 			return nil, nil, pos, err
 		}
@@ -659,6 +673,9 @@ scan:
 		evs = append(evs, ev)
 	}
 	if err := c.write(b); err != nil {
+		return nil, nil, pos, err
+	}
+	if err := envs.write(b); err != nil {
 		return nil, nil, pos, err
 	}
 	return ids, evs, pos, nil

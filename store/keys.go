@@ -18,7 +18,8 @@ const (
 	bMeta = "meta"
 	// bJobs maps id (8 bytes big endian) to the record JSON, without its spec.
 	bJobs = "jobs"
-	// bSpecs maps id to the spec JSON, written once at submit.
+	// bSpecs maps id to the spec, written once at submit: its JSON, or its
+	// JSON without its env and a reference to the env in bEnvs (envs.go).
 	bSpecs = "specs"
 	// bQueueIndex holds unfinished jobs keyed by queue, then priority descending,
 	// then id ascending (see queueKey); the value is the job's state.
@@ -38,11 +39,24 @@ const (
 	bQueues = "queues"
 	// bTemplates maps a template name to its JSON.
 	bTemplates = "templates"
+	// bEnvs maps the SHA-256 of an environment's canonical JSON to that JSON
+	// (schema 2; see envs.go).
+	bEnvs = "envs"
+	// bEnvRefs maps the same key to the number of stored specs that refer to
+	// it (8 bytes big endian), never 0: the last reference deletes both.
+	bEnvRefs = "env_refs"
 )
 
 // bucketNames lists every bucket of the layout.
-func bucketNames() []string {
-	return []string{bMeta, bJobs, bSpecs, bQueueIndex, bUnfinished, bByState, bKeys, bDependents, bEvents, bQueues, bTemplates}
+func bucketNames() []string { return bucketsOf(schemaVersion) }
+
+// bucketsOf lists the buckets of schema version v.
+func bucketsOf(v int) []string {
+	names := []string{bMeta, bJobs, bSpecs, bQueueIndex, bUnfinished, bByState, bKeys, bDependents, bEvents, bQueues, bTemplates}
+	if v >= 2 {
+		names = append(names, bEnvs, bEnvRefs)
+	}
+	return names
 }
 
 // Keys of the meta bucket.
@@ -77,9 +91,8 @@ type txb struct {
 	events     *bbolt.Bucket
 	queues     *bbolt.Bucket
 	templates  *bbolt.Bucket
-	// pages, when set, reads values of the jobs and specs by reading the
-	// file's pages rather than through the map (see pageFile).
-	pages *pageFile
+	envs       *bbolt.Bucket
+	envRefs    *bbolt.Bucket
 	// dec decodes stored JSON (records, specs, events): the store's decoder.
 	dec *codec.Decoder
 }
@@ -94,6 +107,7 @@ func buckets(tx *bbolt.Tx) (*txb, error) {
 		{bMeta, &b.meta}, {bJobs, &b.jobs}, {bSpecs, &b.specs}, {bQueueIndex, &b.queueIndex},
 		{bUnfinished, &b.unfinished}, {bByState, &b.byState}, {bKeys, &b.keys},
 		{bDependents, &b.dependents}, {bEvents, &b.events}, {bQueues, &b.queues}, {bTemplates, &b.templates},
+		{bEnvs, &b.envs}, {bEnvRefs, &b.envRefs},
 	} {
 		*p.dst = tx.Bucket([]byte(p.name))
 		if *p.dst == nil {

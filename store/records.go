@@ -5,8 +5,6 @@ import (
 	"slices"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"spool/rpc"
 )
 
@@ -46,61 +44,39 @@ func sameIndex(a, b *rpc.Record) bool {
 
 // getRecord reads job id without its spec; nil when there is no such job.
 func (b *txb) getRecord(id int64) (*rpc.Record, error) {
+	raw := b.jobs.Get(itob(id))
+	if raw == nil {
+		return nil, nil
+	}
 	var rec rpc.Record
-	found, err := b.value(b.jobs, itob(id), func(raw []byte) error {
-		// The decoder copies what it keeps, so rec outlives the transaction.
-		if err := b.decode(raw, &rec); err != nil {
-			return fmt.Errorf("decode job %d: %w", id, err)
-		}
-		return nil
-	})
-	if err != nil || !found {
-		return nil, err
+	// The decoder copies what it keeps, so rec outlives the transaction.
+	if err := b.decode(raw, &rec); err != nil {
+		return nil, fmt.Errorf("decode job %d: %w", id, err)
 	}
 	return &rec, nil
 }
 
-// getSpec reads the spec of job id.
-func (b *txb) getSpec(id int64) (*rpc.Spec, error) {
-	var spec rpc.Spec
-	found, err := b.value(b.specs, itob(id), func(raw []byte) error {
-		if err := b.decode(raw, &spec); err != nil {
-			return fmt.Errorf("decode spec of job %d: %w", id, err)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if !found {
+// getSpec reads the spec of job id, with its environment. cache may be nil.
+func (b *txb) getSpec(id int64, cache envCache) (*rpc.Spec, error) {
+	raw := b.specs.Get(itob(id))
+	if raw == nil {
 		return nil, fmt.Errorf("job %d has no spec", id)
 	}
-	return &spec, nil
+	spec, err := b.decodeSpec(raw, cache)
+	if err != nil {
+		return nil, fmt.Errorf("decode spec of job %d: %w", id, err)
+	}
+	return spec, nil
 }
 
-// value calls fn with the value of key in bk, which fn must not keep, and says
-// whether there is one. It reads the file's pages with b.pages when set, and
-// through bbolt's map otherwise.
-func (b *txb) value(bk *bbolt.Bucket, key []byte, fn func(v []byte) error) (bool, error) {
-	if b.pages != nil {
-		if found, ok, err := b.pages.get(b.tx, bk, key, fn); ok {
-			return found, err
-		}
-	}
-	v := bk.Get(key)
-	if v == nil {
-		return false, nil
-	}
-	return true, fn(v)
-}
-
-// getFull reads job id with its spec; nil when there is no such job.
-func (b *txb) getFull(id int64) (*rpc.Record, error) {
+// getFull reads job id with its spec; nil when there is no such job. cache may
+// be nil.
+func (b *txb) getFull(id int64, cache envCache) (*rpc.Record, error) {
 	rec, err := b.getRecord(id)
 	if err != nil || rec == nil {
 		return rec, err
 	}
-	if rec.Spec, err = b.getSpec(id); err != nil {
+	if rec.Spec, err = b.getSpec(id, cache); err != nil {
 		return nil, err
 	}
 	return rec, nil
@@ -253,9 +229,13 @@ func (c counts) write(b *txb) error {
 }
 
 // removeJob deletes a final job with its spec and index entries and stores its
-// removed event, which it returns.
-func (b *txb) removeJob(rec *rpc.Record, now time.Time, c counts) (rpc.Event, error) {
+// removed event, which it returns. The reference its spec held to an environment
+// goes into e.
+func (b *txb) removeJob(rec *rpc.Record, now time.Time, c counts, e *envDeltas) (rpc.Event, error) {
 	if err := b.unindex(rec); err != nil {
+		return rpc.Event{}, err
+	}
+	if err := b.release(rec.ID, e); err != nil {
 		return rpc.Event{}, err
 	}
 	if err := b.jobs.Delete(itob(rec.ID)); err != nil {

@@ -19,13 +19,16 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"spool/rpc"
 	"spool/rpc/codec"
 )
 
-// schemaVersion is the version of the database layout this package writes.
-const schemaVersion = 1
+// schemaVersion is the version of the database layout this package writes. Version
+// 2 added bEnvs and bEnvRefs (each environment stored once); Open upgrades a
+// version 1 database by adding them, leaving its specs as they are.
+const schemaVersion = 2
 
 // Bounds of one group commit: the requests drained into one transaction.
 const (
@@ -44,11 +47,6 @@ type Options struct {
 	Timeout time.Duration
 	// NoSync skips fsync at commit: for tests and benchmarks only.
 	NoSync bool
-	// MapBudget bounds, on Linux, how many bytes the pages of the database
-	// file's map may add to the process's resident memory: past it, the store
-	// drops them from the process (their data stays in the system's page
-	// cache). 0 means 48 MiB; a negative value never drops them.
-	MapBudget int64
 }
 
 // Store is spool's bbolt store. Its mutating calls share commits: the first call
@@ -60,13 +58,8 @@ type Store struct {
 	storeID string
 
 	quit    chan struct{}
-	wg      sync.WaitGroup
 	once    sync.Once
 	commits atomic.Uint64
-	// rel keeps the mapped pages within opts.MapBudget; nil when it cannot.
-	rel *releaser
-	// pages reads jobs by id from the file's pages (Get).
-	pages *pageFile
 	// dec decodes the stored JSON in one pass (codec.Decoder.Lenient): a
 	// transition reads its job's record, watchers catching up read events.
 	dec *codec.Decoder
@@ -143,7 +136,7 @@ func Open(path string, opts Options) (*Store, error) {
 	// and an existing one was grown above, so the map never reaches past the
 	// file's end.
 	db, err := openBolt(path, &bbolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync, InitialMmapSize: reservedSize})
-	if errors.Is(err, bbolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open store %s: %w", path, ErrLocked)
 	}
 	if err != nil {
@@ -164,22 +157,6 @@ func Open(path string, opts Options) (*Store, error) {
 		if err := reserve(path, opts.NoSync); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("open store %s: %w", path, err)
-		}
-	}
-	if s.pages, err = openPageFile(path, db.Info().PageSize); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
-	}
-	if opts.MapBudget >= 0 {
-		if opts.MapBudget == 0 {
-			opts.MapBudget = defaultMapBudget
-		}
-		if s.rel = newReleaser(db, opts.MapBudget); s.rel != nil {
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				s.rel.run(s.quit)
-			}()
 		}
 	}
 	return s, nil
@@ -242,31 +219,46 @@ func guard(fn func() error) (err error) {
 	return fn()
 }
 
-// checkLayout checks that tx is a spool database of a schema this package knows.
-func checkLayout(tx *bbolt.Tx) error {
+// checkLayout checks that tx is a spool database of a schema this package knows,
+// and returns its version.
+func checkLayout(tx *bbolt.Tx) (int, error) {
 	meta := tx.Bucket([]byte(bMeta))
 	if meta == nil {
-		return errors.New("not a spool database: no meta bucket")
+		return 0, errors.New("not a spool database: no meta bucket")
 	}
 	raw := meta.Get([]byte(metaVersion))
 	v, err := strconv.Atoi(string(raw))
 	if err != nil || v < 1 {
-		return fmt.Errorf("not a spool database: bad schema version %q", raw)
+		return 0, fmt.Errorf("not a spool database: bad schema version %q", raw)
 	}
 	if v > schemaVersion {
-		return fmt.Errorf("database schema version %d is newer than this program supports (%d): use a newer spoold", v, schemaVersion)
+		return 0, fmt.Errorf("database schema version %d is newer than this program supports (%d): use a newer spoold", v, schemaVersion)
 	}
-	for _, name := range bucketNames() {
+	for _, name := range bucketsOf(v) {
 		if tx.Bucket([]byte(name)) == nil {
-			return fmt.Errorf("damaged database: bucket %q is missing", name)
+			return 0, fmt.Errorf("damaged database: bucket %q is missing", name)
 		}
+	}
+	return v, nil
+}
+
+// upgrade brings a database of schema version 1 to 2: it adds the buckets of
+// environments. Specs stored before keep their env inline and are read as they are.
+func upgrade(tx *bbolt.Tx) error {
+	for _, name := range []string{bEnvs, bEnvRefs} {
+		if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	if err := tx.Bucket([]byte(bMeta)).Put([]byte(metaVersion), []byte(strconv.Itoa(schemaVersion))); err != nil {
+		return fmt.Errorf("set schema version: %w", err)
 	}
 	return nil
 }
 
 // setup checks the schema of an existing database, or lays out a new one.
 func (s *Store) setup() error {
-	fresh := false
+	fresh, version := false, 0
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		meta := tx.Bucket([]byte(bMeta))
 		if meta == nil {
@@ -283,9 +275,11 @@ func (s *Store) setup() error {
 			fresh = true
 			return nil
 		}
-		if err := checkLayout(tx); err != nil {
+		v, err := checkLayout(tx)
+		if err != nil {
 			return err
 		}
+		version = v
 		id := meta.Get([]byte(metaStoreID))
 		if len(id) == 0 {
 			return fmt.Errorf("damaged database: no store id")
@@ -293,8 +287,16 @@ func (s *Store) setup() error {
 		s.storeID = string(id)
 		return nil
 	})
-	if err != nil || !fresh {
+	if err != nil {
 		return err
+	}
+	if !fresh {
+		if version < schemaVersion {
+			if err := s.db.Update(upgrade); err != nil {
+				return fmt.Errorf("upgrade database from schema version %d: %w", version, err)
+			}
+		}
+		return nil
 	}
 	var raw [16]byte
 	if _, err := rand.Read(raw[:]); err != nil {
@@ -338,11 +340,7 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 		close(s.quit)
 		s.inflight.Wait()
-		s.wg.Wait()
 		if e := s.db.Close(); e != nil {
-			err = fmt.Errorf("close store: %w", e)
-		}
-		if e := s.pages.close(); e != nil && err == nil {
 			err = fmt.Errorf("close store: %w", e)
 		}
 	})
@@ -355,13 +353,6 @@ func (s *Store) StoreID() string { return s.storeID }
 // Commits is the number of write transactions committed since Open: with group
 // commit, fewer than the mutating calls made at the same time.
 func (s *Store) Commits() uint64 { return s.commits.Load() }
-
-// touch tells the releaser of mapped pages that a transaction begins.
-func (s *Store) touch() {
-	if s.rel != nil {
-		s.rel.touch()
-	}
-}
 
 // closed reports whether Close was called.
 func (s *Store) closed() bool {
@@ -516,7 +507,6 @@ func (s *Store) commit(batch []*op) {
 		}
 		pending = append(pending, o)
 	}
-	s.touch()
 	for len(pending) > 0 {
 		failed := -1
 		err := s.db.Update(func(tx *bbolt.Tx) error {
@@ -590,7 +580,6 @@ func (s *Store) viewWith(ctx context.Context, open func(tx *bbolt.Tx) (*txb, err
 	if s.closed() {
 		return rpc.ShuttingDown()
 	}
-	s.touch()
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		b, err := open(tx)
 		if err != nil {

@@ -242,7 +242,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 	db, err := bbolt.Open(path, 0o600, nil)
 	is.NoErr(err) // bbolt opens it
 	is.NoErr(db.Update(func(tx *bbolt.Tx) error {
-		return tx.Bucket([]byte("meta")).Put([]byte("version"), []byte("2"))
+		return tx.Bucket([]byte("meta")).Put([]byte("version"), []byte("3"))
 	})) // a later version wrote it
 	is.NoErr(db.Close()) // closed
 	before, err := os.ReadFile(path)
@@ -250,7 +250,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 
 	_, err = store.Open(path, store.Options{})
 	is.True(err != nil)                                 // a newer schema is refused
-	is.True(strings.Contains(err.Error(), "version 2")) // saying which version
+	is.True(strings.Contains(err.Error(), "version 3")) // saying which version
 	is.True(strings.Contains(err.Error(), "newer"))     // and why
 	after, err := os.ReadFile(path)
 	is.NoErr(err)                           // readable

@@ -50,18 +50,20 @@ type sizes struct {
 	watchJobs      int
 	memWatchers    int // watchers of the memory figure, per group
 	memJobs        int // jobs they watch run
+	envJobs        int // jobs submitted from one shell's environment
+	envCLI         int // spool submit runs with that environment, and as many without
 }
 
 func fullSizes() sizes {
 	return sizes{floorN: 200, bulkCalls: 20, concurrentJobs: 16000, writerPuts: 250, loneN: 500, e2eJobs: 1000,
 		stepJobs: 1000, cliJobs: 300, scaleJobs: 1_000_000, scaleGets: 5000, scaleLists: 100,
-		watchers: 100, watchJobs: 1000, memWatchers: 1000, memJobs: 1000}
+		watchers: 100, watchJobs: 1000, memWatchers: 1000, memJobs: 1000, envJobs: 100_000, envCLI: 200}
 }
 
 func quickSizes() sizes {
 	return sizes{floorN: 50, bulkCalls: 5, concurrentJobs: 4000, writerPuts: 100, loneN: 200, e2eJobs: 1000,
 		stepJobs: 1000, cliJobs: 300, scaleJobs: 20000, scaleGets: 1000, scaleLists: 30,
-		watchers: 100, watchJobs: 1000, memWatchers: 1000, memJobs: 300}
+		watchers: 100, watchJobs: 1000, memWatchers: 1000, memJobs: 300, envJobs: 5000, envCLI: 50}
 }
 
 // figure is one group of rows of the table.
@@ -79,6 +81,7 @@ func figures() []figure {
 		{"steps", "1,000 `sleep 1ms` jobs at --max-parallel 256", runSteps},
 		{"cli", "a shell loop of `spool submit -- true` against task-spooler", runCLI},
 		{"scale", "job.get, job.list, restart and RSS with many final jobs stored", runScale},
+		{"shellenv", "100,000 jobs submitted from one shell: database size and spool submit time", runShellEnv},
 		{"watch", "event delivery latency to 100 watchers while 1,000 jobs run", runWatch},
 		{"memory", "spoold's RssAnon idle, under 1,000 watchers of all events while 1,000 jobs run, and after", runMemory},
 	}

@@ -206,7 +206,7 @@ func TestDamagedDatabase(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		err = db.Update(func(tx *bbolt.Tx) error { return tx.Bucket([]byte("meta")).Put([]byte("version"), []byte("2")) })
+		err = db.Update(func(tx *bbolt.Tx) error { return tx.Bucket([]byte("meta")).Put([]byte("version"), []byte("99")) })
 		if err != nil {
 			t.Fatal(err)
 		}

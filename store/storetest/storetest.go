@@ -24,6 +24,15 @@ type Checker interface {
 	Check(ctx context.Context) error
 }
 
+// EnvCounter is a store that keeps each distinct environment (a spec's env) once,
+// with the number of stored specs that refer to it; the suite checks the counts
+// when the store has it, and the environments the store gives back in any case.
+type EnvCounter interface {
+	// EnvRefs is the reference count of each stored environment, in an
+	// order of the store's.
+	EnvRefs(ctx context.Context) ([]int64, error)
+}
+
 // Run runs every case of the suite, each against a new, empty store made by open.
 // open registers the store's closing with t.Cleanup.
 func Run(t *testing.T, open func(t *testing.T) daemon.Store) {
@@ -54,6 +63,11 @@ func Run(t *testing.T, open func(t *testing.T) daemon.Store) {
 		{"Templates", testTemplates},
 		{"Queues", testQueues},
 		{"ConcurrentSubmits", testConcurrentSubmits},
+		{"EnvShared", testEnvShared},
+		{"EnvFreedByRemove", testEnvFreedByRemove},
+		{"EnvFreedByPrune", testEnvFreedByPrune},
+		{"EnvFailedBatch", testEnvFailedBatch},
+		{"EnvKeyIdempotency", testEnvKeyIdempotency},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -988,4 +1002,198 @@ func testConcurrentSubmits(t *testing.T, s daemon.Store) {
 		is.Equal(seq, last+1+int64(i)) // seqs run without a gap
 	}
 	is.Equal(counts(t, s)[rpc.StateQueued], workers*each) // every job counted
+}
+
+// shellEnv is an environment like a shell's, told apart by which.
+func shellEnv(which string) map[string]string {
+	env := map[string]string{"SHELL": "/bin/bash", "WHICH": which}
+	for i := range 100 {
+		env[fmt.Sprintf("VAR_%03d", i)] = fmt.Sprintf("value %d of the shell %s, long enough to matter", i, which)
+	}
+	return env
+}
+
+// withEnv is Spec(name) with env.
+func withEnv(name string, env map[string]string) rpc.Spec {
+	sp := Spec(name)
+	sp.Env = env
+	return sp
+}
+
+// envRefs reads the reference counts of s's environments, sorted, or nil when s
+// keeps none apart.
+func envRefs(t *testing.T, s daemon.Store) []int64 {
+	t.Helper()
+	is := is.New(t)
+	is.Helper()
+	ec, ok := s.(EnvCounter)
+	if !ok {
+		return nil
+	}
+	refs, err := ec.EnvRefs(context.Background())
+	is.NoErr(err) // the counts are readable
+	slices.Sort(refs)
+	return refs
+}
+
+// hasEnvCounter reports whether s counts its environments.
+func hasEnvCounter(s daemon.Store) bool {
+	_, ok := s.(EnvCounter)
+	return ok
+}
+
+func testEnvShared(t *testing.T, s daemon.Store) {
+	is := is.New(t)
+	ctx := context.Background()
+	one, other := shellEnv("one"), shellEnv("other")
+	recs := submit(t, s, withEnv("a", one), withEnv("b", one), withEnv("c", other), Spec("none"))
+	recs = append(recs, submit(t, s, withEnv("d", shellEnv("one")))...)
+	if hasEnvCounter(s) {
+		is.Equal(envRefs(t, s), []int64{1, 3}) // each distinct environment once: one shared by three specs, other by one
+	}
+	for i, want := range []map[string]string{one, one, other, {}, one} {
+		got := get(t, s, recs[i].ID)
+		is.Equal(got.Spec.Env, want)          // each job gets back exactly its environment
+		is.Equal(got.Spec.Name, recs[i].Name) // with the rest of its spec
+	}
+	is.Equal(get(t, s, recs[3].ID).Spec.Env != nil, true) // an empty env stays empty, not null
+
+	un, err := s.Unfinished(ctx)
+	is.NoErr(err)        // readable
+	is.Equal(len(un), 5) // every job is queued
+	un[0].Spec.Env["WHICH"] = "changed by the caller"
+	is.Equal(un[1].Spec.Env, one)                 // jobs sharing an environment do not share its map
+	is.Equal(un[2].Spec.Env, other)               // and each has its own
+	is.Equal(un[4].Spec.Env, one)                 // the one submitted in another call too
+	is.Equal(get(t, s, recs[0].ID).Spec.Env, one) // and the stored one is untouched
+}
+
+func testEnvFreedByRemove(t *testing.T, s daemon.Store) {
+	is := is.New(t)
+	ctx := context.Background()
+	one := shellEnv("one")
+	a := finished(t, s, withEnv("a", one), rpc.StateSucceeded, epoch())
+	b := finished(t, s, withEnv("b", one), rpc.StateFailed, epoch())
+	c := finished(t, s, withEnv("c", shellEnv("other")), rpc.StateSucceeded, epoch())
+	if hasEnvCounter(s) {
+		is.Equal(envRefs(t, s), []int64{1, 2}) // two environments: one shared by two jobs
+	}
+
+	_, _, err := s.Remove(ctx, []int64{a.ID}, epoch())
+	is.NoErr(err)                           // removed
+	is.Equal(get(t, s, b.ID).Spec.Env, one) // the job sharing its environment keeps it
+	if hasEnvCounter(s) {
+		is.Equal(envRefs(t, s), []int64{1, 1}) // one reference fewer
+	}
+	_, _, err = s.Remove(ctx, []int64{b.ID, c.ID}, epoch())
+	is.NoErr(err) // removed
+	if hasEnvCounter(s) {
+		is.Equal(len(envRefs(t, s)), 0) // the last references free both environments
+	}
+
+	// An environment freed is stored again by the next spec that has it.
+	d := submit(t, s, withEnv("d", one))[0]
+	is.Equal(get(t, s, d.ID).Spec.Env, one) // stored afresh
+	if hasEnvCounter(s) {
+		is.Equal(envRefs(t, s), []int64{1}) // counted afresh
+	}
+}
+
+func testEnvFreedByPrune(t *testing.T, s daemon.Store) {
+	is := is.New(t)
+	ctx := context.Background()
+	one := shellEnv("one")
+	old := epoch().Add(-2 * time.Hour)
+	finished(t, s, withEnv("old a", one), rpc.StateSucceeded, old)
+	finished(t, s, withEnv("old b", shellEnv("other")), rpc.StateFailed, old)
+	keep := finished(t, s, withEnv("new", one), rpc.StateSucceeded, epoch())
+	queued := submit(t, s, withEnv("queued", one))[0]
+	if hasEnvCounter(s) {
+		is.Equal(envRefs(t, s), []int64{1, 3}) // one shared by three jobs, other by one
+	}
+
+	ids, _, err := s.Prune(ctx, nil, epoch().Add(-time.Hour), epoch())
+	is.NoErr(err)         // pruned
+	is.Equal(len(ids), 2) // the two old jobs
+	if hasEnvCounter(s) {
+		is.Equal(envRefs(t, s), []int64{2}) // other is freed; one keeps two references
+	}
+	is.Equal(get(t, s, keep.ID).Spec.Env, one)   // the jobs left keep their environment
+	is.Equal(get(t, s, queued.ID).Spec.Env, one) // the jobs left keep their environment
+
+	ids, _, err = s.Prune(ctx, nil, time.Time{}, epoch())
+	is.NoErr(err)         // pruned
+	is.Equal(len(ids), 1) // the newer final job
+	if hasEnvCounter(s) {
+		is.Equal(envRefs(t, s), []int64{1}) // the queued job's reference is left
+	}
+}
+
+func testEnvFailedBatch(t *testing.T, s daemon.Store) {
+	is := is.New(t)
+	ctx := context.Background()
+	one := shellEnv("one")
+	submit(t, s, withEnv("a", one))
+	before := envRefs(t, s)
+	if hasEnvCounter(s) {
+		is.Equal(before, []int64{1}) // one environment, one reference
+	}
+
+	bad := withEnv("bad", one)
+	bad.After = []int64{9999}
+	nj := []rpc.NewJob{
+		NewJob("jobs[0]", withEnv("fine", one), epoch()),
+		NewJob("jobs[1]", withEnv("new", shellEnv("other")), epoch()),
+		NewJob("jobs[2]", bad, epoch()),
+	}
+	_, _, err := s.Submit(ctx, nj)
+	is.Equal(code(err), rpc.CodeInvalidParams) // the batch fails on its last job
+	is.Equal(envRefs(t, s), before)            // and counts no reference, stores no environment
+
+	// Concurrent calls share commits: a failing one leaves the others' counts.
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sp := withEnv(fmt.Sprintf("c%d", i), one)
+			if i%2 == 1 {
+				sp.After = []int64{9999}
+			}
+			_, _, errs[i] = s.Submit(ctx, []rpc.NewJob{NewJob("job", sp, epoch())})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i%2 == 1 {
+			is.Equal(code(err), rpc.CodeInvalidParams) // the ones with a bad dependency are refused
+		} else {
+			is.NoErr(err) // the others are stored
+		}
+	}
+	if hasEnvCounter(s) {
+		is.Equal(envRefs(t, s), []int64{5}) // the first job and the four stored ones
+	}
+}
+
+func testEnvKeyIdempotency(t *testing.T, s daemon.Store) {
+	is := is.New(t)
+	ctx := context.Background()
+	sp := withEnv("keyed", shellEnv("one"))
+	sp.Key = "k"
+	first := submit(t, s, sp)[0]
+	again := submit(t, s, sp)[0]
+	is.Equal(again.ID, first.ID)              // the same spec and key is the same job
+	is.Equal(again.Spec.Env, shellEnv("one")) // answered with its environment
+	if hasEnvCounter(s) {
+		is.Equal(envRefs(t, s), []int64{1}) // and counts no second reference
+	}
+	other := sp
+	other.Env = shellEnv("other")
+	_, _, err := s.Submit(ctx, []rpc.NewJob{NewJob("job", other, epoch())})
+	is.Equal(code(err), rpc.CodeKeyConflict) // another environment is another spec
+	if hasEnvCounter(s) {
+		is.Equal(envRefs(t, s), []int64{1}) // and stores nothing
+	}
 }
