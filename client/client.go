@@ -6,8 +6,8 @@
 // $/cancelRequest sent for a call whose context ends first. A Client is safe for
 // use by many goroutines.
 //
-// It imports only rpc, for the contract, and jsonrpc2: the CLI links no store and
-// no scheduler.
+// It imports rpc, for the contract, rpc/codec and rpc/unixsock below it, and
+// jsonrpc2: the CLI links no store and no scheduler.
 package client
 
 import (

@@ -1,6 +1,9 @@
 // Package daemon is spool's engine: it implements rpc.Service on top of a Store,
 // schedules queued jobs under the queue and global limits, runs their steps, feeds
 // watchers, and recovers what a previous run left behind.
+//
+// It imports rpc (the contract) and rpc/codec, never store or the server: the
+// Store it needs is an interface of its own, and cmd/spoold wires the rest.
 package daemon
 
 import (

@@ -1,6 +1,9 @@
 // Package store keeps spool's jobs, their indexes, the event log, queues and
 // templates in a bbolt database. *Store implements daemon.Store: every mutating call
 // is one durable transaction, and calls that arrive together share one commit.
+//
+// It imports rpc for the types it keeps and rpc/codec to read them back, and
+// bbolt; only cmd/spoold and tests import it.
 package store
 
 import (

@@ -4,6 +4,9 @@
 // binary. It adapts any rpc.Service, as the socket server does, with the same
 // strict params, size limit and error codes; every data route takes a bearer
 // token, read-only or read-write (see Token).
+//
+// It imports rpc, rpc/codec and rpc/server (the socket's defaults), and
+// prometheus/client_golang; spoold imports it.
 package httpapi
 
 import (

@@ -1,5 +1,6 @@
 // Package storetest is the conformance suite of daemon.Store: every store runs the
 // same cases, so that another store can stand behind the daemon and behave alike.
+// It imports daemon (for the Store interface) and rpc; only stores' tests import it.
 package storetest
 
 import (
