@@ -25,7 +25,8 @@ import (
 // works where no controller is delegated (the hybrid layout) and keeps the "no
 // internal processes" rule out of the way.
 type cgroupTree struct {
-	dir string
+	dir   string
+	owner string // the owner marker, an empty cgroup
 
 	// idle holds empty step cgroups to use again: making and removing a cgroup
 	// costs more than the check that one is empty.
@@ -45,14 +46,21 @@ func openCgroupTree(name string) (*cgroupTree, error) {
 		return nil, err
 	}
 	dir := filepath.Join(own, name)
-	// Trees of daemons that are gone stay behind, empty, when their daemon
-	// could not remove them: an empty one is removed (a live daemon makes its
-	// tree again when it needs it).
+	// Trees of daemons that are gone stay behind when their daemon could not
+	// remove them (kill -9). One whose owner marker names a process that is gone,
+	// and in which no process lives, is removed whole; one with no marker only
+	// when it is empty (a live daemon makes its tree again when it needs it).
 	if ents, err := os.ReadDir(own); err == nil {
 		for _, e := range ents {
-			if e.IsDir() && strings.HasPrefix(e.Name(), "spool-") && e.Name() != name {
-				_ = os.Remove(filepath.Join(own, e.Name()))
+			if !e.IsDir() || !strings.HasPrefix(e.Name(), "spool-") || e.Name() == name {
+				continue
 			}
+			p := filepath.Join(own, e.Name())
+			if marked, alive := treeOwner(p); marked && !alive && !cgroupPopulated(p) {
+				_ = removeCgroupDirs(p)
+				continue
+			}
+			_ = os.Remove(p)
 		}
 	}
 	probe := filepath.Join(dir, "probe")
@@ -80,7 +88,49 @@ func openCgroupTree(name string) (*cgroupTree, error) {
 		return nil, fmt.Errorf("cgroup %s is not writable: %w", dir, err)
 	}
 	f.Close()
-	return &cgroupTree{dir: dir}, nil
+	// The owner marker: an empty cgroup named after this process, so that a
+	// daemon starting later can tell this tree's owner is gone. Markers of an
+	// earlier run on this tree go.
+	if ents, err := os.ReadDir(dir); err == nil {
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ownerPrefix) {
+				_ = os.Remove(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	me := os.Getpid()
+	owner := filepath.Join(dir, ownerPrefix+strconv.Itoa(me)+"-"+strconv.FormatUint(procStartTime(me), 10))
+	if err := os.Mkdir(owner, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("make cgroup %s: %w", owner, err)
+	}
+	return &cgroupTree{dir: dir, owner: owner}, nil
+}
+
+// ownerPrefix starts the name of the empty cgroup by which a tree names the
+// daemon that owns it: owner-<pid>-<start time in clock ticks>.
+const ownerPrefix = "owner-"
+
+// treeOwner reads a tree's owner marker: marked says it has one, alive that the
+// process it names still runs (the same pid with the same start time).
+func treeOwner(tree string) (marked, alive bool) {
+	ents, err := os.ReadDir(tree)
+	if err != nil {
+		return false, false
+	}
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), ownerPrefix)
+		if !ok {
+			continue
+		}
+		marked = true
+		pid, start, _ := strings.Cut(rest, "-")
+		n, err1 := strconv.Atoi(pid)
+		st, err2 := strconv.ParseUint(start, 10, 64)
+		if err1 == nil && err2 == nil && n > 0 && procStartTime(n) == st {
+			alive = true
+		}
+	}
+	return marked, alive
 }
 
 // ownCgroup2 finds the v2 hierarchy in /proc/self/mountinfo (never assumed to be
@@ -334,7 +384,7 @@ func (t *cgroupTree) sweep(wait time.Duration) (stuck []string) {
 		return nil
 	}
 	for _, e := range ents {
-		if !e.IsDir() {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ownerPrefix) {
 			continue
 		}
 		p := filepath.Join(t.dir, e.Name())
@@ -354,5 +404,6 @@ func (t *cgroupTree) close() {
 	for _, p := range idle {
 		_ = removeCgroupDirs(p)
 	}
+	_ = os.Remove(t.owner)
 	_ = os.Remove(t.dir)
 }

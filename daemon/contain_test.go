@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -258,4 +259,52 @@ func TestResumedAttemptIsMarked(t *testing.T) {
 	is.Equal(lines[1], "[spool: attempt 1 again: the daemon stopped while it ran]") // between them
 	_, err = h.d.Cancel(ctxT(t), rpc.CancelParams{ID: j.ID})
 	is.NoErr(err)
+}
+
+// TestDeadDaemonsTreeIsRemoved checks that the cgroup tree of a daemon that died
+// without removing it (kill -9), idle step cgroups and all, is removed by the next
+// daemon that starts beside it, and that a tree whose owner lives is kept.
+func TestDeadDaemonsTreeIsRemoved(t *testing.T) {
+	is := is.New(t)
+	h := cgroupHarness(t)
+	info, err := h.d.Info(ctxT(t))
+	is.NoErr(err)
+	own := filepath.Dir(strings.TrimPrefix(info.ContainmentNote, "a cgroup per step under "))
+	gone := exec.Command("true")
+	is.NoErr(gone.Start())
+	pid := gone.Process.Pid
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	is.NoErr(err)
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+	began := fields[19] // field 22 of the line: the start time
+	is.NoErr(gone.Wait())
+	dead := filepath.Join(own, "spool-test-dead-"+strconv.Itoa(pid))
+	for _, d := range []string{dead, filepath.Join(dead, "owner-"+strconv.Itoa(pid)+"-"+began), filepath.Join(dead, "step-1")} {
+		is.NoErr(os.Mkdir(d, 0o755))
+	}
+	t.Cleanup(func() {
+		for _, d := range []string{"step-1", "owner-" + strconv.Itoa(pid) + "-" + began, ""} {
+			_ = os.Remove(filepath.Join(dead, d))
+		}
+	})
+	// The live owner: this test's own process.
+	self, err := os.ReadFile("/proc/self/stat")
+	is.NoErr(err)
+	start2 := strings.Fields(string(self[bytes.LastIndexByte(self, ')')+2:]))[19]
+	live := filepath.Join(own, "spool-test-live-"+strconv.Itoa(os.Getpid()))
+	liveOwner := filepath.Join(live, "owner-"+strconv.Itoa(os.Getpid())+"-"+start2)
+	for _, d := range []string{live, liveOwner, filepath.Join(live, "step-1")} {
+		is.NoErr(os.Mkdir(d, 0o755))
+	}
+	t.Cleanup(func() {
+		for _, d := range []string{filepath.Join(live, "step-1"), liveOwner, live} {
+			_ = os.Remove(d)
+		}
+	})
+	other := start(t, t.TempDir(), nil) // a second daemon starts beside them
+	<-other.d.Ready()
+	_, err = os.Stat(dead)
+	is.True(os.IsNotExist(err)) // the dead daemon's tree is gone, idle cgroup and all
+	_, err = os.Stat(filepath.Join(live, "step-1"))
+	is.NoErr(err) // a live daemon's tree stays
 }
