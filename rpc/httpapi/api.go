@@ -20,66 +20,25 @@ import (
 type method struct {
 	// scope is the least a token needs to call it.
 	scope Scope
-	call  func(ctx context.Context, params json.RawMessage) (any, error)
+	call  codec.Call
 }
 
-// withParams adapts a Service method that takes params: they are decoded strictly
-// and, when they are a Validator, checked before the method sees them, as the
-// socket server does.
-func withParams[P, R any](dec *codec.Decoder, f func(context.Context, P) (R, error)) func(context.Context, json.RawMessage) (any, error) {
-	return func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p P
-		if err := dec.Params(raw, &p); err != nil {
-			return nil, err
-		}
-		if v, ok := any(p).(rpc.Validator); ok {
-			if err := v.Validate(); err != nil {
-				return nil, err
-			}
-		}
-		return f(ctx, p)
-	}
-}
-
-// noParams adapts a Service method that takes no params ({} or none).
-func noParams[R any](dec *codec.Decoder, f func(context.Context) (R, error)) func(context.Context, json.RawMessage) (any, error) {
-	return func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p rpc.Empty
-		if err := dec.Params(raw, &p); err != nil {
-			return nil, err
-		}
-		return f(ctx)
-	}
-}
-
-func noResult[P any](f func(context.Context, P) error) func(context.Context, P) (rpc.Empty, error) {
-	return func(ctx context.Context, p P) (rpc.Empty, error) { return rpc.Empty{}, f(ctx, p) }
-}
-
-// methods is the dispatch table: every method of the protocol but job.watch, which
-// is GET /api/v1/watch (an event stream), and job.unwatch, which ends one.
+// methods is the dispatch table: the shared calls, each with the scope it needs.
+// job.watch is GET /api/v1/watch (an event stream), and job.unwatch ends one.
 func methods(svc rpc.Service, dec *codec.Decoder) map[string]method {
-	r, w := ScopeRead, ScopeWrite
-	return map[string]method{
-		rpc.MethodSubmit:         {w, withParams(dec, svc.Submit)},
-		rpc.MethodGet:            {r, withParams(dec, svc.Get)},
-		rpc.MethodList:           {r, withParams(dec, svc.List)},
-		rpc.MethodCancel:         {w, withParams(dec, svc.Cancel)},
-		rpc.MethodWait:           {r, withParams(dec, svc.Wait)},
-		rpc.MethodLogs:           {r, withParams(dec, svc.Logs)},
-		rpc.MethodRetry:          {w, withParams(dec, svc.Retry)},
-		rpc.MethodRemove:         {w, withParams(dec, svc.Remove)},
-		rpc.MethodPrune:          {w, withParams(dec, svc.Prune)},
-		rpc.MethodQueueList:      {r, noParams(dec, svc.QueueList)},
-		rpc.MethodQueueSet:       {w, withParams(dec, svc.QueueSet)},
-		rpc.MethodTemplatePut:    {w, withParams(dec, svc.TemplatePut)},
-		rpc.MethodTemplateGet:    {r, withParams(dec, svc.TemplateGet)},
-		rpc.MethodTemplateList:   {r, noParams(dec, svc.TemplateList)},
-		rpc.MethodTemplateRemove: {w, withParams(dec, noResult(svc.TemplateRemove))},
-		rpc.MethodTemplateRun:    {w, withParams(dec, svc.TemplateRun)},
-		rpc.MethodInfo:           {r, noParams(dec, svc.Info)},
-		rpc.MethodShutdown:       {w, withParams(dec, noResult(svc.Shutdown))},
+	read := map[string]bool{
+		rpc.MethodGet: true, rpc.MethodList: true, rpc.MethodWait: true, rpc.MethodLogs: true,
+		rpc.MethodQueueList: true, rpc.MethodTemplateGet: true, rpc.MethodTemplateList: true, rpc.MethodInfo: true,
 	}
+	out := map[string]method{}
+	for name, call := range codec.Calls(svc, dec) {
+		scope := ScopeWrite
+		if read[name] {
+			scope = ScopeRead
+		}
+		out[name] = method{scope: scope, call: call}
+	}
+	return out
 }
 
 // Methods lists the methods served as POST /api/v1/<method>.

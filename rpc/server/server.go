@@ -103,7 +103,7 @@ type method struct {
 	// slow methods run in their own goroutine, so that they never delay later
 	// requests of the connection, and can be cancelled by $/cancelRequest.
 	slow bool
-	call func(ctx context.Context, params json.RawMessage) (any, error)
+	call codec.Call
 }
 
 // NewServer returns a server for cfg, with defaults filled in.
@@ -128,62 +128,16 @@ func New(cfg Config) *Server {
 	return &Server{cfg: cfg, log: log, uid: os.Getuid(), methods: methods(cfg.Service, dec), dec: dec}
 }
 
-// withParams adapts a Service method that takes params: they are decoded and,
-// when they are a Validator, checked before the method sees them.
-func withParams[P, R any](dec *codec.Decoder, f func(context.Context, P) (R, error)) func(context.Context, json.RawMessage) (any, error) {
-	return func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p P
-		if err := dec.Params(raw, &p); err != nil {
-			return nil, err
-		}
-		if v, ok := any(p).(rpc.Validator); ok {
-			if err := v.Validate(); err != nil {
-				return nil, err
-			}
-		}
-		return f(ctx, p)
-	}
-}
-
-// noParams adapts a Service method that takes no params ({} or none).
-func noParams[R any](dec *codec.Decoder, f func(context.Context) (R, error)) func(context.Context, json.RawMessage) (any, error) {
-	return func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p rpc.Empty
-		if err := dec.Params(raw, &p); err != nil {
-			return nil, err
-		}
-		return f(ctx)
-	}
-}
-
-// noResult adapts a Service method whose result is {}.
-func noResult[P any](f func(context.Context, P) error) func(context.Context, P) (rpc.Empty, error) {
-	return func(ctx context.Context, p P) (rpc.Empty, error) { return rpc.Empty{}, f(ctx, p) }
-}
-
-// methods is the dispatch table. job.watch, job.unwatch and $/cancelRequest are the
-// connection's own business and are not in it.
+// methods is the dispatch table: the shared calls, with the slow ones marked.
+// job.watch, job.unwatch and $/cancelRequest are the connection's own business
+// and are not in it.
 func methods(svc rpc.Service, dec *codec.Decoder) map[string]method {
-	return map[string]method{
-		rpc.MethodSubmit:         {call: withParams(dec, svc.Submit)},
-		rpc.MethodGet:            {call: withParams(dec, svc.Get)},
-		rpc.MethodList:           {call: withParams(dec, svc.List)},
-		rpc.MethodCancel:         {slow: true, call: withParams(dec, svc.Cancel)},
-		rpc.MethodWait:           {slow: true, call: withParams(dec, svc.Wait)},
-		rpc.MethodLogs:           {call: withParams(dec, svc.Logs)},
-		rpc.MethodRetry:          {call: withParams(dec, svc.Retry)},
-		rpc.MethodRemove:         {call: withParams(dec, svc.Remove)},
-		rpc.MethodPrune:          {call: withParams(dec, svc.Prune)},
-		rpc.MethodQueueList:      {call: noParams(dec, svc.QueueList)},
-		rpc.MethodQueueSet:       {call: withParams(dec, svc.QueueSet)},
-		rpc.MethodTemplatePut:    {call: withParams(dec, svc.TemplatePut)},
-		rpc.MethodTemplateGet:    {call: withParams(dec, svc.TemplateGet)},
-		rpc.MethodTemplateList:   {call: noParams(dec, svc.TemplateList)},
-		rpc.MethodTemplateRemove: {call: withParams(dec, noResult(svc.TemplateRemove))},
-		rpc.MethodTemplateRun:    {call: withParams(dec, svc.TemplateRun)},
-		rpc.MethodInfo:           {call: noParams(dec, svc.Info)},
-		rpc.MethodShutdown:       {slow: true, call: withParams(dec, noResult(svc.Shutdown))},
+	slow := map[string]bool{rpc.MethodCancel: true, rpc.MethodWait: true, rpc.MethodShutdown: true}
+	out := map[string]method{}
+	for name, call := range codec.Calls(svc, dec) {
+		out[name] = method{slow: slow[name], call: call}
 	}
+	return out
 }
 
 // Serve accepts connections on ln and serves each until ctx is done or ln is
