@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"slices"
 	"sort"
 	"strconv"
@@ -350,39 +349,12 @@ func defineInfo(a *app, fs *pflag.FlagSet) runner {
 	}
 }
 
-// version is this program's version from its build information.
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	if v == "" || v == "(devel)" {
-		v = "devel"
-	}
-	var rev, modified string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				modified = "+dirty"
-			}
-		}
-	}
-	if rev != "" && v == "devel" {
-		v += " (" + rev[:min(12, len(rev))] + modified + ")"
-	}
-	return v
-}
-
 func defineVersion(a *app, fs *pflag.FlagSet) runner {
 	return func(ctx context.Context, args []string) error {
 		if len(args) > 0 {
 			return usagef("version takes no arguments")
 		}
-		v := version()
+		v := rpc.BuildVersion()
 		var info *rpc.Info
 		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()

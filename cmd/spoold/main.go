@@ -34,37 +34,6 @@ func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
 }
 
-// buildVersion is this program's version from its build information, worked out
-// as spool's is (cmd/spool), so that `spool version`, `spoold --version` and
-// daemon.info's version agree for binaries built from the same tree: the module
-// version (a tag or pseudo-version when the build stamped it), else "devel" with
-// the commit when known.
-func buildVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	if v == "" || v == "(devel)" {
-		v = "devel"
-	}
-	var rev, modified string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				modified = "+dirty"
-			}
-		}
-	}
-	if rev != "" && v == "devel" {
-		v += " (" + rev[:min(12, len(rev))] + modified + ")"
-	}
-	return v
-}
-
 // options are spoold's flags.
 type options struct {
 	socket         string
@@ -250,7 +219,7 @@ func realMain(args []string, stdout, stderr io.Writer, getenv func(string) strin
 		printVersion(stdout)
 		return 0
 	}
-	o.version = buildVersion()
+	o.version = rpc.BuildVersion()
 	log := newLogger(stderr, o.logLevel, getenv)
 	if getenv("GOGC") == "" {
 		// Each collection has a fixed cost (waking the collector's workers on
@@ -277,7 +246,7 @@ func realMain(args []string, stdout, stderr io.Writer, getenv func(string) strin
 // printVersion prints what `spoold version` and `spoold --version` print, in the
 // form of `spool version`'s lines.
 func printVersion(w io.Writer) {
-	fmt.Fprintf(w, "spoold %s (protocol %d)\n", buildVersion(), rpc.ProtocolVersion)
+	fmt.Fprintf(w, "spoold %s (protocol %d)\n", rpc.BuildVersion(), rpc.ProtocolVersion)
 }
 
 // gcPercent is the collector's target unless GOGC says otherwise.
