@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"spool/rpc"
+	"spool/rpc/machine"
 )
 
 // Store is what the daemon needs from storage. Each mutating call is one durable
@@ -20,23 +21,39 @@ type Store interface {
 	// each spec's AfterIndex into Job.After, checks that every id in After exists
 	// (-32602 naming NewJob.Field + ".after[i]"), and for a job whose key is already
 	// stored returns the stored job instead when the specs are equal, 1008 when they
-	// differ. It returns the records in the order given (with Spec set) and the
-	// submitted events of the jobs it created.
+	// differ. A new job with a dependency that is final but did not succeed fails
+	// in the same transaction (machine.EndUnstarted, machine.DependencyFailed). It
+	// returns the records in the order given (with Spec set) and the events of the
+	// jobs it created.
 	Submit(ctx context.Context, jobs []rpc.NewJob) ([]rpc.Record, []rpc.Event, error)
 
 	// Apply stores transitions in one transaction: each replaces the record of an
-	// existing job whose stored state is still From and appends its events. If any
-	// job is missing or not in its From state, nothing is applied and the error is
-	// 1001 or 1002 (with the state found).
+	// existing job whose stored state is still From (and, when the transition
+	// names an Epoch, whose stored Run.Epoch is still that one) and appends its
+	// events. If any job is missing, not in its From state or owned by another
+	// epoch, nothing is applied and the error is 1001 or 1002 (with the state
+	// found). A stored cancel request (Run.CancelReason) is kept when the new
+	// record has none. The store keeps its own bookkeeping in the same
+	// transaction: queue counts; a job that became final other than succeeded
+	// fails its queued dependents (machine.EndUnstarted with
+	// machine.DependencyFailed, transitively, their records and events added to
+	// what Apply returns); one that succeeded makes runnable the dependents
+	// whose dependencies have all succeeded.
 	Apply(ctx context.Context, ts []rpc.Transition) ([]rpc.Event, error)
 
-	// Get reads one job, with its spec; 1001 when unknown.
+	// Get reads one job, with its spec; 1001 when unknown. Get and List fill
+	// Waiting for a queued job from what the store knows: "after" (a dependency
+	// is unfinished), "not_before", "paused", "capacity" (its queue's parallel
+	// limit is reached), or nil (the daemon says "capacity" when its own
+	// limit is).
 	Get(ctx context.Context, id int64) (*rpc.Record, error)
 	// List reads a page of jobs without their specs, filtered as p says.
 	List(ctx context.Context, p rpc.ListParams) (*rpc.ListResult, error)
 	// Unfinished reads every queued or running job (with its spec), from the index of
 	// unfinished jobs: its cost grows with unfinished jobs, not with history.
 	Unfinished(ctx context.Context) ([]rpc.Record, error)
+	// Running reads every running job, with its spec.
+	Running(ctx context.Context) ([]rpc.Record, error)
 	// Counts is the number of stored jobs in each state.
 	Counts(ctx context.Context) (map[rpc.State]int, error)
 
@@ -57,10 +74,53 @@ type Store interface {
 	// depend on. It returns the removed ids and their removed events.
 	Prune(ctx context.Context, states []rpc.State, cutoff time.Time, now time.Time) ([]int64, []rpc.Event, error)
 
-	// Queues reads the stored queue settings.
+	// Queues reads every queue that has settings or unfinished jobs, in name
+	// order, with its settings and its counts of queued and running jobs.
 	Queues(ctx context.Context) ([]rpc.Queue, error)
-	// PutQueue stores a queue's settings (name, parallel, paused).
+	// PutQueue stores a queue's settings (name, parallel, paused), keeping its
+	// counts.
 	PutQueue(ctx context.Context, q rpc.Queue) error
+
+	// Join makes node a member and returns its owner identity, with an epoch
+	// greater than any the store gave before. With bbolt the lease is the boot:
+	// it never expires while the store is open, and every running job of an
+	// epoch not joined since the store was opened is left for Reap.
+	Join(ctx context.Context, node string, now time.Time) (machine.Owner, error)
+	// Renew extends o's lease and returns the ids of the running jobs it owns
+	// that have a cancel stored. A lease that is gone answers 1002: its owner
+	// must stop every job it runs and record nothing more.
+	Renew(ctx context.Context, o machine.Owner, now time.Time) ([]int64, error)
+	// Reap takes the running jobs whose owner's lease is gone: each gets
+	// machine.Interrupt (queued again at its first unfinished step with its
+	// attempts kept, or failed as its step's on_interrupt says, its queued
+	// dependents failed with it). It returns the jobs' records as stored and the
+	// events.
+	Reap(ctx context.Context, now time.Time) ([]rpc.Record, []rpc.Event, error)
+	// Claim moves up to max runnable jobs to running with machine.Claim, owned
+	// by o, in one transaction: queued jobs whose dependencies all succeeded,
+	// whose not_before is not after now, of queues that are not paused, within
+	// each queue's parallel limit counted across every owner; the highest
+	// priority first, then the lowest id, across queues. It returns the claimed
+	// records with their specs and their events. A lease that is gone answers
+	// 1002 and claims nothing.
+	Claim(ctx context.Context, o machine.Owner, max int, now time.Time) ([]rpc.Record, []rpc.Event, error)
+	// Cancel asks for job id to end as cancelled with reason. A queued job
+	// becomes final at once (machine.EndUnstarted) with its queued dependents
+	// failed in the same transaction; the records stored and the events are
+	// returned. A running job gets the request stored on its record
+	// (Run.CancelReason; a later transition keeps it) and its owner is told
+	// through Renew; nothing else changes and no event is stored: the owner
+	// stores the outcome. A final job answers 1002 with its state, an unknown
+	// one 1001. A second cancel of a running job keeps the first reason.
+	Cancel(ctx context.Context, id int64, reason string, now time.Time) (rpc.State, []rpc.Record, []rpc.Event, error)
+	// NextNotBefore is the earliest not_before of the queued jobs that wait
+	// only for it, or the zero time when there is none: the scheduler arms one
+	// timer for it.
+	NextNotBefore(ctx context.Context) (time.Time, error)
+	// Changed receives, lossily (a buffer of one), after each commit that stored
+	// events or changed what Claim would give: a job queued or made runnable, a
+	// slot given back, queue settings. The tailer and the scheduler wait on it.
+	Changed() <-chan struct{}
 
 	// PutTemplate stores a template, replacing one of the same name.
 	PutTemplate(ctx context.Context, t rpc.Template) error

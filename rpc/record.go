@@ -22,6 +22,11 @@ type RunState struct {
 	// Interrupted is set when the daemon stopped while the job ran: the next start
 	// of its step resumes the same attempt instead of counting a new one.
 	Interrupted bool `json:"interrupted"`
+	// Node and Epoch name the daemon that claimed the running job and the epoch
+	// of its lease; a store refuses a write of the job that names another epoch.
+	// Epoch is 0 while the job is queued.
+	Node  string `json:"node,omitempty"`
+	Epoch int64  `json:"epoch,omitempty"`
 }
 
 // Proc identifies the processes of a running step: the cgroup that holds them all,
@@ -52,4 +57,7 @@ type Transition struct {
 	Record Record
 	From   State
 	Events []Event
+	// Epoch, when not 0, fences the write: it applies only while the stored
+	// record's Run.Epoch is still this one (the writer still owns the job).
+	Epoch int64
 }
