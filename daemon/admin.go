@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -78,23 +77,34 @@ func (d *Daemon) Prune(ctx context.Context, p rpc.PruneParams) (*rpc.RemoveResul
 	return &rpc.RemoveResult{Removed: len(ids)}, nil
 }
 
-// QueueList lists the queues with their counts.
+// QueueList lists the queues with their counts, as the store has them.
 func (d *Daemon) QueueList(ctx context.Context) (*rpc.QueueListResult, error) {
 	if err := d.waitReady(ctx); err != nil {
 		return nil, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	out := make([]rpc.Queue, 0, len(d.queues))
-	for _, q := range d.queues {
-		out = append(out, queueOf(q))
+	qs, err := d.store.Queues(ctx)
+	if err != nil {
+		return nil, err
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return &rpc.QueueListResult{Queues: out}, nil
+	if qs == nil {
+		qs = []rpc.Queue{}
+	}
+	return &rpc.QueueListResult{Queues: qs}, nil
 }
 
-func queueOf(q *queueState) rpc.Queue {
-	return rpc.Queue{Name: q.name, Parallel: q.parallel, Paused: q.paused, Queued: q.queued, Running: q.running}
+// queue reads one queue's settings and counts; a queue the store does not know
+// has the default settings and no jobs.
+func (d *Daemon) queue(ctx context.Context, name string) (rpc.Queue, error) {
+	qs, err := d.store.Queues(ctx)
+	if err != nil {
+		return rpc.Queue{}, err
+	}
+	for _, q := range qs {
+		if q.Name == name {
+			return q, nil
+		}
+	}
+	return rpc.Queue{Name: name}, nil
 }
 
 // QueueSet changes a queue's settings, making the queue when it is new.
@@ -105,10 +115,12 @@ func (d *Daemon) QueueSet(ctx context.Context, p rpc.QueueSetParams) (*rpc.Queue
 	if err := d.waitReady(ctx); err != nil {
 		return nil, err
 	}
-	d.mu.Lock()
-	q := d.queue(p.Name)
-	next := queueOf(q)
-	d.mu.Unlock()
+	d.queueMu.Lock()
+	defer d.queueMu.Unlock()
+	next, err := d.queue(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
 	if p.Parallel != nil {
 		if *p.Parallel == 0 {
 			next.Parallel = nil
@@ -123,10 +135,10 @@ func (d *Daemon) QueueSet(ctx context.Context, p rpc.QueueSetParams) (*rpc.Queue
 	if err := d.store.PutQueue(ctx, rpc.Queue{Name: next.Name, Parallel: next.Parallel, Paused: next.Paused}); err != nil {
 		return nil, err
 	}
-	d.mu.Lock()
-	q.parallel, q.paused = next.Parallel, next.Paused
-	out := queueOf(q)
-	d.mu.Unlock()
+	out, err := d.queue(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
 	d.kick()
 	return &out, nil
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"spool/rpc/codec"
+	"spool/rpc/machine"
 	"strconv"
 	"sync"
 	"time"
@@ -60,6 +61,12 @@ type Config struct {
 	// Containment is how a step's processes are kept together: ContainAuto (the
 	// default), ContainCgroup or ContainGroup.
 	Containment string
+	// Node names this daemon in the store (default the host name).
+	Node string
+	// LeaseEvery is how often the daemon renews its lease in the store, learns
+	// of cancels stored for its jobs elsewhere and reaps the jobs of owners that
+	// are gone (default 2s).
+	LeaseEvery time.Duration
 }
 
 // Daemon is the engine. It implements rpc.Service.
@@ -85,17 +92,18 @@ type Daemon struct {
 	env   []string // the base environment of processes
 	paths pathCache
 
+	// owner is this daemon in the store: its node name and the epoch it got
+	// when it joined; set by recover, before any runner starts.
+	owner machine.Owner
+	// claimMu is held from a claim until its jobs are in jobs (see claim).
+	claimMu sync.Mutex
+	// queueMu serialises queue.set's read and write of a queue's settings.
+	queueMu sync.Mutex
+
 	mu      sync.Mutex
-	jobs    map[int64]*jobState // unfinished jobs
-	queues  map[string]*queueState
-	running int
-	// specsHeld counts the queued jobs that keep their spec in memory.
-	specsHeld int
-	timers    jobHeap // jobs waiting for their not_before
-	waiters   map[int64][]chan struct{}
-	// dependents lists, for an unfinished job, the queued jobs waiting for it.
-	dependents map[int64][]int64
-	closing    bool // no new starts
+	jobs    map[int64]*jobState // the jobs this daemon claimed and runs
+	running int                 // the slots of --max-parallel in use
+	closing bool                // no new starts
 	stopping   bool // daemon.shutdown or signal: submits refused unless draining
 	draining   bool
 	wake       chan struct{}
@@ -139,6 +147,16 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Node == "" {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			cfg.Node = h
+		} else {
+			cfg.Node = "spoold"
+		}
+	}
+	if cfg.LeaseEvery <= 0 {
+		cfg.LeaseEvery = 2 * time.Second
+	}
 	if cfg.Home == "" {
 		if h, err := os.UserHomeDir(); err == nil {
 			cfg.Home = h
@@ -156,10 +174,6 @@ func New(cfg Config) (*Daemon, error) {
 		specs:      codec.NewDecoder(),
 		env:        baseEnv(cfg.Env),
 		jobs:       map[int64]*jobState{},
-		queues:     map[string]*queueState{},
-		timers:     notBeforeHeap(),
-		waiters:    map[int64][]chan struct{}{},
-		dependents: map[int64][]int64{},
 		ready:      make(chan struct{}),
 		contained:  make(chan struct{}),
 		probe:      make(chan chan struct{}),
@@ -248,13 +262,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.recover(ctx); err != nil {
 		return fmt.Errorf("daemon: recover: %w", err)
 	}
-	d.mu.Lock()
-	unfinished := len(d.jobs)
-	d.mu.Unlock()
 	close(d.ready)
-	d.log.Info("daemon ready", "unfinished", unfinished, "max_parallel", d.cfg.MaxParallel)
-	d.bg.Add(1)
+	d.log.Info("daemon ready", "node", d.owner.Node, "epoch", d.owner.Epoch, "max_parallel", d.cfg.MaxParallel)
+	d.bg.Add(3)
 	go func() { defer d.bg.Done(); d.maintain(runCtx) }()
+	go func() { defer d.bg.Done(); d.tail(runCtx) }()
+	go func() { defer d.bg.Done(); d.keepLease(runCtx) }()
 
 	d.kick()
 	for {
@@ -263,13 +276,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.shutdown(false)
 		case <-d.stop:
 		case <-d.wake:
-			d.schedule()
+			d.claim(runCtx)
 			continue
 		case reply := <-d.probe:
 			close(reply)
 			continue
-		case <-d.nextTimer():
-			d.schedule()
+		case <-d.nextTimer(runCtx):
+			d.claim(runCtx)
 			continue
 		}
 		break
@@ -302,9 +315,9 @@ func (d *Daemon) shutdown(drain bool) {
 	d.stopOnce.Do(func() { close(d.stop) })
 }
 
-// Wake makes the scheduler look at its timers and queues again at once. The
-// scheduler wakes by itself on every change and when the next not_before falls due
-// by the clock; Wake is for clocks that jump (tests, tools).
+// Wake makes the scheduler claim again at once. The scheduler wakes by itself on
+// every change of the store and when the next not_before falls due by the clock;
+// Wake is for clocks that jump (tests, tools).
 func (d *Daemon) Wake() { d.kick() }
 
 // Housekeep does now what the hourly maintenance does: it trims the event log past
@@ -317,6 +330,71 @@ func (d *Daemon) kick() {
 	select {
 	case d.wake <- struct{}{}:
 	default:
+	}
+}
+
+// tail feeds the watch hub from the store: after each change the store signals
+// (and every quarter second, for a signal lost), it reads the events after the
+// last one published, so that events another writer stored reach local watchers
+// in seq order without a gap. It wakes the scheduler too: a change may have made
+// jobs runnable.
+func (d *Daemon) tail(ctx context.Context) {
+	poll := time.NewTicker(250 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.store.Changed():
+			d.mu.Lock()
+			room := d.hasRoom()
+			d.mu.Unlock()
+			if room {
+				d.kick()
+			}
+		case <-poll.C:
+		}
+		for {
+			evs, err := d.store.Events(ctx, d.hub.last.Load(), 1000)
+			if err != nil {
+				if ctx.Err() == nil {
+					d.log.Error("read events to publish", "err", err)
+				}
+				break
+			}
+			d.hub.publish(evs)
+			if len(evs) < 1000 {
+				break
+			}
+		}
+	}
+}
+
+// keepLease renews the daemon's lease, acts on the cancels stored for its jobs
+// by others, and reaps the jobs of owners that are gone, every LeaseEvery.
+func (d *Daemon) keepLease(ctx context.Context) {
+	t := time.NewTicker(d.cfg.LeaseEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ids, err := d.store.Renew(ctx, d.owner, d.clock.Now())
+		if err != nil {
+			if ctx.Err() == nil {
+				d.lostLease(err)
+				d.log.Error("renew the lease", "err", err)
+			}
+			continue
+		}
+		for _, id := range ids {
+			d.cancelLocal(ctx, id)
+		}
+		if err := d.reap(ctx); err != nil && ctx.Err() == nil {
+			d.log.Error("reap", "err", err)
+		}
 	}
 }
 

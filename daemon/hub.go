@@ -54,6 +54,10 @@ type hub struct {
 
 	outputs atomic.Int64
 
+	// finals holds, per job, the channels closed when its final event (or its
+	// removal) is published; under mu.
+	finals map[int64][]chan struct{}
+
 	// most is the most watchers held at once since memory was last handed back;
 	// releasing is set while a hand-back is scheduled (see released). Under mu.
 	most      int
@@ -61,7 +65,7 @@ type hub struct {
 }
 
 func newHub(d *Daemon) *hub {
-	h := &hub{d: d, ring: make([]atomic.Pointer[rpc.Event], ringSize), pending: map[int64]*rpc.Event{}, watchers: map[*watcher]struct{}{}}
+	h := &hub{d: d, ring: make([]atomic.Pointer[rpc.Event], ringSize), pending: map[int64]*rpc.Event{}, finals: map[int64][]chan struct{}{}, watchers: map[*watcher]struct{}{}}
 	h.list.Store(&[]*watcher{})
 	return h
 }
@@ -86,6 +90,7 @@ func (h *hub) publish(evs []rpc.Event) {
 		case ev.Seq == last+1 && len(h.pending) == 0:
 			h.ring[ev.Seq&(ringSize-1)].Store(ev)
 			last = ev.Seq
+			h.ended(ev)
 		case ev.Seq > last:
 			h.pending[ev.Seq] = ev
 		}
@@ -98,6 +103,7 @@ func (h *hub) publish(evs []rpc.Event) {
 		delete(h.pending, ev.Seq)
 		h.ring[ev.Seq&(ringSize-1)].Store(ev)
 		last = ev.Seq
+		h.ended(ev)
 	}
 	var ws []*watcher
 	if last > h.last.Load() {
@@ -108,6 +114,47 @@ func (h *hub) publish(evs []rpc.Event) {
 	h.mu.Unlock()
 	for _, w := range ws {
 		w.poke()
+	}
+}
+
+// ended closes the channels of those waiting for ev's job when ev ends the job;
+// h.mu held.
+func (h *hub) ended(ev *rpc.Event) {
+	if ev.Step != nil || (!ev.State.Final() && ev.Type != rpc.EventRemoved) {
+		return
+	}
+	for _, ch := range h.finals[ev.Job] {
+		close(ch)
+	}
+	delete(h.finals, ev.Job)
+}
+
+// waitFinal returns a channel closed once the final event of job id is
+// published. Take it before reading the job, so that no final event falls
+// between the read and the wait; give it back with unwaitFinal.
+func (h *hub) waitFinal(id int64) chan struct{} {
+	ch := make(chan struct{})
+	h.mu.Lock()
+	h.finals[id] = append(h.finals[id], ch)
+	h.mu.Unlock()
+	return ch
+}
+
+// unwaitFinal forgets a channel of waitFinal that was not closed.
+func (h *hub) unwaitFinal(id int64, ch chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	list := h.finals[id]
+	for i, c := range list {
+		if c == ch {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(h.finals, id)
+	} else {
+		h.finals[id] = list
 	}
 }
 

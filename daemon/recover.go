@@ -4,127 +4,62 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"syscall"
 	"time"
 
 	"spool/rpc"
 )
 
-// recover loads the unfinished jobs, kills what is left of the processes of the
-// jobs that were running, stores an interrupted event for each of them and, as its
-// steps' on_interrupt say, queues it again or fails it.
+// recover joins the store, which gives this daemon its epoch; kills what is left
+// of the processes of the jobs this host ran before, then has the store reap the
+// jobs whose owner is gone: each gets an interrupted event and, as its step's
+// on_interrupt says, goes back to the queue at its first unfinished step or
+// fails. With bbolt the owner of every running job is the daemon that ran
+// before this one.
 func (d *Daemon) recover(ctx context.Context) error {
 	_, last, err := d.store.Bounds(ctx)
 	if err != nil {
 		return fmt.Errorf("read the event log bounds: %w", err)
 	}
 	d.hub.setLast(last)
-	queues, err := d.store.Queues(ctx)
+	owner, err := d.store.Join(ctx, d.cfg.Node, d.clock.Now())
 	if err != nil {
-		return fmt.Errorf("read queues: %w", err)
-	}
-	recs, err := d.store.Unfinished(ctx)
-	if err != nil {
-		return fmt.Errorf("read unfinished jobs: %w", err)
+		return fmt.Errorf("join the store as %q: %w", d.cfg.Node, err)
 	}
 	d.mu.Lock()
-	for _, q := range queues {
-		qs := d.queue(q.Name)
-		qs.parallel, qs.paused = q.Parallel, q.Paused
-	}
+	d.owner = owner
 	d.mu.Unlock()
+	running, err := d.store.Running(ctx)
+	if err != nil {
+		return fmt.Errorf("read running jobs: %w", err)
+	}
+	// Nothing may resume while a process of an earlier run on this host still
+	// lives.
+	var ours []rpc.Record
+	for _, rec := range running {
+		if rec.Run.Node == "" || rec.Run.Node == d.cfg.Node {
+			ours = append(ours, rec)
+		}
+	}
+	d.killLeftovers(ours)
+	return d.reap(ctx)
+}
 
-	// Nothing may resume while a process of an earlier run still lives.
-	d.killLeftovers(recs)
-
-	now := d.clock.Now()
-	var ts []rpc.Transition
-	var failed []rpc.Record
-	for i := range recs {
-		rec := cloneRecord(recs[i])
-		if rec.State != rpc.StateRunning {
-			continue
-		}
-		step := rec.CurrentStep
-		evs := []rpc.Event{{Time: now, Job: rec.ID, Type: rpc.EventInterrupted, Step: &step, StepName: rec.Steps[step].Name, State: rpc.StateRunning}}
-		st := &rec.Steps[step]
-		rec.Run.Procs = nil
-		if st.State == rpc.StateRunning && rec.Spec.Steps[step].OnInterrupt == rpc.OnInterruptFail && rec.Run.CancelReason == nil {
-			st.State = rpc.StateFailed
-			st.Error = "interrupted"
-			st.FinishedAt = &now
-			evs = append(evs, stepEvent(&rec, step, rpc.EventStepFinished, now))
-			for k := step + 1; k < len(rec.Steps); k++ {
-				rec.Steps[k].State = rpc.StateSkipped
-			}
-			evs = append(evs, finalize(&rec, rpc.StateFailed, "interrupted", now))
-			failed = append(failed, rec)
-		} else {
-			if st.State == rpc.StateRunning {
-				st.State = rpc.StatePending
-				rec.Run.Interrupted = true
-			}
-			rec.State = rpc.StateQueued
-		}
-		ts = append(ts, rpc.Transition{Record: rec, From: rpc.StateRunning, Events: evs})
-		recs[i] = rec
+// reap has the store take the running jobs whose owner is gone, and tells.
+func (d *Daemon) reap(ctx context.Context) error {
+	recs, evs, err := d.store.Reap(ctx, d.clock.Now())
+	if err != nil {
+		return fmt.Errorf("reap the jobs of owners that are gone: %w", err)
 	}
-	for start := 0; start < len(ts); start += 1000 {
-		end := min(start+1000, len(ts))
-		if _, err := d.apply(ctx, ts[start:end]); err != nil {
-			return fmt.Errorf("store interrupted jobs: %w", err)
-		}
-	}
-	for _, rec := range failed {
-		d.logFinal(rec)
-	}
-
-	// Admit the unfinished jobs; dependencies no longer in memory are read once.
-	unfinished := map[int64]bool{}
-	for _, rec := range recs {
-		if !rec.State.Final() {
-			unfinished[rec.ID] = true
-		}
-	}
-	depFinal := map[int64]rpc.State{}
-	for _, rec := range recs {
-		for _, dep := range rec.After {
-			if unfinished[dep] {
-				continue
-			}
-			if _, ok := depFinal[dep]; ok {
-				continue
-			}
-			st, err := d.depState(ctx, dep)
-			if err != nil && rpc.CodeOf(err) != rpc.CodeNotFound {
-				return fmt.Errorf("read dependency %d: %w", dep, err)
-			}
-			depFinal[dep] = st
-		}
-	}
-	var late []int64
-	d.mu.Lock()
+	d.hub.publish(evs)
 	for _, rec := range recs {
 		if rec.State.Final() {
-			continue
-		}
-		if dep := d.admit(rec, depFinal); dep != 0 {
-			late = append(late, rec.ID)
+			d.logFinal(rec)
 		}
 	}
-	// A job whose dependency failed while this daemon was down, or in the
-	// transaction above, fails now; so do its dependents.
-	for _, rec := range failed {
-		late = append(late, d.resolveDependents(rec.ID, rec.State)...)
-	}
-	d.mu.Unlock()
-	d.failLate(ctx, late)
-	if len(recs) >= 1000 {
-		// The records were read whole, specs and all; the scheduler keeps much
-		// less of them. Give the difference back now rather than over minutes.
-		recs = nil
-		debug.FreeOSMemory()
+	if len(recs) > 0 {
+		d.log.Info("took back jobs whose daemon is gone", "count", len(recs))
+		d.kick()
 	}
 	return nil
 }

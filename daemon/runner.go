@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"spool/rpc"
+	"spool/rpc/machine"
 )
 
 // Causes for which a step's context ends.
@@ -49,180 +50,104 @@ type outcome struct {
 	reaped <-chan struct{}
 }
 
-// mutation edits a job's record for a transition and returns its events.
+// mutation edits a job's record for a transition and returns its events: one of
+// the lifecycle's transitions (package machine).
 type mutation func(r *rpc.Record, now time.Time) []rpc.Event
 
-// pending is a transition the runner holds back to store with the next one: the
-// start of a job or of a step goes into the same commit as the process it started
-// (or as the next step's start), which saves a commit per step.
-type pending struct {
-	fn mutation
-	// claim marks the job's start: until it is stored the job is still queued in
-	// the store, and a daemon that stops now leaves it queued.
-	claim bool
-}
+// errLeaseLost ends the steps of a daemon whose lease the store says is gone.
+var errLeaseLost = errors.New("this daemon's lease is gone")
 
-// runJob drives a job the scheduler picked through its steps until it is final,
-// or until the daemon stops (then a started job stays running in the store and
-// resumes at the next start).
+// runJob drives a job this daemon claimed through its steps until it is final,
+// until the store says the job is no longer this daemon's, or until the daemon
+// stops (then the job stays running in the store, and whoever joins next with
+// the store resumes it).
 func (d *Daemon) runJob(js *jobState) {
 	defer d.runners.Done()
 	d.mu.Lock()
 	parent := d.runCtx
-	js.cancelled = make(chan struct{})
-	if js.rec.Run.CancelReason != nil {
-		close(js.cancelled)
-	}
 	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.release(js)
+		d.mu.Unlock()
+		d.kick()
+	}()
 	for {
-		err := d.loadSpec(parent, js)
-		if err == nil || errors.Is(err, errJobOver) || parent.Err() != nil {
-			if err != nil {
+		done, err := d.runStep(parent, js)
+		switch {
+		case errors.Is(err, errJobOver):
+			// The store moved the job on without this runner (a lost race,
+			// a lease that is gone): its work here is over.
+			d.log.Warn("job taken from its runner", "id", js.rec.ID, "err", err)
+			return
+		case err != nil:
+			if parent.Err() != nil {
 				return
 			}
-			break
-		}
-		d.log.Error("read the spec of a job to start", "id", js.rec.ID, "err", err)
-		select {
-		case <-time.After(time.Second):
-		case <-parent.Done():
-			return
-		}
-	}
-	pre := &pending{fn: d.startMutation, claim: true}
-	for {
-		done, next, err := d.runStep(parent, js, pre)
-		if errors.Is(err, errJobOver) {
-			return
-		}
-		if err != nil {
-			if parent.Err() == nil {
-				d.log.Error("run job", "id", js.rec.ID, "err", err)
-				// A storage failure: nothing of it was applied; try again shortly.
-				select {
-				case <-time.After(time.Second):
-					continue
-				case <-parent.Done():
-				}
+			d.log.Error("run job", "id", js.rec.ID, "err", err)
+			// A storage failure: nothing of it was applied; try again shortly.
+			select {
+			case <-time.After(time.Second):
+			case <-parent.Done():
+				return
 			}
+		case done:
 			return
 		}
-		if done {
-			return
-		}
-		pre = next
 	}
 }
 
-// loadSpec reads the spec of a job the scheduler picked, which a queued job's
-// record in memory leaves out. It holds the job's lock, so that no transition
-// replaces the record meanwhile.
-func (d *Daemon) loadSpec(ctx context.Context, js *jobState) error {
-	if err := js.mu.lock(ctx); err != nil {
-		return err
-	}
-	defer js.mu.unlock()
-	d.mu.Lock()
-	d.specTaken(js)
-	id, has, gone := js.rec.ID, js.rec.Spec != nil, d.jobs[js.rec.ID] != js || js.rec.State.Final()
-	d.mu.Unlock()
-	if gone {
-		return errJobOver
-	}
-	if has {
-		return nil
-	}
-	stored, err := d.store.Get(ctx, id)
-	if err != nil {
-		return fmt.Errorf("read job %d: %w", id, err)
-	}
-	d.mu.Lock()
-	js.rec.Spec = stored.Spec
-	d.mu.Unlock()
-	return nil
-}
-
-// startMutation moves a picked job from queued to running and, unless its current
-// step waits for a retry, starts that step.
-func (d *Daemon) startMutation(rec *rpc.Record, now time.Time) []rpc.Event {
-	rec.State = rpc.StateRunning
-	rec.Waiting = nil
-	if rec.StartedAt == nil {
-		rec.StartedAt = &now
-	}
-	if rec.Spec.Timeout > 0 && rec.Run.Deadline == nil {
-		dl := rec.StartedAt.Add(rec.Spec.Timeout.D())
-		rec.Run.Deadline = &dl
-	}
-	evs := []rpc.Event{{Time: now, Job: rec.ID, Type: rpc.EventStarted, State: rpc.StateRunning}}
-	if rec.Steps[rec.CurrentStep].State == rpc.StatePending {
-		evs = append(evs, startStep(rec, rec.CurrentStep, now))
-	}
-	return evs
-}
-
-// withPending runs what the runner held back, if anything that was started, then fn.
-func withPending(pre *pending, fn mutation) mutation {
-	return func(r *rpc.Record, now time.Time) []rpc.Event {
-		var evs []rpc.Event
-		if pre != nil && !pre.claim {
-			evs = pre.fn(r, now)
-		}
-		return append(evs, fn(r, now)...)
-	}
-}
-
-// runStep runs (or waits to retry) the job's current step, pre applied, and stores
-// what came of it. It reports whether the job is final, and what to store with
-// the next step's start.
-func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bool, *pending, error) {
+// runStep takes the job's next transition: it ends the job when a cancel or its
+// deadline came, starts the attempt of a step that waited for a retry, or runs
+// the current step and stores what came of it. It reports whether the job is over
+// for this runner.
+func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 	d.mu.Lock()
 	rec := cloneRecord(js.rec)
 	d.mu.Unlock()
-	now := d.clock.Now()
 	if parent.Err() != nil {
-		// The daemon stops: store a finished step held back; a job not started
-		// stays queued.
-		if pre != nil && !pre.claim {
-			return true, nil, d.update(context.WithoutCancel(parent), js, pre.fn)
-		}
-		return true, nil, nil
+		return true, nil // the daemon stops: the job resumes at the next start
 	}
+	now := d.clock.Now()
+	i := rec.CurrentStep
 	if reason := rec.Run.CancelReason; reason != nil {
-		return true, nil, d.finishWith(parent, js, withPending(pre, func(r *rpc.Record, now time.Time) []rpc.Event {
-			return failQueued(r, *reason, rpc.StateCancelled, now)
-		}))
+		return true, d.finishWith(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+			return cancelJob(r, *reason, now)
+		})
 	}
 	if dl := rec.Run.Deadline; dl != nil && !now.Before(*dl) {
-		return true, nil, d.finishWith(parent, js, withPending(pre, d.failJobMutation(jobTimeout{rec.Spec.Timeout.D()}.Error())))
+		reason := jobTimeout{rec.Spec.Timeout.D()}.Error()
+		return true, d.finishWith(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+			return machine.FailRunning(r, reason, now)
+		})
 	}
-	if pre == nil {
-		pre = &pending{fn: func(r *rpc.Record, now time.Time) []rpc.Event { return nil }}
-	}
-	preview := cloneRecord(rec)
-	pre.fn(&preview, now)
-	i := preview.CurrentStep
-	switch preview.Steps[i].State {
+	switch rec.Steps[i].State {
 	case rpc.StateRetrying:
-		if err := d.update(parent, js, pre.fn); err != nil {
-			return false, pre, err
+		if err := d.waitRetry(parent, js, rec); err != nil {
+			return false, err
 		}
-		next, err := d.waitRetry(parent, js, preview)
-		return false, next, err
+		d.mu.Lock()
+		cancelled := js.rec.Run.CancelReason != nil
+		d.mu.Unlock()
+		if cancelled || parent.Err() != nil || (rec.Run.Deadline != nil && !d.clock.Now().Before(*rec.Run.Deadline)) {
+			return false, nil // the next turn ends the job
+		}
+		return false, d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+			return []rpc.Event{machine.StartStep(r, i, now)}
+		})
 	case rpc.StatePending:
-		inner := pre.fn
-		pre = &pending{fn: func(r *rpc.Record, now time.Time) []rpc.Event {
-			evs := inner(r, now)
-			return append(evs, startStep(r, r.CurrentStep, now))
-		}, claim: pre.claim}
-		preview = cloneRecord(rec)
-		pre.fn(&preview, now)
+		return false, d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+			return []rpc.Event{machine.StartStep(r, i, now)}
+		})
+	case rpc.StateRunning:
+	default:
+		return true, fmt.Errorf("job %d runs, but its current step %d is %s", rec.ID, i, rec.Steps[i].State)
 	}
 
 	// The step's context: the daemon's, the job deadline, the step timeout, cancel.
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
-	if dl := preview.Run.Deadline; dl != nil {
+	if dl := rec.Run.Deadline; dl != nil {
 		// The deadline is a time of the daemon's clock: wait for it by that clock.
 		var c2 context.CancelFunc
 		ctx, c2 = context.WithTimeoutCause(ctx, dl.Sub(now), jobTimeout{rec.Spec.Timeout.D()})
@@ -234,13 +159,8 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 		ctx, c3 = context.WithTimeoutCause(ctx, spec.Timeout.D(), stepTimeout{spec.Timeout.D()})
 		defer c3()
 	}
-	// A cancel stored from now on stops the step through stopStep; one stored
-	// already stops it at once.
 	d.mu.Lock()
 	js.stopStep = cancel
-	if js.rec.Run.CancelReason != nil {
-		cancel(errCancelRequested)
-	}
 	d.mu.Unlock()
 	defer func() {
 		d.mu.Lock()
@@ -248,16 +168,16 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 		d.mu.Unlock()
 	}()
 
-	// The claim: the job's lock is held from the check for a stored cancel until
-	// the step's start (with what was held back, and what reaches every process
-	// of the step) is stored. A cancel stored first means no process ever starts;
-	// one stored later finds the start stored and stops the step. The commit runs
-	// beside the process it records: a daemon that dies before it lands leaves a
-	// process of no stored step, which the next start kills before anything
-	// resumes (every step cgroup of the tree, every process with the state
-	// folder's mark), so no step runs twice.
+	// The step's start is stored (by the claim, or by the transition before).
+	// The job's lock is held from the check for a cancel until its process runs:
+	// a cancel stored first means no process starts; one stored later finds
+	// stopStep and stops it. A daemon that dies before the process runs leaves a
+	// started step of no process: the next start interrupts it and runs the same
+	// attempt again; one that dies after leaves a process that the next start
+	// kills before anything resumes (every step cgroup of the tree, every process
+	// with the state folder's mark), so no step runs twice at once.
 	if err := js.mu.lock(context.WithoutCancel(parent)); err != nil {
-		return false, pre, err
+		return false, err
 	}
 	locked := true
 	unlock := func() {
@@ -267,100 +187,68 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 		}
 	}
 	defer unlock()
-	cur, err := d.current(js)
-	if err != nil {
-		return true, nil, err
-	}
-	if reason := cur.Run.CancelReason; reason != nil {
+	d.mu.Lock()
+	cancelled := js.rec.Run.CancelReason != nil
+	d.mu.Unlock()
+	if cancelled {
 		unlock()
-		return true, nil, d.finishWith(parent, js, withPending(pre, func(r *rpc.Record, now time.Time) []rpc.Event {
-			return failQueued(r, *reason, rpc.StateCancelled, now)
-		}))
+		return false, nil // the next turn ends the job
 	}
 	var sp *stepProcs
 	var containErr error
 	if spec.Exec != nil || spec.Shell != nil {
-		sp, containErr = d.newStepProcs(&preview, i)
+		sp, containErr = d.newStepProcs(&rec, i)
 		if sp != nil {
-			sp.again = rec.Run.Interrupted && rec.Steps[i].State == rpc.StatePending
+			sp.again = rec.Run.Resumed
 		}
 	}
-	// start stores the claim, with the processes it started, once; it gives the
-	// job's lock back whatever happens.
-	started := false
+	// start is called once the step's process runs (or before a step that runs
+	// none): it keeps what reaches the processes and gives the job's lock back.
 	start := func(procs []rpc.Proc) error {
-		defer unlock()
-		rec, err := d.current(js)
-		if err != nil {
-			return err
-		}
-		from := rec.State
-		now := d.clock.Now()
-		evs := pre.fn(&rec, now)
-		rec.Run.Procs = procs
-		if _, err := d.apply(context.WithoutCancel(parent), []rpc.Transition{{Record: rec, From: from, Events: evs}}); err != nil {
-			return err
-		}
 		d.mu.Lock()
-		js.rec = rec
+		js.rec.Run.Procs = procs
 		d.mu.Unlock()
-		started = true
+		unlock()
 		return nil
 	}
 	// When this is the job's last try of its last step, its slot goes to the next
-	// job as soon as the process is gone: the next start then overlaps this job's
-	// last commits. (A job that may still retry keeps its slot.)
+	// job as soon as the process is gone: the next claim then overlaps this job's
+	// last commit. (A job that may still retry keeps its slot.)
 	tries := 1
 	if spec.Retry != nil {
 		tries = spec.Retry.Attempts
 	}
-	lastTry := i == len(rec.Spec.Steps)-1 && preview.Steps[i].Attempt >= tries
+	lastTry := i == len(rec.Spec.Steps)-1 && rec.Steps[i].Attempt >= tries
 	exited := func() {
 		if lastTry {
 			d.mu.Lock()
 			d.freeSlot(js)
-			wake := d.schedulable()
 			d.mu.Unlock()
-			if wake {
-				d.reschedule()
-			}
+			d.kick()
 		}
 	}
 	var out outcome
 	if containErr != nil {
+		unlock()
 		out = outcome{err: fmt.Sprintf("contain the step's processes: %v", containErr)}
 	} else {
-		out = d.execute(ctx, js, &preview, i, sp, start, exited)
+		out = d.execute(ctx, js, &rec, i, sp, start, exited)
 	}
+	unlock()
 	d.mu.Lock()
 	js.reaped = out.reaped
 	d.mu.Unlock()
-	if out.storeErr != nil {
-		d.mu.Lock()
-		d.takeSlotBack(js)
-		d.mu.Unlock()
-		return false, pre, out.storeErr
+	if errors.Is(out.stopped, errLeaseLost) {
+		return true, errJobOver
 	}
-	if !started {
-		// No process ran (the step could not start, or is not a process): its
-		// start is stored with how it ended.
-		if err := start(nil); err != nil {
-			if errors.Is(err, errJobOver) {
-				return true, nil, err
-			}
-			return false, pre, err
-		}
-	}
-
 	if parent.Err() != nil {
-		return true, nil, nil // interrupted: resumes at the next start
+		return true, nil // interrupted: resumes at the next start
 	}
 	d.mu.Lock()
 	reason := js.rec.Run.CancelReason
-	attempt := js.rec.Steps[i].Attempt
 	d.mu.Unlock()
 	if reason != nil {
-		return true, nil, d.storeOutcome(parent, func() error {
+		return true, d.storeOutcome(parent, func() error {
 			return d.finishStep(parent, js, i, out, rpc.StateCancelled, *reason)
 		})
 	}
@@ -370,7 +258,7 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 	var jt jobTimeout
 	if errors.As(out.stopped, &jt) {
 		out.ok = false
-		return true, nil, d.storeOutcome(parent, func() error {
+		return true, d.storeOutcome(parent, func() error {
 			return d.finishStep(parent, js, i, out, rpc.StateFailed, jt.Error())
 		})
 	}
@@ -381,28 +269,23 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 	}
 	if out.ok {
 		var done bool
-		var next *pending
 		err := d.storeOutcome(parent, func() (err error) {
-			done, next, err = d.stepSucceeded(parent, js, i, out)
+			done, err = d.stepSucceeded(parent, js, i, out)
 			return err
 		})
-		return done, next, err
+		return done, err
 	}
-	attempts := 1
-	if spec.Retry != nil {
-		attempts = spec.Retry.Attempts
-	}
-	if attempt < attempts {
+	d.mu.Lock()
+	attempt := js.rec.Steps[i].Attempt
+	d.mu.Unlock()
+	if attempt < tries {
 		wait := backoff(spec.Retry, attempt)
 		err := d.storeOutcome(parent, func() error {
 			return d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
-				s := &r.Steps[i]
-				at := now.Add(wait)
-				s.State = rpc.StateRetrying
-				s.RetryAt = &at
-				s.ExitCode, s.Signal, s.Error = out.exitCode, out.signal, out.err
-				r.Run.Procs = nil
-				return []rpc.Event{stepEvent(r, i, rpc.EventStepRetrying, now)}
+				if reason := r.Run.CancelReason; reason != nil {
+					return nil // the cancel is the outcome: the next turn stores it
+				}
+				return machine.StepRetrying(r, i, out.machine(false), now.Add(wait), now)
 			})
 		})
 		// No attempt starts while a process of the one before still lives.
@@ -412,11 +295,23 @@ func (d *Daemon) runStep(parent context.Context, js *jobState, pre *pending) (bo
 			case <-parent.Done():
 			}
 		}
-		return false, nil, err
+		return false, err
 	}
-	return true, nil, d.storeOutcome(parent, func() error {
+	return true, d.storeOutcome(parent, func() error {
 		return d.finishStep(parent, js, i, out, rpc.StateFailed, stepError(spec.Name, out.err))
 	})
+}
+
+// machine is what the record keeps of the outcome; keep says the step's result
+// is kept (its mode is not "none").
+func (o outcome) machine(keep bool) machine.Outcome {
+	return machine.Outcome{ExitCode: o.exitCode, Signal: o.signal, Err: o.err, Result: o.result, Truncated: o.truncated, KeepResult: keep}
+}
+
+// cancelJob ends a running job with a cancel: a running step is cancelled, one
+// that waits for a retry fails, the rest are skipped.
+func cancelJob(r *rpc.Record, reason string, now time.Time) []rpc.Event {
+	return machine.EndUnstarted(r, reason, rpc.StateCancelled, now)
 }
 
 // storeOutcome stores what came of an attempt, trying again while the store fails
@@ -461,76 +356,64 @@ func backoff(r *rpc.Retry, n int) time.Duration {
 	return w + time.Duration(jitter)
 }
 
-// waitRetry waits until the step's retry_at and returns the start of its next
-// attempt, to be stored with the process it starts. It returns nil early when a
-// cancel or the job's deadline came first.
-func (d *Daemon) waitRetry(parent context.Context, js *jobState, rec rpc.Record) (*pending, error) {
+// waitRetry waits until the step's retry_at, or less when a cancel or the job's
+// deadline comes first.
+func (d *Daemon) waitRetry(parent context.Context, js *jobState, rec rpc.Record) error {
 	i := rec.CurrentStep
-	if at := rec.Steps[i].RetryAt; at != nil {
-		wait := at.Sub(d.clock.Now())
-		var deadline <-chan time.Time
-		if dl := rec.Run.Deadline; dl != nil {
-			deadline = time.After(dl.Sub(d.clock.Now()))
-		}
-		if wait > 0 {
-			t := time.NewTimer(wait)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-js.cancelled:
-				return nil, nil
-			case <-deadline:
-				return nil, nil
-			case <-parent.Done():
-				return nil, parent.Err()
-			}
-		}
+	at := rec.Steps[i].RetryAt
+	if at == nil {
+		return nil
 	}
-	return &pending{fn: func(r *rpc.Record, now time.Time) []rpc.Event {
-		return []rpc.Event{startStep(r, i, now)}
-	}}, nil
+	wait := at.Sub(d.clock.Now())
+	if wait <= 0 {
+		return nil
+	}
+	var deadline <-chan time.Time
+	if dl := rec.Run.Deadline; dl != nil {
+		deadline = time.After(dl.Sub(d.clock.Now()))
+	}
+	d.mu.Lock()
+	cancelled := js.cancelled
+	d.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-cancelled:
+	case <-deadline:
+	case <-parent.Done():
+		return parent.Err()
+	}
+	return nil
 }
 
-// stepSucceeded stores a job's success, or returns the step's success to be
-// stored with the next step's start.
-func (d *Daemon) stepSucceeded(ctx context.Context, js *jobState, i int, out outcome) (bool, *pending, error) {
+// stepSucceeded stores the success of step i: the job's success when it was the
+// last step, otherwise together with the next step's start.
+func (d *Daemon) stepSucceeded(ctx context.Context, js *jobState, i int, out outcome) (bool, error) {
 	d.mu.Lock()
 	spec := js.rec.Spec
 	id := js.rec.ID
 	d.mu.Unlock()
+	keep := spec.Steps[i].Result != rpc.ResultNone
 	// Only later steps of the job read SPOOL_RESULTS_DIR: the last step's result
 	// needs no file.
-	if spec.Steps[i].Result != rpc.ResultNone && i+1 < len(spec.Steps) {
+	last := i+1 == len(spec.Steps)
+	if keep && !last {
 		if err := d.writeResult(id, spec.Steps[i].Name, out.resultText); err != nil {
 			d.log.Error("write step result", "id", id, "err", err)
 		}
 	}
-	mark := func(r *rpc.Record, now time.Time) []rpc.Event {
-		s := &r.Steps[i]
-		s.State = rpc.StateSucceeded
-		s.FinishedAt = &now
-		s.ExitCode, s.Signal, s.Error = out.exitCode, out.signal, ""
-		s.RetryAt = nil
-		if spec.Steps[i].Result != rpc.ResultNone {
-			s.Result = out.result
-			r.ResultTruncated = out.truncated
-		}
-		r.Run.Procs = nil
-		return []rpc.Event{stepEvent(r, i, rpc.EventStepFinished, now)}
+	if !last {
+		return false, d.update(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+			return machine.StepSucceeded(r, i, out.machine(keep), now)
+		})
 	}
-	if i+1 < len(spec.Steps) {
-		return false, &pending{fn: func(r *rpc.Record, now time.Time) []rpc.Event {
-			evs := mark(r, now)
-			return append(evs, startStep(r, i+1, now))
-		}}, nil
-	}
-	return true, nil, d.finishWith(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+	return true, d.finishWith(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
 		if reason := r.Run.CancelReason; reason != nil {
 			// A cancel stored before this success is the outcome.
-			return endStep(r, i, out, rpc.StateCancelled, *reason, now)
+			return machine.EndStep(r, i, out.machine(false), rpc.StateCancelled, *reason, now)
 		}
-		evs := mark(r, now)
-		return append(evs, finalize(r, rpc.StateSucceeded, "", now))
+		return machine.StepSucceeded(r, i, out.machine(keep), now)
 	})
 }
 
@@ -546,57 +429,12 @@ func (d *Daemon) finishWith(ctx context.Context, js *jobState, fn mutation) erro
 // finishStep stores the end of step i in state (failed or cancelled) and the job's
 // final state with errText. A cancel stored meanwhile is the outcome.
 func (d *Daemon) finishStep(ctx context.Context, js *jobState, i int, out outcome, state rpc.State, errText string) error {
-	if err := js.mu.lock(ctx); err != nil {
-		return err
-	}
-	defer js.mu.unlock()
-	return d.finish(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+	return d.finishWith(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
 		if reason := r.Run.CancelReason; reason != nil {
 			state, errText = rpc.StateCancelled, *reason
 		}
-		return endStep(r, i, out, state, errText, now)
+		return machine.EndStep(r, i, out.machine(false), state, errText, now)
 	})
-}
-
-// endStep ends step i in state (failed or cancelled), skips the rest and makes the
-// job final with errText.
-func endStep(r *rpc.Record, i int, out outcome, state rpc.State, errText string, now time.Time) []rpc.Event {
-	s := &r.Steps[i]
-	s.State = state
-	s.FinishedAt = &now
-	s.ExitCode, s.Signal = out.exitCode, out.signal
-	s.Error = out.err
-	if state == rpc.StateCancelled {
-		s.Error = errText
-	} else if s.Error == "" {
-		s.Error = errText
-	}
-	s.RetryAt = nil
-	evs := []rpc.Event{stepEvent(r, i, rpc.EventStepFinished, now)}
-	for k := i + 1; k < len(r.Steps); k++ {
-		r.Steps[k].State = rpc.StateSkipped
-	}
-	return append(evs, finalize(r, state, errText, now))
-}
-
-// failJobMutation fails a running job with reason: its current step failed, the
-// rest skipped.
-func (d *Daemon) failJobMutation(reason string) mutation {
-	return func(r *rpc.Record, now time.Time) []rpc.Event {
-		i := r.CurrentStep
-		var evs []rpc.Event
-		if s := &r.Steps[i]; !s.State.Final() {
-			s.State = rpc.StateFailed
-			s.Error = reason
-			s.RetryAt = nil
-			s.FinishedAt = &now
-			evs = append(evs, stepEvent(r, i, rpc.EventStepFinished, now))
-		}
-		for k := i + 1; k < len(r.Steps); k++ {
-			r.Steps[k].State = rpc.StateSkipped
-		}
-		return append(evs, finalize(r, rpc.StateFailed, reason, now))
-	}
 }
 
 // writeResult stores a finished step's result text for the later steps of its job.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -85,60 +84,12 @@ func (d *Daemon) submit(ctx context.Context, news []rpc.NewJob) ([]rpc.Record, e
 	if err != nil {
 		return nil, err
 	}
-	// The jobs are stored: the answer is a success whatever happens to ctx now
-	// (the daemon may be stopping), and what follows must not fail on it, or a
-	// dependency it could not read would fail the new job.
-	ctx = context.WithoutCancel(ctx)
-	fresh := map[int64]bool{}
-	for _, ev := range evs {
-		fresh[ev.Job] = true
-	}
-	// Dependencies that are not unfinished in memory: read their state.
-	depFinal := map[int64]rpc.State{}
-	for _, rec := range recs {
-		if !fresh[rec.ID] {
-			continue
-		}
-		for _, dep := range rec.After {
-			d.mu.Lock()
-			_, inMem := d.jobs[dep]
-			d.mu.Unlock()
-			if inMem || fresh[dep] {
-				continue
-			}
-			if st, err := d.depState(ctx, dep); err == nil {
-				depFinal[dep] = st
-			}
-		}
-	}
-	var late []int64
-	d.mu.Lock()
-	for _, rec := range recs {
-		if !fresh[rec.ID] {
-			continue
-		}
-		for _, dep := range rec.After {
-			if _, ok := d.jobs[dep]; !ok && !fresh[dep] {
-				if _, known := depFinal[dep]; !known {
-					// It finished between the read above and now.
-					if st, err := d.depState(ctx, dep); err == nil {
-						depFinal[dep] = st
-					}
-				}
-			}
-		}
-		if dep := d.admit(rec, depFinal); dep != 0 {
-			late = append(late, rec.ID)
-		}
-	}
-	wake := d.schedulable()
-	d.mu.Unlock()
 	d.hub.publish(evs)
-	if len(late) > 0 {
-		d.failLate(ctx, late)
-	}
-	if wake {
-		d.reschedule()
+	d.mu.Lock()
+	room := d.hasRoom()
+	d.mu.Unlock()
+	if room {
+		d.kick()
 	}
 	out := make([]rpc.Record, len(recs))
 	for i, r := range recs {
@@ -229,12 +180,13 @@ func (d *Daemon) waitReady(ctx context.Context) error {
 	}
 }
 
-// present fills what a client sees of a job but the store does not keep: why a
-// queued job waits, the live progress; full adds output tails and a null result.
+// present fills what a client sees of a job but the store does not keep: the
+// live progress of a step this daemon runs, and "capacity" for a queued job the
+// store finds nothing against while this daemon is full; full adds output tails
+// and a null result.
 func (d *Daemon) present(j *rpc.Job, full bool) {
 	d.mu.Lock()
 	if js := d.jobs[j.ID]; js != nil {
-		j.Waiting = d.waitingReason(js)
 		if js.live != nil {
 			if p, _ := js.live.snapshot(); p != nil {
 				j.Progress = p
@@ -243,6 +195,10 @@ func (d *Daemon) present(j *rpc.Job, full bool) {
 			p := *js.rec.Progress
 			j.Progress = &p
 		}
+	}
+	if j.State == rpc.StateQueued && j.Waiting == nil && d.running >= d.cfg.MaxParallel {
+		r := "capacity"
+		j.Waiting = &r
 	}
 	d.mu.Unlock()
 	if j.After == nil {
@@ -334,7 +290,10 @@ func (d *Daemon) List(ctx context.Context, p rpc.ListParams) (*rpc.ListResult, e
 	return res, nil
 }
 
-// Cancel cancels a job and answers once it is final.
+// Cancel cancels a job and answers once it is final. The store decides: a queued
+// job is cancelled in one transaction; for a running one it stores the request,
+// which its owner (this daemon, or another on a shared store) acts on. The
+// answer comes when the job's final event has been published.
 func (d *Daemon) Cancel(ctx context.Context, p rpc.CancelParams) (*rpc.Job, error) {
 	if err := d.waitReady(ctx); err != nil {
 		return nil, err
@@ -343,112 +302,67 @@ func (d *Daemon) Cancel(ctx context.Context, p rpc.CancelParams) (*rpc.Job, erro
 	if reason == "" {
 		reason = "cancelled"
 	}
-	d.mu.Lock()
-	js := d.jobs[p.ID]
-	d.mu.Unlock()
-	if js == nil {
-		rec, err := d.store.Get(ctx, p.ID)
-		if err != nil {
-			return nil, err
-		}
-		return nil, rpc.BadState(p.ID, rec.State, "already final")
-	}
-	final := d.waitChan(p.ID)
-	if err := js.mu.lock(ctx); err != nil {
-		return nil, err
-	}
-	d.mu.Lock()
-	gone := d.jobs[p.ID] != js
-	state := js.rec.State
-	claimed := js.claimed
-	already := js.rec.Run.CancelReason != nil
-	d.mu.Unlock()
-	var err error
-	switch {
-	case gone:
-	case state == rpc.StateQueued && !claimed:
-		err = d.finish(ctx, js, func(rec *rpc.Record, now time.Time) []rpc.Event {
-			return failQueued(rec, reason, rpc.StateCancelled, now)
-		})
-	case already:
-	default:
-		// Running: store the cancel first; it is then the outcome. The runner stops
-		// the step and makes the job final.
-		err = d.cancelRunning(ctx, js, reason, state)
-	}
-	js.mu.unlock()
-	if errors.Is(err, errJobOver) {
-		gone, err = true, nil
-	}
+	final := d.hub.waitFinal(p.ID)
+	defer d.hub.unwaitFinal(p.ID, final)
+	state, _, evs, err := d.store.Cancel(ctx, p.ID, reason, d.clock.Now())
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case <-final:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	d.hub.publish(evs)
+	if state == rpc.StateRunning {
+		d.cancelLocal(ctx, p.ID)
 	}
-	j, err := d.Get(ctx, rpc.GetParams{ID: p.ID})
-	if err == nil && gone && j.State != rpc.StateCancelled {
+	j, err := d.waitForFinal(ctx, p.ID, final, nil)
+	if err != nil {
+		return nil, err
+	}
+	if j.State.Final() && j.State != rpc.StateCancelled {
 		// The job ended on its own before the cancel could be stored.
 		return nil, rpc.BadState(p.ID, j.State, "already final")
 	}
-	return j, err
+	return j, nil
 }
 
-// cancelRunning stores a cancel request of a running job (js.mu held) and tells
-// its runner.
-func (d *Daemon) cancelRunning(ctx context.Context, js *jobState, reason string, state rpc.State) error {
+// cancelLocal tells the runner of a job this daemon runs that a cancel of it was
+// stored: its step stops, and the runner stores the cancelled outcome. A job
+// this daemon does not run is left to its owner.
+func (d *Daemon) cancelLocal(ctx context.Context, id int64) {
+	// A claim in progress may be about to hand the job to a runner.
+	d.claimMu.Lock()
 	d.mu.Lock()
-	rec := cloneRecord(js.rec)
+	js := d.jobs[id]
 	d.mu.Unlock()
-	rec.Run.CancelReason = &reason
-	if _, err := d.apply(ctx, []rpc.Transition{{Record: rec, From: state}}); err != nil {
-		return err
+	d.claimMu.Unlock()
+	if js == nil {
+		return
 	}
+	rec, err := d.store.Get(ctx, id)
+	if err != nil || rec.Run.CancelReason == nil {
+		return
+	}
+	if err := js.mu.lock(ctx); err != nil {
+		return
+	}
+	defer js.mu.unlock()
 	d.mu.Lock()
-	js.rec = rec
-	ch := js.cancelled
+	defer d.mu.Unlock()
+	if js.rec.Run.CancelReason != nil || d.jobs[id] != js {
+		return
+	}
+	js.rec.Run.CancelReason = rec.Run.CancelReason
 	if js.stopStep != nil {
 		js.stopStep(errCancelRequested)
 	}
-	d.mu.Unlock()
-	if ch != nil {
-		close(ch)
-	}
-	return nil
+	close(js.cancelled)
 }
 
-// waitChan returns a channel closed when the job is final (at once if it is).
-func (d *Daemon) waitChan(id int64) <-chan struct{} {
-	ch := make(chan struct{})
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, ok := d.jobs[id]; !ok {
-		close(ch)
-		return ch
-	}
-	d.waiters[id] = append(d.waiters[id], ch)
-	return ch
-}
-
-// Wait answers with the job once it is final, or as it is when the timeout passes.
-func (d *Daemon) Wait(ctx context.Context, p rpc.WaitParams) (*rpc.Job, error) {
-	if err := d.waitReady(ctx); err != nil {
-		return nil, err
-	}
-	final := d.waitChan(p.ID)
-	select {
-	case <-final:
-		// Final or unknown: Get below answers either way.
-		return d.Get(ctx, rpc.GetParams{ID: p.ID})
-	default:
-	}
-	var timeout <-chan time.Time
-	if p.Timeout > 0 {
-		t := time.NewTimer(p.Timeout.D())
-		defer t.Stop()
-		timeout = t.C
+// waitForFinal answers with the job once the hub has published its final event
+// (final is from hub.waitFinal, taken before the store was read), or as it is
+// when timeout fires.
+func (d *Daemon) waitForFinal(ctx context.Context, id int64, final <-chan struct{}, timeout <-chan time.Time) (*rpc.Job, error) {
+	j, err := d.Get(ctx, rpc.GetParams{ID: id})
+	if err != nil || j.State.Final() {
+		return j, err
 	}
 	select {
 	case <-final:
@@ -456,7 +370,25 @@ func (d *Daemon) Wait(ctx context.Context, p rpc.WaitParams) (*rpc.Job, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	return d.Get(ctx, rpc.GetParams{ID: p.ID})
+	return d.Get(ctx, rpc.GetParams{ID: id})
+}
+
+// Wait answers with the job once it is final, or as it is when the timeout passes.
+// It decides from the store and the event stream, so it works for a job that any
+// daemon on the store runs.
+func (d *Daemon) Wait(ctx context.Context, p rpc.WaitParams) (*rpc.Job, error) {
+	if err := d.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	final := d.hub.waitFinal(p.ID)
+	defer d.hub.unwaitFinal(p.ID, final)
+	var timeout <-chan time.Time
+	if p.Timeout > 0 {
+		t := time.NewTimer(p.Timeout.D())
+		defer t.Stop()
+		timeout = t.C
+	}
+	return d.waitForFinal(ctx, p.ID, final, timeout)
 }
 
 // Logs reads part of a step's log.

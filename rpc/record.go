@@ -22,6 +22,9 @@ type RunState struct {
 	// Interrupted is set when the daemon stopped while the job ran: the next start
 	// of its step resumes the same attempt instead of counting a new one.
 	Interrupted bool `json:"interrupted"`
+	// Resumed says the attempt that runs now is one the daemon stopped while it
+	// ran, started again with its number kept.
+	Resumed bool `json:"resumed,omitempty"`
 	// Node and Epoch name the daemon that claimed the running job and the epoch
 	// of its lease; a store refuses a write of the job that names another epoch.
 	// Epoch is 0 while the job is queued.

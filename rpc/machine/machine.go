@@ -51,6 +51,7 @@ func Claim(rec *rpc.Record, o Owner, now time.Time) []rpc.Event {
 // attempt that resumes after an interruption keeps its number and start time.
 func StartStep(rec *rpc.Record, i int, now time.Time) rpc.Event {
 	st := &rec.Steps[i]
+	rec.Run.Resumed = rec.Run.Interrupted
 	if rec.Run.Interrupted {
 		rec.Run.Interrupted = false
 		if st.Attempt == 0 {
