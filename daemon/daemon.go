@@ -100,22 +100,22 @@ type Daemon struct {
 	// queueMu serialises queue.set's read and write of a queue's settings.
 	queueMu sync.Mutex
 
-	mu      sync.Mutex
-	jobs    map[int64]*jobState // the jobs this daemon claimed and runs
-	running int                 // the slots of --max-parallel in use
-	closing bool                // no new starts
-	stopping   bool // daemon.shutdown or signal: submits refused unless draining
-	draining   bool
-	wake       chan struct{}
-	ready      chan struct{} // closed once recovery is over
-	contained  chan struct{} // closed once the containment in force is known
-	probe      chan chan struct{}
-	done       chan struct{} // closed when Run returns
-	stop       chan struct{} // closed by Shutdown
-	stopOnce   sync.Once
-	runners    sync.WaitGroup
-	bg         sync.WaitGroup
-	runCtx     context.Context
+	mu        sync.Mutex
+	jobs      map[int64]*jobState // the jobs this daemon claimed and runs
+	running   int                 // the slots of --max-parallel in use
+	closing   bool                // no new starts
+	stopping  bool                // daemon.shutdown or signal: submits refused unless draining
+	draining  bool
+	wake      chan struct{}
+	ready     chan struct{} // closed once recovery is over
+	contained chan struct{} // closed once the containment in force is known
+	probe     chan chan struct{}
+	done      chan struct{} // closed when Run returns
+	stop      chan struct{} // closed by Shutdown
+	stopOnce  sync.Once
+	runners   sync.WaitGroup
+	bg        sync.WaitGroup
+	runCtx    context.Context
 }
 
 // New builds a daemon over an open store. Call Run to start it.
@@ -165,22 +165,22 @@ func New(cfg Config) (*Daemon, error) {
 		}
 	}
 	d := &Daemon{
-		cfg:        cfg,
-		store:      cfg.Store,
-		clock:      cfg.Clock,
-		log:        cfg.Log,
-		logDir:     filepath.Join(cfg.StateDir, "logs"),
-		resDir:     filepath.Join(cfg.StateDir, "results"),
-		specs:      codec.NewDecoder(),
-		env:        baseEnv(cfg.Env),
-		jobs:       map[int64]*jobState{},
-		ready:      make(chan struct{}),
-		contained:  make(chan struct{}),
-		probe:      make(chan chan struct{}),
-		done:       make(chan struct{}),
-		wake:       make(chan struct{}, 1),
-		stop:       make(chan struct{}),
-		start:      cfg.Clock.Now(), // set here, not in Run: Info may be served before Run begins
+		cfg:       cfg,
+		store:     cfg.Store,
+		clock:     cfg.Clock,
+		log:       cfg.Log,
+		logDir:    filepath.Join(cfg.StateDir, "logs"),
+		resDir:    filepath.Join(cfg.StateDir, "results"),
+		specs:     codec.NewDecoder(),
+		env:       baseEnv(cfg.Env),
+		jobs:      map[int64]*jobState{},
+		ready:     make(chan struct{}),
+		contained: make(chan struct{}),
+		probe:     make(chan chan struct{}),
+		done:      make(chan struct{}),
+		wake:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		start:     cfg.Clock.Now(), // set here, not in Run: Info may be served before Run begins
 	}
 	for _, dir := range []string{cfg.StateDir, d.logDir, d.resDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {

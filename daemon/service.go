@@ -521,12 +521,13 @@ func (d *Daemon) Info(ctx context.Context) (*rpc.Info, error) {
 	}
 	d.mu.Lock()
 	mode, note := d.containment, d.containNote
+	owner := d.owner
 	d.mu.Unlock()
 	return &rpc.Info{
 		Version: d.cfg.Version, Protocol: rpc.ProtocolVersion, PID: os.Getpid(), StartedAt: d.start,
 		Socket: d.cfg.Socket, StateDir: d.cfg.StateDir, StoreID: d.store.StoreID(),
 		MaxParallel: d.cfg.MaxParallel, Counts: counts, LastSeq: last, OldestSeq: oldest,
-		Containment: mode, ContainmentNote: note,
+		Containment: mode, ContainmentNote: note, Node: owner.Node, Epoch: owner.Epoch,
 	}, nil
 }
 

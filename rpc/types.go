@@ -372,4 +372,8 @@ type Info struct {
 	// environment mark). ContainmentNote says where the cgroups are, or why none.
 	Containment     string `json:"containment"`
 	ContainmentNote string `json:"containment_note"`
+	// Node and Epoch name this daemon in its store: the name it joined with
+	// and the epoch the store gave it, which fences its writes.
+	Node  string `json:"node"`
+	Epoch int64  `json:"epoch"`
 }

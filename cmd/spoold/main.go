@@ -41,6 +41,7 @@ type options struct {
 	maxParallel    int
 	killGrace      time.Duration
 	containment    string
+	node           string
 	maxMessage     int64
 	eventRetention time.Duration
 	retain         time.Duration
@@ -68,6 +69,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.IntVar(&o.maxParallel, "max-parallel", runtime.NumCPU(), "jobs running at once, all queues together")
 	fs.DurationVar(&o.killGrace, "kill-grace", 10*time.Second, "time between SIGTERM and SIGKILL when a step is stopped")
 	fs.StringVar(&o.containment, "containment", "auto", "how a step's processes are kept together: auto (a cgroup per step where a writable cgroup v2 subtree exists, else process groups), cgroup (required), group")
+	fs.StringVar(&o.node, "node", "", "this daemon's name in its store (default the host name)")
 	fs.StringVar(&maxMessage, "max-message", "1MiB", "largest protocol message accepted")
 	fs.StringVar(&eventRetention, "event-retention", "30d", "keep stored events this long (0: forever)")
 	fs.StringVar(&retain, "retain", "0", "remove final jobs this long after they finished (0: never)")
@@ -322,7 +324,7 @@ func serve(o *options, sm serviceManager, log *slog.Logger) error {
 
 	d, err := daemon.New(daemon.Config{
 		Store: dstore, StateDir: o.stateDir, Socket: socket, Version: o.version,
-		MaxParallel: o.maxParallel, KillGrace: o.killGrace, MaxLog: o.maxLog, Subreaper: true, Containment: o.containment,
+		MaxParallel: o.maxParallel, KillGrace: o.killGrace, MaxLog: o.maxLog, Subreaper: true, Containment: o.containment, Node: o.node,
 		EventRetention: eventRetention(o.eventRetention), Retain: o.retain, Log: log,
 	})
 	if err != nil {
