@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"spool/rpc"
+	"spool/rpc/machine"
 )
 
 // Stats is what the daemon tells about itself beyond the protocol, for metrics.
@@ -80,4 +81,24 @@ func (t timedStore) PutTemplate(ctx context.Context, tp rpc.Template) error {
 func (t timedStore) RemoveTemplate(ctx context.Context, name string) error {
 	defer t.since(time.Now())
 	return t.Store.RemoveTemplate(ctx, name)
+}
+
+func (t timedStore) Claim(ctx context.Context, o machine.Owner, max int, now time.Time) ([]rpc.Record, []rpc.Event, error) {
+	defer t.since(time.Now())
+	return t.Store.Claim(ctx, o, max, now)
+}
+
+func (t timedStore) Cancel(ctx context.Context, id int64, reason string, now time.Time) (rpc.State, []rpc.Record, []rpc.Event, error) {
+	defer t.since(time.Now())
+	return t.Store.Cancel(ctx, id, reason, now)
+}
+
+func (t timedStore) Reap(ctx context.Context, now time.Time) ([]rpc.Record, []rpc.Event, error) {
+	defer t.since(time.Now())
+	return t.Store.Reap(ctx, now)
+}
+
+func (t timedStore) Join(ctx context.Context, node string, now time.Time) (machine.Owner, error) {
+	defer t.since(time.Now())
+	return t.Store.Join(ctx, node, now)
 }
