@@ -92,8 +92,14 @@ type Outcome struct {
 }
 
 // StepSucceeded ends the running step i in success. When it was the last step the
-// job succeeds too; otherwise the next step starts in the same transition.
+// job succeeds too; otherwise the next step starts in the same transition. A
+// cancel stored before the success is the outcome: the step and the job end
+// cancelled instead (EndStep), whichever step it was.
 func StepSucceeded(rec *rpc.Record, i int, out Outcome, now time.Time) []rpc.Event {
+	if reason := rec.Run.CancelReason; reason != nil {
+		out.Result, out.Truncated, out.KeepResult = nil, false, false
+		return EndStep(rec, i, out, rpc.StateCancelled, *reason, now)
+	}
 	s := &rec.Steps[i]
 	s.State = rpc.StateSucceeded
 	s.FinishedAt = &now
@@ -163,8 +169,10 @@ func FailRunning(rec *rpc.Record, reason string, now time.Time) []rpc.Event {
 
 // EndUnstarted makes final a job whose current step runs no process: a queued job
 // that is cancelled or whose dependency failed, or a running one cancelled while
-// it waits for a retry. Its current step is cancelled (for a cancel) or failed
-// (when it was waiting for a retry) or skipped, the rest skipped.
+// it waits for a retry or before its step's process started. For a cancel its
+// current step is cancelled, whether it was pending, running or waiting for a
+// retry (the protocol's "the active step cancelled"); otherwise a current step
+// that waits for a retry fails. Every other unfinished step is skipped.
 func EndUnstarted(rec *rpc.Record, reason string, state rpc.State, now time.Time) []rpc.Event {
 	var evs []rpc.Event
 	for i := range rec.Steps {
@@ -243,11 +251,17 @@ func Finalize(rec *rpc.Record, state rpc.State, errText string, now time.Time) r
 	return ev
 }
 
-// JobResult is the result of the last step whose result mode is not "none".
+// JobResult is the result of the last step whose result mode is not "none", null
+// when that step has none (a sleep step whose mode is "json"): an earlier step's
+// result does not stand in for it. Without the spec the modes are unknown, and it
+// is the last result a step has.
 func JobResult(rec *rpc.Record) json.RawMessage {
 	for i := len(rec.Steps) - 1; i >= 0; i-- {
-		if rec.Spec != nil && rec.Spec.Steps[i].Result == rpc.ResultNone {
-			continue
+		if rec.Spec != nil && i < len(rec.Spec.Steps) {
+			if rec.Spec.Steps[i].Result == rpc.ResultNone {
+				continue
+			}
+			return rec.Steps[i].Result
 		}
 		if rec.Steps[i].Result != nil {
 			return rec.Steps[i].Result
@@ -257,8 +271,11 @@ func JobResult(rec *rpc.Record) json.RawMessage {
 }
 
 // Runnable reports whether a queued job may be claimed now as far as its own
-// record says: it is queued, has no cancel stored, and its not_before is due.
-// Dependencies and queue limits are the store's to check.
+// record says: it is queued and its not_before is due. Dependencies and queue
+// limits are the store's to check. A queued job with a cancel stored (one reaped
+// after its cancel was stored: Interrupt queues it) is runnable on purpose: its
+// claimant's runner stores the cancel before any process starts, and nothing
+// else would end it.
 func Runnable(rec *rpc.Record, now time.Time) bool {
 	return rec.State == rpc.StateQueued && (rec.NotBefore == nil || !rec.NotBefore.After(now))
 }
