@@ -105,6 +105,9 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 	d.mu.Lock()
 	rec := cloneRecord(js.rec)
 	d.mu.Unlock()
+	if rec.State.Final() {
+		return true, nil
+	}
 	if parent.Err() != nil {
 		return true, nil // the daemon stops: the job resumes at the next start
 	}
@@ -308,8 +311,8 @@ func (o outcome) machine(keep bool) machine.Outcome {
 	return machine.Outcome{ExitCode: o.exitCode, Signal: o.signal, Err: o.err, Result: o.result, Truncated: o.truncated, KeepResult: keep}
 }
 
-// cancelJob ends a running job with a cancel: a running step is cancelled, one
-// that waits for a retry fails, the rest are skipped.
+// cancelJob ends a running job with a cancel: its current step is cancelled, the
+// rest are skipped.
 func cancelJob(r *rpc.Record, reason string, now time.Time) []rpc.Event {
 	return machine.EndUnstarted(r, reason, rpc.StateCancelled, now)
 }

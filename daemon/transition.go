@@ -79,21 +79,21 @@ func (d *Daemon) transition(ctx context.Context, js *jobState, fn mutation) (rpc
 	return rec, nil
 }
 
-// update stores a change of a job that stays unfinished, taking its lock.
+// update stores the change fn makes to the job, taking its lock.
 func (d *Daemon) update(ctx context.Context, js *jobState, fn mutation) error {
 	if err := js.mu.lock(ctx); err != nil {
 		return err
 	}
 	defer js.mu.unlock()
-	_, err := d.transition(ctx, js, fn)
-	return err
+	return d.finish(ctx, js, fn)
 }
 
-// finish stores a job's final state, made by fn; the store fails its queued
-// dependents, and theirs, in the same transaction. The caller holds js.mu.
+// finish stores the change fn makes to the job (the caller holds js.mu) and, when
+// it made the job final, gives its slot back; the store fails its queued
+// dependents, and theirs, in the same transaction.
 func (d *Daemon) finish(ctx context.Context, js *jobState, fn mutation) error {
 	rec, err := d.transition(ctx, js, fn)
-	if err != nil {
+	if err != nil || !rec.State.Final() {
 		return err
 	}
 	d.mu.Lock()
