@@ -61,6 +61,11 @@ func (d *Daemon) transition(ctx context.Context, js *jobState, fn mutation) (rpc
 	from := rec.State
 	evs := fn(&rec, d.clock.Now())
 	_, err = d.apply(ctx, []rpc.Transition{{Record: rec, From: from, Events: evs, Epoch: d.owner.Epoch}})
+	if rpc.CodeOf(err) == rpc.CodeBadState && rec.Run.CancelReason == nil && d.learnCancel(ctx, js) {
+		// A cancel was stored for the job since its runner last looked, which
+		// the store will not let a transition pass over: it is the outcome.
+		return d.transition(ctx, js, fn)
+	}
 	if rpc.CodeOf(err) == rpc.CodeBadState || rpc.CodeOf(err) == rpc.CodeNotFound {
 		d.log.Warn("a transition lost its race", "id", rec.ID, "err", err)
 		d.mu.Lock()
@@ -77,6 +82,27 @@ func (d *Daemon) transition(ctx context.Context, js *jobState, fn mutation) (rpc
 	js.rec = rec
 	d.mu.Unlock()
 	return rec, nil
+}
+
+// learnCancel reads the job from the store and, when it is still this runner's
+// and has a cancel stored that the runner did not know, takes the cancel in:
+// the step stops and the next transitions see it. The caller holds js.mu.
+func (d *Daemon) learnCancel(ctx context.Context, js *jobState) bool {
+	stored, err := d.store.Get(ctx, js.rec.ID)
+	if err != nil || stored.State != rpc.StateRunning || stored.Run.Epoch != d.owner.Epoch || stored.Run.CancelReason == nil {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if js.rec.Run.CancelReason != nil {
+		return false
+	}
+	js.rec.Run.CancelReason = stored.Run.CancelReason
+	if js.stopStep != nil {
+		js.stopStep(errCancelRequested)
+	}
+	close(js.cancelled)
+	return true
 }
 
 // update stores the change fn makes to the job, taking its lock.
