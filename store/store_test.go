@@ -45,8 +45,32 @@ func open(t *testing.T, path string, opts store.Options) *store.Store {
 }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) daemon.Store {
-		return open(t, filepath.Join(t.TempDir(), "spool.db"), store.Options{})
+	var mu sync.Mutex
+	paths := map[daemon.Store]string{}
+	storetest.RunWith(t, storetest.Harness{
+		Open: func(t *testing.T) daemon.Store {
+			path := filepath.Join(t.TempDir(), "spool.db")
+			s := open(t, path, store.Options{})
+			mu.Lock()
+			paths[s] = path
+			mu.Unlock()
+			return s
+		},
+		// A new boot: the file closed and opened again, the leases of the
+		// last one gone with it.
+		Reopen: func(t *testing.T, old daemon.Store) daemon.Store {
+			mu.Lock()
+			path := paths[old]
+			mu.Unlock()
+			if err := old.(*store.Store).Close(); err != nil {
+				t.Fatalf("close store: %v", err)
+			}
+			s := open(t, path, store.Options{})
+			mu.Lock()
+			paths[s] = path
+			mu.Unlock()
+			return s
+		},
 	})
 }
 
