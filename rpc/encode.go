@@ -308,6 +308,14 @@ func (r *RunState) appendJSON(b []byte) ([]byte, error) {
 	}
 	b = append(b, `,"interrupted":`...)
 	b = strconv.AppendBool(b, r.Interrupted)
+	if r.Node != "" {
+		b = append(b, `,"node":`...)
+		b = appendString(b, r.Node)
+	}
+	if r.Epoch != 0 {
+		b = append(b, `,"epoch":`...)
+		b = strconv.AppendInt(b, r.Epoch, 10)
+	}
 	return append(b, '}'), nil
 }
 

@@ -151,6 +151,8 @@ func encodeRecords() []Record {
 			Procs:        []Proc{{Step: 1, PID: 100, PGID: 100, Start: math.MaxUint64}, {Step: -1, PID: -2}},
 			CancelReason: ptr(oddStrings[2]), Deadline: &ts[3], Interrupted: true,
 		}},
+		{Run: RunState{Node: oddStrings[1], Epoch: math.MaxInt64}},
+		{Run: RunState{Epoch: -1}},
 	}
 	for _, j := range encodeJobs() {
 		recs = append(recs, Record{Job: j, Run: RunState{Deadline: &j.SubmittedAt}})

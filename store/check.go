@@ -20,8 +20,12 @@ const maxProblems = 50
 // Check verifies the database without changing it: bbolt's own consistency check,
 // then spool's invariants: every record has its spec and exactly its index
 // entries (by state, unfinished set, queue index, dependents, key), the stored
-// counts match the records, and the events run without a gap from the oldest to
-// the last seq given. It returns every problem found (up to a bound), joined.
+// counts match the records, the scheduling buckets hold exactly what the records
+// say (a queued job whose dependencies all succeeded is claimable or waits for
+// its not_before, one with an unfinished dependency is in neither, none has a
+// failed one; each queue's queued and running jobs; the cancels of unfinished
+// jobs; an epoch counter at least every stored epoch), and the events run without
+// a gap from the oldest to the last seq given. It returns every problem found (up to a bound), joined.
 func (s *Store) Check(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -68,6 +72,90 @@ func checkMeta(b *txb, report func(string, ...any)) {
 	if len(b.meta.Get([]byte(metaStoreID))) != 32 {
 		report("meta: store id %q is not 16 bytes in hex", b.meta.Get([]byte(metaStoreID)))
 	}
+	if len(b.meta.Get([]byte(metaEpoch))) != 8 {
+		report("meta: epoch %x is not 8 bytes", b.meta.Get([]byte(metaEpoch)))
+	}
+}
+
+// schedCheck accumulates what the records say the scheduling buckets hold.
+type schedCheck struct {
+	ready, timers, cancels int
+	queues                 map[string][2]int64
+	maxEpoch               int64
+}
+
+// checkSched checks the scheduling entries of unfinished job rec.
+func checkSched(b *txb, rec *rpc.Record, sc *schedCheck, report func(string, ...any)) {
+	id := rec.ID
+	sc.maxEpoch = max(sc.maxEpoch, rec.Run.Epoch)
+	n := sc.queues[rec.Queue]
+	if rec.State == rpc.StateQueued {
+		n[0]++
+	} else {
+		n[1]++
+	}
+	sc.queues[rec.Queue] = n
+	if rec.Run.CancelReason != nil {
+		sc.cancels++
+		if b.cancels.Get(itob(id)) == nil {
+			report("job %d: cancel stored, not in the cancels", id)
+		}
+	}
+	if rec.State != rpc.StateQueued {
+		return
+	}
+	qk, err := queueKey(rec.Queue, rec.Priority, id)
+	if err != nil {
+		return
+	}
+	inReady := b.ready.Get(qk) != nil
+	inTimers := rec.NotBefore != nil && b.timers.Get(timeKey(*rec.NotBefore, id)) != nil
+	if inReady {
+		sc.ready++
+	}
+	if inTimers {
+		sc.timers++
+	}
+	failed, waiting, err := b.deps(rec.After)
+	switch {
+	case err != nil:
+		report("job %d: %v", id, err)
+	case failed != 0:
+		report("job %d: queued, its dependency %d did not succeed", id, failed)
+	case waiting && (inReady || inTimers):
+		report("job %d: waits for a dependency, yet claimable (ready %v, timer %v)", id, inReady, inTimers)
+	case !waiting && inReady == inTimers:
+		report("job %d: its dependencies succeeded, ready %v, timer %v: want one", id, inReady, inTimers)
+	}
+}
+
+// checkSchedTotals checks the scheduling buckets against what checkSched saw:
+// no entry more.
+func checkSchedTotals(b *txb, sc *schedCheck, report func(string, ...any)) {
+	if n := b.ready.Stats().KeyN; n != sc.ready {
+		report("ready: %d entries for %d claimable jobs", n, sc.ready)
+	}
+	if n := b.timers.Stats().KeyN; n != sc.timers {
+		report("timers: %d entries for %d jobs waiting for their not_before", n, sc.timers)
+	}
+	if n := b.cancels.Stats().KeyN; n != sc.cancels {
+		report("cancels: %d entries for %d unfinished jobs with a cancel", n, sc.cancels)
+	}
+	b.qcounts.ForEach(func(k, v []byte) error {
+		q, r := countsOf(v)
+		if want := sc.queues[string(k)]; int64(q) != want[0] || int64(r) != want[1] {
+			report("queue %q: counts say %d queued, %d running; records %d, %d", k, q, r, want[0], want[1])
+		}
+		return nil
+	})
+	for name, want := range sc.queues {
+		if b.qcounts.Get([]byte(name)) == nil {
+			report("queue %q: no counts, records say %d queued, %d running", name, want[0], want[1])
+		}
+	}
+	if v := b.meta.Get([]byte(metaEpoch)); len(v) == 8 && btoi(v) < sc.maxEpoch {
+		report("meta: epoch %d below the stored epoch %d", btoi(v), sc.maxEpoch)
+	}
 }
 
 // checkJobs checks every record against its spec, indexes and counts, then every
@@ -80,6 +168,7 @@ func checkJobs(ctx context.Context, b *txb, report func(string, ...any)) error {
 	var maxID int64
 	// refs counts the specs that refer to each environment, by key.
 	refs := make(map[string]int64)
+	sc := &schedCheck{queues: make(map[string][2]int64)}
 	c := b.jobs.Cursor()
 	n := 0
 	for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -139,6 +228,7 @@ func checkJobs(ctx context.Context, b *txb, report func(string, ...any)) error {
 			} else if v := b.queueIndex.Get(qk); string(v) != string(rec.State) {
 				report("job %d: queue index says %q, record %s", id, v, rec.State)
 			}
+			checkSched(b, &rec, sc, report)
 			for _, dep := range rec.After {
 				deps++
 				if b.dependents.Get(depKey(dep, id)) == nil {
@@ -213,6 +303,7 @@ func checkJobs(ctx context.Context, b *txb, report func(string, ...any)) error {
 		report("keys: %d entries for %d jobs with a key", n, keyed)
 	}
 	checkEnvs(b, refs, report)
+	checkSchedTotals(b, sc, report)
 	return nil
 }
 

@@ -36,7 +36,8 @@ func envJob(name string, env map[string]string, at time.Time) rpc.NewJob {
 }
 
 // downgrade rewrites the database at path as schema version 1 wrote it: every
-// spec whole, inline (specs gives them by id), and no buckets of environments.
+// spec whole, inline (specs gives them by id), no buckets of environments and
+// none of scheduling.
 func downgrade(t *testing.T, path string, specs map[int64]*rpc.Spec) {
 	t.Helper()
 	is := is.New(t)
@@ -57,10 +58,13 @@ func downgrade(t *testing.T, path string, specs map[int64]*rpc.Spec) {
 				return err
 			}
 		}
-		for _, name := range []string{"envs", "env_refs"} {
+		for _, name := range []string{"envs", "env_refs", "ready", "timers", "queue_counts", "cancels"} {
 			if err := tx.DeleteBucket([]byte(name)); err != nil {
 				return err
 			}
+		}
+		if err := tx.Bucket([]byte("meta")).Delete([]byte("epoch")); err != nil {
+			return err
 		}
 		return tx.Bucket([]byte("meta")).Put([]byte("version"), []byte("1"))
 	})) // rewritten as version 1
@@ -109,7 +113,7 @@ func TestSchema1Upgrade(t *testing.T) {
 	s, err = store.Open(path, store.Options{NoSync: true})
 	is.NoErr(err)                         // a version 1 database opens
 	is.NoErr(s.Close())                   // closed
-	is.Equal(schemaVersion(t, path), "2") // upgraded
+	is.Equal(schemaVersion(t, path), "3") // upgraded
 	s = open(t, path, store.Options{NoSync: true})
 	is.NoErr(s.Check(ctx)) // and it is consistent
 	for _, r := range recs {

@@ -45,9 +45,11 @@ func (s *Store) Submit(ctx context.Context, jobs []rpc.NewJob) ([]rpc.Record, []
 	}
 	var recs []rpc.Record
 	var evs []rpc.Event
-	o := &op{weight: weight, apply: func(b *txb) error {
+	var o *op
+	o = &op{weight: weight, apply: func(b *txb) error {
 		var err error
-		recs, evs, err = submitTx(b, jobs, specs)
+		recs, evs, err = submitTx(newWriter(b, s.clock()), jobs, specs)
+		o.changed = len(evs) > 0
 		return err
 	}}
 	if err := s.do(ctx, o); err != nil {
@@ -69,8 +71,9 @@ type submitEntry struct {
 
 // submitTx is Submit's work in one transaction: every check, then every write.
 // Two specs are equal when their stored encodings are (the env is in it by its
-// SHA-256).
-func submitTx(b *txb, jobs []rpc.NewJob, specs []storedSpec) ([]rpc.Record, []rpc.Event, error) {
+// SHA-256). A new job whose dependency did not succeed fails in it.
+func submitTx(w *writer, jobs []rpc.NewJob, specs []storedSpec) ([]rpc.Record, []rpc.Event, error) {
+	b := w.b
 	base := int64(b.jobs.Sequence())
 	next := base
 	entries := make([]submitEntry, len(jobs))
@@ -147,10 +150,10 @@ func submitTx(b *txb, jobs []rpc.NewJob, specs []storedSpec) ([]rpc.Record, []rp
 	}
 
 	// Every check passed: write.
-	c := counts{}
 	var envs envDeltas
 	recs := make([]rpc.Record, len(jobs))
-	var evs []rpc.Event
+	created := make(map[int64]int)
+	now := w.now
 	for i, nj := range jobs {
 		e := entries[i]
 		switch {
@@ -178,34 +181,46 @@ func submitTx(b *txb, jobs []rpc.NewJob, specs []storedSpec) ([]rpc.Record, []rp
 		if specs[i].env != nil {
 			envs.add(specs[i].key, specs[i].env, 1)
 		}
-		if err := b.index(&rec); err != nil {
-			return nil, nil, err
-		}
-		c[rec.State]++
 		ev := nj.Event
 		ev.Job = e.id
-		if err := b.appendEvent(&ev); err != nil {
+		if err := w.event(ev, e.id); err != nil {
 			return nil, nil, err
 		}
-		evs = append(evs, ev)
+		w.now = now
+		if !ev.Time.IsZero() {
+			w.now = ev.Time
+		}
+		if err := w.put(nil, &rec); err != nil {
+			return nil, nil, err
+		}
 		rec.Spec = &spec
 		recs[i] = rec
+		created[e.id] = i
 	}
 	if next != base {
 		if err := b.jobs.SetSequence(uint64(next)); err != nil {
 			return nil, nil, fmt.Errorf("set job sequence: %w", err)
 		}
 	}
-	if err := c.write(b); err != nil {
+	if err := w.finish(); err != nil {
 		return nil, nil, err
 	}
 	if err := envs.write(b); err != nil {
 		return nil, nil, err
 	}
-	if evs == nil {
-		evs = []rpc.Event{}
+	// Jobs failed by a dependency are returned as they ended, and so is every
+	// entry that names them.
+	for _, rec := range w.extra {
+		if i, ok := created[rec.ID]; ok {
+			recs[i] = *rec
+		}
 	}
-	return recs, evs, nil
+	for i, e := range entries {
+		if e.sameAs >= 0 {
+			recs[i] = recs[e.sameAs]
+		}
+	}
+	return recs, w.evs, nil
 }
 
 // Apply stores transitions in one transaction, each guarded by the state its job
@@ -215,9 +230,11 @@ func (s *Store) Apply(ctx context.Context, ts []rpc.Transition) ([]rpc.Event, er
 		return []rpc.Event{}, nil
 	}
 	var evs []rpc.Event
-	o := &op{weight: 1024 * len(ts), apply: func(b *txb) error {
+	var o *op
+	o = &op{weight: 1024 * len(ts), apply: func(b *txb) error {
 		var err error
-		evs, err = applyTx(b, ts)
+		evs, err = applyTx(newWriter(b, s.clock()), ts)
+		o.changed = true
 		return err
 	}}
 	if err := s.do(ctx, o); err != nil {
@@ -226,11 +243,14 @@ func (s *Store) Apply(ctx context.Context, ts []rpc.Transition) ([]rpc.Event, er
 	return evs, nil
 }
 
-// applyTx is Apply's work in one transaction: every check, then every write.
-func applyTx(b *txb, ts []rpc.Transition) ([]rpc.Event, error) {
+// applyTx is Apply's work in one transaction: every check, then every write,
+// then the consequences for the dependents of jobs that became final.
+func applyTx(w *writer, ts []rpc.Transition) ([]rpc.Event, error) {
+	b := w.b
 	// A job may move more than once in one call: later checks see earlier moves.
 	moved := make(map[int64]*rpc.Record)
 	olds := make([]*rpc.Record, len(ts))
+	recs := make([]rpc.Record, len(ts))
 	for i := range ts {
 		t := &ts[i]
 		id := t.Record.ID
@@ -247,63 +267,64 @@ func applyTx(b *txb, ts []rpc.Transition) ([]rpc.Event, error) {
 		if old.State != t.From {
 			return nil, rpc.BadState(id, old.State, "state changed")
 		}
+		if t.Epoch != 0 && old.Run.Epoch != t.Epoch {
+			return nil, rpc.BadState(id, old.State, fmt.Sprintf("not owned by epoch %d", t.Epoch))
+		}
 		olds[i] = old
 		rec := t.Record
 		rec.Spec = nil
-		moved[id] = &rec
+		if rec.Run.CancelReason == nil {
+			rec.Run.CancelReason = old.Run.CancelReason
+		}
+		recs[i] = rec
+		moved[id] = &recs[i]
 	}
 
-	c := counts{}
-	evs := []rpc.Event{}
 	for i := range ts {
-		t := &ts[i]
-		rec := t.Record
-		rec.Spec = nil
-		reindex := !sameIndex(olds[i], &rec)
-		if reindex {
-			if err := b.unindex(olds[i]); err != nil {
-				return nil, err
-			}
-		}
-		if err := b.putRecord(&rec); err != nil {
+		if err := w.events(ts[i].Events, recs[i].ID); err != nil {
 			return nil, err
 		}
-		if reindex {
-			if err := b.index(&rec); err != nil {
-				return nil, err
-			}
-		}
-		c[olds[i].State]--
-		c[rec.State]++
-		for _, ev := range t.Events {
-			if ev.Job == 0 {
-				ev.Job = rec.ID
-			}
-			if err := b.appendEvent(&ev); err != nil {
-				return nil, err
-			}
-			evs = append(evs, ev)
+		w.now = eventsTime(ts[i].Events, w.now)
+		if err := w.put(olds[i], &recs[i]); err != nil {
+			return nil, err
 		}
 	}
-	if err := c.write(b); err != nil {
+	if err := w.finish(); err != nil {
 		return nil, err
 	}
-	return evs, nil
+	return w.evs, nil
 }
 
-// Get reads one job with its spec; 1001 when unknown.
+// eventsTime is the time of the last of evs that has one, or def.
+func eventsTime(evs []rpc.Event, def time.Time) time.Time {
+	for i := len(evs) - 1; i >= 0; i-- {
+		if !evs[i].Time.IsZero() {
+			return evs[i].Time
+		}
+	}
+	return def
+}
+
+// Get reads one job with its spec; 1001 when unknown. A queued job's Waiting
+// says why it is not running, as far as the store knows.
 func (s *Store) Get(ctx context.Context, id int64) (*rpc.Record, error) {
 	var rec *rpc.Record
 	open := func(tx *bbolt.Tx) (*txb, error) {
-		b := &txb{tx: tx, jobs: tx.Bucket([]byte(bJobs)), specs: tx.Bucket([]byte(bSpecs)), envs: tx.Bucket([]byte(bEnvs))}
-		if b.jobs == nil || b.specs == nil || b.envs == nil {
-			return nil, fmt.Errorf("bucket %q, %q or %q is missing", bJobs, bSpecs, bEnvs)
+		b := &txb{tx: tx, jobs: tx.Bucket([]byte(bJobs)), specs: tx.Bucket([]byte(bSpecs)), envs: tx.Bucket([]byte(bEnvs)),
+			ready: tx.Bucket([]byte(bReady)), timers: tx.Bucket([]byte(bTimers)), queues: tx.Bucket([]byte(bQueues)), qcounts: tx.Bucket([]byte(bQueueCounts))}
+		if b.jobs == nil || b.specs == nil || b.envs == nil || b.ready == nil || b.timers == nil || b.queues == nil || b.qcounts == nil {
+			return nil, fmt.Errorf("a bucket of %q is missing", []string{bJobs, bSpecs, bEnvs, bReady, bTimers, bQueues, bQueueCounts})
 		}
 		return b, nil
 	}
+	now := s.clock()
 	err := s.viewWith(ctx, open, func(b *txb) error {
 		var err error
 		rec, err = b.getFull(id, nil)
+		if err != nil || rec == nil {
+			return err
+		}
+		rec.Waiting, err = b.waiting(rec, now)
 		return err
 	})
 	if err != nil {
@@ -408,6 +429,7 @@ func (s *Store) List(ctx context.Context, p rpc.ListParams) (*rpc.ListResult, er
 	}
 	res := &rpc.ListResult{Jobs: []rpc.Job{}}
 	filter := p.Queue != "" || len(p.Labels) > 0
+	now := s.clock()
 	err := s.view(ctx, func(b *txb) error {
 		var srcs []*idSource
 		if len(p.State) == 0 {
@@ -446,6 +468,9 @@ func (s *Store) List(ctx context.Context, p rpc.ListParams) (*rpc.ListResult, er
 			if len(res.Jobs) == limit {
 				more = true
 				break
+			}
+			if rec.Waiting, err = b.waiting(rec, now); err != nil {
+				return err
 			}
 			res.Jobs = append(res.Jobs, listed(rec))
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"time"
 
 	"go.etcd.io/bbolt"
 
@@ -45,6 +46,21 @@ const (
 	// bEnvRefs maps the same key to the number of stored specs that refer to
 	// it (8 bytes big endian), never 0: the last reference deletes both.
 	bEnvRefs = "env_refs"
+	// bReady holds the queued jobs that Claim may take, keyed as bQueueIndex
+	// (queue, priority descending, id ascending): every dependency succeeded
+	// and the not_before, if any, was due when Claim last looked (schema 3).
+	bReady = "ready"
+	// bTimers holds the queued jobs whose dependencies all succeeded and that
+	// have a not_before, keyed by not_before (see timeKey) then id; Claim moves
+	// the due ones to bReady (schema 3). A queued job in neither bucket waits
+	// for a dependency; bDependents finds it when that one ends.
+	bTimers = "timers"
+	// bQueueCounts maps a queue name to its numbers of queued and running jobs
+	// (8 bytes big endian each); a queue with neither has no entry (schema 3).
+	bQueueCounts = "queue_counts"
+	// bCancels holds the id of every unfinished job with a cancel stored
+	// (Run.CancelReason), for Renew (schema 3).
+	bCancels = "cancels"
 )
 
 // bucketNames lists every bucket of the layout.
@@ -56,6 +72,9 @@ func bucketsOf(v int) []string {
 	if v >= 2 {
 		names = append(names, bEnvs, bEnvRefs)
 	}
+	if v >= 3 {
+		names = append(names, bReady, bTimers, bQueueCounts, bCancels)
+	}
 	return names
 }
 
@@ -65,6 +84,8 @@ const (
 	metaStoreID = "store_id"
 	// metaCount is the prefix of the per-state job counts (8 bytes big endian).
 	metaCount = "count:"
+	// metaEpoch is the last epoch Join gave (8 bytes big endian; schema 3).
+	metaEpoch = "epoch"
 )
 
 // jobStates are the states a job can be in, in the order Counts reports them.
@@ -93,6 +114,10 @@ type txb struct {
 	templates  *bbolt.Bucket
 	envs       *bbolt.Bucket
 	envRefs    *bbolt.Bucket
+	ready      *bbolt.Bucket
+	timers     *bbolt.Bucket
+	qcounts    *bbolt.Bucket
+	cancels    *bbolt.Bucket
 	// dec decodes stored JSON (records, specs, events): the store's decoder.
 	dec *codec.Decoder
 }
@@ -108,6 +133,7 @@ func buckets(tx *bbolt.Tx) (*txb, error) {
 		{bUnfinished, &b.unfinished}, {bByState, &b.byState}, {bKeys, &b.keys},
 		{bDependents, &b.dependents}, {bEvents, &b.events}, {bQueues, &b.queues}, {bTemplates, &b.templates},
 		{bEnvs, &b.envs}, {bEnvRefs, &b.envRefs},
+		{bReady, &b.ready}, {bTimers, &b.timers}, {bQueueCounts, &b.qcounts}, {bCancels, &b.cancels},
 	} {
 		*p.dst = tx.Bucket([]byte(p.name))
 		if *p.dst == nil {
@@ -189,4 +215,48 @@ func idsWithPrefix(b *bbolt.Bucket, prefix []byte) []int64 {
 		}
 	}
 	return ids
+}
+
+// timeKey is the bTimers key of job id whose not_before is at: the time in
+// nanoseconds since 1970 with the sign bit flipped (so that keys sort by time),
+// then the id. Times outside what an int64 of nanoseconds holds are clamped.
+func timeKey(at time.Time, id int64) []byte {
+	k := make([]byte, 0, 16)
+	k = binary.BigEndian.AppendUint64(k, uint64(unixNano(at))^(1<<63))
+	return append(k, itob(id)...)
+}
+
+// unixNano is at in nanoseconds since 1970, clamped to an int64.
+func unixNano(at time.Time) int64 {
+	switch {
+	case at.Before(minTime):
+		return math.MinInt64
+	case at.After(maxTime):
+		return math.MaxInt64
+	}
+	return at.UnixNano()
+}
+
+// The times an int64 of nanoseconds since 1970 holds.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+// keyTime is the time of a bTimers key.
+func keyTime(k []byte) time.Time {
+	return time.Unix(0, int64(binary.BigEndian.Uint64(k)^(1<<63))).UTC()
+}
+
+// queueOfKey is the queue name of a bReady (or bQueueIndex) key and the length
+// of its prefix; ok is false for a key of another layout.
+func queueOfKey(k []byte) (name string, prefix int, ok bool) {
+	if len(k) < 2 {
+		return "", 0, false
+	}
+	n := int(binary.BigEndian.Uint16(k))
+	if len(k) != 2+n+16 {
+		return "", 0, false
+	}
+	return string(k[2 : 2+n]), 2 + n, true
 }

@@ -16,14 +16,21 @@ type indexed struct {
 	State    rpc.State `json:"state"`
 	After    []int64   `json:"after"`
 	Key      *string   `json:"key"`
+	// NotBefore and Run are what the scheduling buckets derive from.
+	NotBefore *time.Time `json:"not_before"`
+	Run       struct {
+		CancelReason *string `json:"cancel_reason"`
+		Epoch        int64   `json:"epoch"`
+	} `json:"run"`
 }
 
 // decode decodes stored JSON into v as encoding/json would, in one pass (the
 // store's decoder). What it keeps is copied out of raw, which bbolt owns.
 func (b *txb) decode(raw []byte, v any) error { return b.dec.Lenient(raw, v) }
 
-// getIndexed reads only what a record's index entries derive from (cheaper than
-// the whole record, which a transition replaces anyway).
+// getIndexed reads only what a record's index entries and scheduling buckets
+// derive from (cheaper than the whole record, which a transition replaces
+// anyway).
 func (b *txb) getIndexed(id int64) (*rpc.Record, error) {
 	raw := b.jobs.Get(itob(id))
 	if raw == nil {
@@ -33,7 +40,8 @@ func (b *txb) getIndexed(id int64) (*rpc.Record, error) {
 	if err := b.decode(raw, &f); err != nil {
 		return nil, fmt.Errorf("decode job %d: %w", id, err)
 	}
-	return &rpc.Record{Job: rpc.Job{ID: f.ID, Queue: f.Queue, Priority: f.Priority, State: f.State, After: f.After, Key: f.Key}}, nil
+	return &rpc.Record{Job: rpc.Job{ID: f.ID, Queue: f.Queue, Priority: f.Priority, State: f.State, After: f.After, Key: f.Key, NotBefore: f.NotBefore},
+		Run: rpc.RunState{CancelReason: f.Run.CancelReason, Epoch: f.Run.Epoch}}, nil
 }
 
 // sameIndex reports whether two versions of a record have the same index entries.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,19 +9,37 @@ import (
 	"spool/rpc"
 )
 
-// Queues reads the stored queue settings in name order. Queued and Running are
-// left at zero: the daemon knows them.
+// Queues reads every queue that has settings or unfinished jobs, in name order,
+// with its settings and its numbers of queued and running jobs.
 func (s *Store) Queues(ctx context.Context) ([]rpc.Queue, error) {
 	qs := []rpc.Queue{}
 	err := s.view(ctx, func(b *txb) error {
-		return b.queues.ForEach(func(k, v []byte) error {
+		sc, cc := b.queues.Cursor(), b.qcounts.Cursor()
+		sk, sv := sc.First()
+		ck, cv := cc.First()
+		for sk != nil || ck != nil {
 			var q rpc.Queue
-			if err := json.Unmarshal(v, &q); err != nil {
-				return fmt.Errorf("decode queue %q: %w", k, err)
+			switch c := bytes.Compare(sk, ck); {
+			case ck == nil || (sk != nil && c < 0):
+				if err := json.Unmarshal(sv, &q); err != nil {
+					return fmt.Errorf("decode queue %q: %w", sk, err)
+				}
+				sk, sv = sc.Next()
+			case sk == nil || c > 0:
+				q.Name = string(ck)
+				q.Queued, q.Running = countsOf(cv)
+				ck, cv = cc.Next()
+			default:
+				if err := json.Unmarshal(sv, &q); err != nil {
+					return fmt.Errorf("decode queue %q: %w", sk, err)
+				}
+				q.Queued, q.Running = countsOf(cv)
+				sk, sv = sc.Next()
+				ck, cv = cc.Next()
 			}
 			qs = append(qs, q)
-			return nil
-		})
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -29,7 +48,7 @@ func (s *Store) Queues(ctx context.Context) ([]rpc.Queue, error) {
 }
 
 // PutQueue stores a queue's settings (name, parallel, paused), replacing the
-// previous ones.
+// previous ones and keeping its counts.
 func (s *Store) PutQueue(ctx context.Context, q rpc.Queue) error {
 	if q.Name == "" {
 		return rpc.InvalidParams("name", "must not be empty")
@@ -38,12 +57,23 @@ func (s *Store) PutQueue(ctx context.Context, q rpc.Queue) error {
 	if err != nil {
 		return rpc.Storage(fmt.Errorf("encode queue %q: %w", q.Name, err))
 	}
-	return s.do(ctx, &op{weight: len(raw), apply: func(b *txb) error {
+	var o *op
+	o = &op{weight: len(raw), apply: func(b *txb) error {
 		if err := b.queues.Put([]byte(q.Name), raw); err != nil {
 			return fmt.Errorf("put queue %q: %w", q.Name, err)
 		}
+		o.changed = true
 		return nil
-	}})
+	}}
+	return s.do(ctx, o)
+}
+
+// countsOf decodes a value of bQueueCounts.
+func countsOf(v []byte) (queued, running int) {
+	if len(v) != 16 {
+		return 0, 0
+	}
+	return int(btoi(v[:8])), int(btoi(v[8:]))
 }
 
 // PutTemplate stores a template, replacing one of the same name.

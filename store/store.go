@@ -30,8 +30,10 @@ import (
 
 // schemaVersion is the version of the database layout this package writes. Version
 // 2 added bEnvs and bEnvRefs (each environment stored once); Open upgrades a
-// version 1 database by adding them, leaving its specs as they are.
-const schemaVersion = 2
+// version 1 database by adding them, leaving its specs as they are. Version 3
+// added bReady, bTimers, bQueueCounts, bCancels and the epoch counter (the store
+// decides what runs); Open builds them from the records of an older database.
+const schemaVersion = 3
 
 // Bounds of one group commit: the requests drained into one transaction.
 const (
@@ -50,6 +52,9 @@ type Options struct {
 	Timeout time.Duration
 	// NoSync skips fsync at commit: for tests and benchmarks only.
 	NoSync bool
+	// Clock is the time for what a call is not told the time of (Get's
+	// waiting reasons); nil means time.Now.
+	Clock func() time.Time
 }
 
 // Store is spool's bbolt store. Its mutating calls share commits: the first call
@@ -63,6 +68,15 @@ type Store struct {
 	quit    chan struct{}
 	once    sync.Once
 	commits atomic.Uint64
+	clock   func() time.Time
+	// changed is signalled, lossily, after a commit that stored events or
+	// changed what Claim would give (daemon.Store's Changed).
+	changed chan struct{}
+
+	// liveMu guards live: the epochs joined since Open, by epoch, with their
+	// node. They are the leases of this boot; every other epoch is gone.
+	liveMu sync.Mutex
+	live   map[int64]string
 	// dec decodes the stored JSON in one pass (codec.Decoder.Lenient): a
 	// transition reads its job's record, watchers catching up read events.
 	dec *codec.Decoder
@@ -96,9 +110,12 @@ type op struct {
 	// nothing); any other error fails the transaction. It may run more than once
 	// (when another call of its transaction fails), so it must set its results
 	// afresh each time.
-	apply  func(b *txb) error
-	weight int
-	err    error
+	apply func(b *txb) error
+	// changed is set by apply when the call stored events or changed what
+	// Claim would give: its commit signals Changed.
+	changed bool
+	weight  int
+	err     error
 	// done is closed when the call is answered (err is set).
 	done chan struct{}
 	// lead is closed when the waiting call becomes the leader.
@@ -151,7 +168,12 @@ func Open(path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open store: chmod %s: %w", path, err)
 		}
 	}
-	s := &Store{db: db, quit: make(chan struct{}), nudge: make(chan struct{}, 1), gatherWait: defaultGatherWait, last: 1, dec: codec.NewDecoder()}
+	clock := opts.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	s := &Store{db: db, quit: make(chan struct{}), nudge: make(chan struct{}, 1), gatherWait: defaultGatherWait, last: 1, dec: codec.NewDecoder(),
+		clock: clock, changed: make(chan struct{}, 1), live: make(map[int64]string)}
 	if err := guard(s.setup); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -245,15 +267,26 @@ func checkLayout(tx *bbolt.Tx) (int, error) {
 	return v, nil
 }
 
-// upgrade brings a database of schema version 1 to 2: it adds the buckets of
-// environments. Specs stored before keep their env inline and are read as they are.
-func upgrade(tx *bbolt.Tx) error {
-	for _, name := range []string{bEnvs, bEnvRefs} {
+// upgrade brings a database of an older schema to schemaVersion in one
+// transaction. From 1, it adds the buckets of environments (specs stored before
+// keep their env inline and are read as they are). From 2, it adds the
+// scheduling buckets and builds them from the unfinished jobs (see
+// buildSched), at time now.
+func (s *Store) upgrade(tx *bbolt.Tx, now time.Time) error {
+	for _, name := range []string{bEnvs, bEnvRefs, bReady, bTimers, bQueueCounts, bCancels} {
 		if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
-	if err := tx.Bucket([]byte(bMeta)).Put([]byte(metaVersion), []byte(strconv.Itoa(schemaVersion))); err != nil {
+	b, err := buckets(tx)
+	if err != nil {
+		return err
+	}
+	b.dec = s.dec
+	if err := buildSched(b, now); err != nil {
+		return err
+	}
+	if err := b.meta.Put([]byte(metaVersion), []byte(strconv.Itoa(schemaVersion))); err != nil {
 		return fmt.Errorf("set schema version: %w", err)
 	}
 	return nil
@@ -295,7 +328,7 @@ func (s *Store) setup() error {
 	}
 	if !fresh {
 		if version < schemaVersion {
-			if err := s.db.Update(upgrade); err != nil {
+			if err := s.db.Update(func(tx *bbolt.Tx) error { return s.upgrade(tx, s.clock()) }); err != nil {
 				return fmt.Errorf("upgrade database from schema version %d: %w", version, err)
 			}
 		}
@@ -324,7 +357,7 @@ func (s *Store) setup() error {
 				return err
 			}
 		}
-		return nil
+		return meta.Put([]byte(metaEpoch), itob(0))
 	})
 	if err != nil {
 		return fmt.Errorf("create database: %w", err)
@@ -520,7 +553,12 @@ func (s *Store) commit(batch []*op) {
 			b.dec = s.dec
 			wrote := false
 			for i, o := range pending {
+				o.changed = false
 				o.err = safeApply(o, b)
+				if errors.Is(o.err, errNoWrite) {
+					o.err = nil
+					continue
+				}
 				if o.err == nil {
 					wrote = true
 					continue
@@ -539,6 +577,12 @@ func (s *Store) commit(batch []*op) {
 		switch {
 		case err == nil:
 			s.commits.Add(1)
+			for _, o := range pending {
+				if o.changed && o.err == nil {
+					s.signal()
+					break
+				}
+			}
 		case errors.Is(err, errRollback):
 		case failed >= 0:
 			o := pending[failed]
@@ -557,6 +601,18 @@ func (s *Store) commit(batch []*op) {
 		return
 	}
 }
+
+// signal tells whoever waits on Changed, without blocking.
+func (s *Store) signal() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Changed receives, lossily (a buffer of one), after each commit that stored
+// events or changed what Claim would give.
+func (s *Store) Changed() <-chan struct{} { return s.changed }
 
 // safeApply runs o.apply, turning a panic into an error that fails the
 // transaction.

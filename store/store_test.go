@@ -45,8 +45,32 @@ func open(t *testing.T, path string, opts store.Options) *store.Store {
 }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) daemon.Store {
-		return open(t, filepath.Join(t.TempDir(), "spool.db"), store.Options{})
+	var mu sync.Mutex
+	paths := map[daemon.Store]string{}
+	storetest.RunWith(t, storetest.Harness{
+		Open: func(t *testing.T) daemon.Store {
+			path := filepath.Join(t.TempDir(), "spool.db")
+			s := open(t, path, store.Options{})
+			mu.Lock()
+			paths[s] = path
+			mu.Unlock()
+			return s
+		},
+		// A new boot: the file closed and opened again, the leases of the
+		// last one gone with it.
+		Reopen: func(t *testing.T, old daemon.Store) daemon.Store {
+			mu.Lock()
+			path := paths[old]
+			mu.Unlock()
+			if err := old.(*store.Store).Close(); err != nil {
+				t.Fatalf("close store: %v", err)
+			}
+			s := open(t, path, store.Options{})
+			mu.Lock()
+			paths[s] = path
+			mu.Unlock()
+			return s
+		},
 	})
 }
 
@@ -105,9 +129,13 @@ func TestReopenPersists(t *testing.T) {
 	_, err = s.Template(ctx, "t")
 	is.NoErr(err) // templates are kept
 	qs, err := s.Queues(ctx)
-	is.NoErr(err)         // readable
-	is.Equal(len(qs), 1)  // queues are kept
-	is.True(qs[0].Paused) // with their settings
+	is.NoErr(err)                   // readable
+	is.Equal(len(qs), 2)            // queues are kept, and the one that has jobs is listed
+	is.Equal(qs[0].Name, "default") // in name order
+	is.Equal(qs[0].Queued, 1)       // with its counts kept
+	is.Equal(qs[0].Running, 1)      // with its counts kept
+	is.Equal(qs[1].Name, "q")       // in name order
+	is.True(qs[1].Paused)           // with their settings
 	un, err := s.Unfinished(ctx)
 	is.NoErr(err)        // readable
 	is.Equal(len(un), 2) // the unfinished index is kept
@@ -242,7 +270,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 	db, err := bbolt.Open(path, 0o600, nil)
 	is.NoErr(err) // bbolt opens it
 	is.NoErr(db.Update(func(tx *bbolt.Tx) error {
-		return tx.Bucket([]byte("meta")).Put([]byte("version"), []byte("3"))
+		return tx.Bucket([]byte("meta")).Put([]byte("version"), []byte("4"))
 	})) // a later version wrote it
 	is.NoErr(db.Close()) // closed
 	before, err := os.ReadFile(path)
@@ -250,7 +278,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 
 	_, err = store.Open(path, store.Options{})
 	is.True(err != nil)                                 // a newer schema is refused
-	is.True(strings.Contains(err.Error(), "version 3")) // saying which version
+	is.True(strings.Contains(err.Error(), "version 4")) // saying which version
 	is.True(strings.Contains(err.Error(), "newer"))     // and why
 	after, err := os.ReadFile(path)
 	is.NoErr(err)                           // readable

@@ -34,9 +34,26 @@ type EnvCounter interface {
 	EnvRefs(ctx context.Context) ([]int64, error)
 }
 
+// Harness makes the stores the suite runs against.
+type Harness struct {
+	// Open makes a new, empty store and registers its closing with t.Cleanup.
+	Open func(t *testing.T) daemon.Store
+	// Reopen closes s and opens its database again, as the daemon's next boot
+	// (or a daemon that lost its lease) would find it. Nil when the store
+	// cannot: the cases that need it skip.
+	Reopen func(t *testing.T, s daemon.Store) daemon.Store
+}
+
 // Run runs every case of the suite, each against a new, empty store made by open.
 // open registers the store's closing with t.Cleanup.
 func Run(t *testing.T, open func(t *testing.T) daemon.Store) {
+	RunWith(t, Harness{Open: open})
+}
+
+// RunWith runs every case of the suite with the stores h makes: the cases of
+// the store's basic calls, then those of the seam that decides who runs what
+// (seam.go).
+func RunWith(t *testing.T, h Harness) {
 	cases := []struct {
 		name string
 		fn   func(t *testing.T, s daemon.Store)
@@ -72,13 +89,20 @@ func Run(t *testing.T, open func(t *testing.T) daemon.Store) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			s := open(t)
+			s := h.Open(t)
 			c.fn(t, s)
-			if ch, ok := s.(Checker); ok {
-				is := is.New(t)
-				is.NoErr(ch.Check(context.Background())) // the store's invariants hold after the case
-			}
+			checkStore(t, s)
 		})
+	}
+	runSeam(t, h)
+}
+
+// checkStore checks s's invariants when it can check them.
+func checkStore(t *testing.T, s daemon.Store) {
+	t.Helper()
+	if ch, ok := s.(Checker); ok {
+		is := is.New(t)
+		is.NoErr(ch.Check(context.Background())) // the store's invariants hold after the case
 	}
 }
 
