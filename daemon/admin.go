@@ -86,8 +86,10 @@ func (d *Daemon) QueueList(ctx context.Context) (*rpc.QueueListResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if qs == nil {
-		qs = []rpc.Queue{}
+	// The default queue is always there, as jobs that name none go to it.
+	if !slices.ContainsFunc(qs, func(q rpc.Queue) bool { return q.Name == "default" }) {
+		qs = append(qs, rpc.Queue{Name: "default"})
+		slices.SortFunc(qs, func(a, b rpc.Queue) int { return strings.Compare(a.Name, b.Name) })
 	}
 	return &rpc.QueueListResult{Queues: qs}, nil
 }

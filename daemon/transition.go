@@ -61,6 +61,12 @@ func (d *Daemon) transition(ctx context.Context, js *jobState, fn mutation) (rpc
 	from := rec.State
 	evs := fn(&rec, d.clock.Now())
 	_, err = d.apply(ctx, []rpc.Transition{{Record: rec, From: from, Events: evs, Epoch: d.owner.Epoch}})
+	if err == nil {
+		d.mu.Lock()
+		js.rec = rec
+		d.mu.Unlock()
+		return rec, nil
+	}
 	if rpc.CodeOf(err) == rpc.CodeBadState && rec.Run.CancelReason == nil && d.learnCancel(ctx, js) {
 		// A cancel was stored for the job since its runner last looked, which
 		// the store will not let a transition pass over: it is the outcome.
