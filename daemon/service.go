@@ -304,14 +304,15 @@ func (d *Daemon) Cancel(ctx context.Context, p rpc.CancelParams) (*rpc.Job, erro
 	}
 	final := d.hub.waitFinal(p.ID)
 	defer d.hub.unwaitFinal(p.ID, final)
-	state, _, evs, err := d.store.Cancel(ctx, p.ID, reason, d.clock.Now())
+	_, _, evs, err := d.store.Cancel(ctx, p.ID, reason, d.clock.Now())
 	if err != nil {
 		return nil, err
 	}
 	d.hub.publish(evs)
-	if state == rpc.StateRunning {
-		d.cancelLocal(ctx, p.ID)
-	}
+	// A job this daemon runs: its runner learns of the cancel now (when the
+	// store ended the job at once, between two attempts, the runner stops
+	// waiting for the next).
+	d.cancelLocal(ctx, p.ID)
 	j, err := d.waitForFinal(ctx, p.ID, final, nil)
 	if err != nil {
 		return nil, err

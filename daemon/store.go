@@ -74,7 +74,7 @@ type Store interface {
 	// depend on. It returns the removed ids and their removed events.
 	Prune(ctx context.Context, states []rpc.State, cutoff time.Time, now time.Time) ([]int64, []rpc.Event, error)
 
-	// Queues reads every queue that has settings or unfinished jobs, in name
+	// Queues reads every queue that has settings or ever had jobs, in name
 	// order, with its settings and its counts of queued and running jobs.
 	Queues(ctx context.Context) ([]rpc.Queue, error)
 	// PutQueue stores a queue's settings (name, parallel, paused), keeping its

@@ -273,7 +273,13 @@ func applyTx(w *writer, ts []rpc.Transition) ([]rpc.Event, error) {
 		olds[i] = old
 		rec := t.Record
 		rec.Spec = nil
-		if rec.Run.CancelReason == nil {
+		if rec.Run.CancelReason == nil && old.Run.CancelReason != nil {
+			if t.Epoch != 0 {
+				// The owner wrote without knowing of the cancel stored since:
+				// the cancel is the outcome, so the owner must learn of it
+				// and write again.
+				return nil, rpc.BadState(id, old.State, "a cancel is stored")
+			}
 			rec.Run.CancelReason = old.Run.CancelReason
 		}
 		recs[i] = rec

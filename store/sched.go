@@ -318,7 +318,8 @@ func (b *txb) qcount(name string) (queued, running int64) {
 }
 
 // qadd counts n more jobs (fewer when negative) of queue name in state st; only
-// queued and running jobs are counted. A queue left with none has no entry.
+// queued and running jobs are counted. A queue left with none keeps its entry,
+// so that queue.list shows every queue jobs went to.
 func (b *txb) qadd(name string, st rpc.State, n int64) error {
 	if st != rpc.StateQueued && st != rpc.StateRunning {
 		return nil
@@ -328,12 +329,6 @@ func (b *txb) qadd(name string, st rpc.State, n int64) error {
 		q += n
 	} else {
 		r += n
-	}
-	if q == 0 && r == 0 {
-		if err := b.qcounts.Delete([]byte(name)); err != nil {
-			return fmt.Errorf("count jobs of queue %q: %w", name, err)
-		}
-		return nil
 	}
 	v := make([]byte, 0, 16)
 	v = append(append(v, itob(q)...), itob(r)...)

@@ -203,8 +203,11 @@ func (s *Store) Cancel(ctx context.Context, id int64, reason string, now time.Ti
 		w := newWriter(b, now)
 		old := *rec
 		state, evs = rec.State, []rpc.Event{}
+		// A queued job, or a running one between two attempts of a step (no
+		// process runs), ends at once; its owner finds it final.
+		retrying := rec.State == rpc.StateRunning && rec.Steps[rec.CurrentStep].State == rpc.StateRetrying
 		switch {
-		case rec.State == rpc.StateQueued:
+		case rec.State == rpc.StateQueued || retrying:
 			why := reason
 			if rec.Run.CancelReason != nil {
 				why = *rec.Run.CancelReason

@@ -562,8 +562,9 @@ func testQueueCounts(t *testing.T, r *Rig) {
 	is.NoErr(err) // cancelled
 	qs, err = s.Queues(ctx)
 	is.NoErr(err)                                       // readable
-	is.Equal(len(qs), 2)                                // a queue left without jobs or settings is gone
+	is.Equal(len(qs), 3)                                // a queue left without jobs stays listed
 	is.Equal(qs[1], rpc.Queue{Name: "jobs", Queued: 2}) // the finished job left the counts
+	is.Equal(qs[2], rpc.Queue{Name: "other"})           // with no jobs counted
 }
 
 func testNotBefore(t *testing.T, r *Rig) {
@@ -749,10 +750,15 @@ func testCancel(t *testing.T, r *Rig) {
 	is.NoErr(err)                                         // a second cancel
 	is.Equal(*get(t, s, run.ID).Run.CancelReason, "stop") // keeps the first reason
 
-	// The owner's writes keep the request.
+	// An owner's write made without knowing of the request is refused: the
+	// cancel is the outcome, so the owner must learn of it first.
 	moved := own(run)
 	moved.Progress = &rpc.Progress{Message: "half"}
-	apply(t, s, rpc.Transition{Record: moved, From: rpc.StateRunning, Epoch: o1.Epoch})
+	_, err = s.Apply(ctx, []rpc.Transition{{Record: moved, From: rpc.StateRunning, Epoch: o1.Epoch}})
+	is.Equal(code(err), rpc.CodeBadState)     // refused
+	is.Equal(get(t, s, run.ID).Progress, nil) // and nothing changed
+	// An unfenced write keeps the request.
+	apply(t, s, rpc.Transition{Record: moved, From: rpc.StateRunning})
 	is.Equal(*get(t, s, run.ID).Run.CancelReason, "stop") // kept
 
 	// The owner ends it.
