@@ -2,8 +2,13 @@
 // schedules queued jobs under the queue and global limits, runs their steps, feeds
 // watchers, and recovers what a previous run left behind.
 //
-// It imports rpc (the contract) and rpc/codec, never store or the server: the
-// Store it needs is an interface of its own, and cmd/spoold wires the rest.
+// The store decides who runs what (Store.Claim, Cancel, Reap, and the cascade of
+// a dependency's failure); the daemon decides how many jobs it takes and what
+// happens while a step runs, and fences each write by the epoch it joined with.
+//
+// It imports rpc (the contract), rpc/codec and rpc/machine, never store or the
+// server: the Store it needs is an interface of its own, and cmd/spoold wires the
+// rest.
 package daemon
 
 import (

@@ -2,8 +2,9 @@
 // templates in a bbolt database. *Store implements daemon.Store: every mutating call
 // is one durable transaction, and calls that arrive together share one commit.
 //
-// It imports rpc for the types it keeps and rpc/codec to read them back, and
-// bbolt; only cmd/spoold and tests import it.
+// It imports rpc for the types it keeps, rpc/codec to read them back,
+// rpc/machine for the transitions it makes itself (claims, cancels, reaping,
+// the failure of dependents), and bbolt; only cmd/spoold and tests import it.
 package store
 
 import (
