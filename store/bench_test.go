@@ -189,7 +189,15 @@ func runJobs(b *testing.B, d *daemon.Daemon, specs []rpc.Spec) {
 
 // benchJobs times batches of n jobs made by spec at maxParallel.
 func benchJobs(b *testing.B, maxParallel, n int, spec rpc.Spec) {
+	benchJobsBeside(b, maxParallel, n, spec, 0)
+}
+
+// benchJobsBeside is benchJobs with held jobs queued first in a paused queue.
+func benchJobsBeside(b *testing.B, maxParallel, n int, spec rpc.Spec, held int) {
 	d, s := benchDaemon(b, maxParallel)
+	if held > 0 {
+		holdJobs(b, d, held)
+	}
 	specs := make([]rpc.Spec, n)
 	for i := range specs {
 		specs[i] = spec
@@ -234,4 +242,35 @@ func BenchmarkDaemonSubmitBatch1000(b *testing.B) {
 		}
 	}
 	report(b, s, c0, 1000*b.N)
+}
+
+// BenchmarkDaemonTrueJobsHeld: BenchmarkDaemonTrueJobs beside a paused queue that
+// holds a backlog of queued jobs: what a backlog adds to the cost of each job that
+// runs (spoolbench's held figure, in process). A -cpuprofile covers the filling
+// of the backlog too; the jobs' own share is under daemon.(*Daemon).runJob and the
+// garbage collector's.
+func BenchmarkDaemonTrueJobsHeld(b *testing.B) {
+	for _, held := range []int{0, 100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("held=%d", held), func(b *testing.B) {
+			benchJobsBeside(b, 2, 200, rpc.Spec{Steps: []rpc.Step{{Exec: &rpc.ExecStep{Argv: []string{"true"}}}}}, held)
+		})
+	}
+}
+
+// holdJobs submits n `true` jobs to a paused queue of d, rpc.MaxBatch to a call.
+func holdJobs(b *testing.B, d *daemon.Daemon, n int) {
+	ctx := context.Background()
+	paused := true
+	if _, err := d.QueueSet(ctx, rpc.QueueSetParams{Name: "held", Paused: &paused}); err != nil {
+		b.Fatal(err)
+	}
+	backlog := make([]rpc.Spec, rpc.MaxBatch)
+	for i := range backlog {
+		backlog[i] = rpc.Spec{Queue: "held", Steps: []rpc.Step{{Exec: &rpc.ExecStep{Argv: []string{"true"}}}}}
+	}
+	for left := n; left > 0; left -= len(backlog) {
+		if _, err := d.Submit(ctx, rpc.SubmitParams{Jobs: backlog[:min(left, len(backlog))]}); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

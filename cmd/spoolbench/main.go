@@ -3,7 +3,7 @@
 // with a fresh state folder for each figure, drives it through the client package
 // (or the CLI), and prints one table of figures, baselines, ratios and targets.
 //
-//	go run ./cmd/spoolbench [-quick] [-only NAME,...] [-jobs N] [-bin DIR] [-dir DIR] [-keep] [-profile DIR]
+//	go run ./cmd/spoolbench [-quick] [-only NAME,...] [-jobs N] [-held N] [-bin DIR] [-dir DIR] [-keep] [-profile DIR]
 package main
 
 import (
@@ -52,18 +52,21 @@ type sizes struct {
 	memJobs        int // jobs they watch run
 	envJobs        int // jobs submitted from one shell's environment
 	envCLI         int // spool submit runs with that environment, and as many without
+	heldJobs       int // jobs queued in a paused queue by the held and queued-memory figures
 }
 
 func fullSizes() sizes {
 	return sizes{floorN: 200, bulkCalls: 20, concurrentJobs: 16000, writerPuts: 250, loneN: 500, e2eJobs: 1000,
 		stepJobs: 1000, cliJobs: 300, scaleJobs: 1_000_000, scaleGets: 5000, scaleLists: 100,
-		watchers: 100, watchJobs: 1000, memWatchers: 1000, memJobs: 1000, envJobs: 100_000, envCLI: 200}
+		watchers: 100, watchJobs: 1000, memWatchers: 1000, memJobs: 1000, envJobs: 100_000, envCLI: 200,
+		heldJobs: 1_000_000}
 }
 
 func quickSizes() sizes {
 	return sizes{floorN: 50, bulkCalls: 5, concurrentJobs: 4000, writerPuts: 100, loneN: 200, e2eJobs: 1000,
 		stepJobs: 1000, cliJobs: 300, scaleJobs: 20000, scaleGets: 1000, scaleLists: 30,
-		watchers: 100, watchJobs: 1000, memWatchers: 1000, memJobs: 300, envJobs: 5000, envCLI: 50}
+		watchers: 100, watchJobs: 1000, memWatchers: 1000, memJobs: 300, envJobs: 5000, envCLI: 50,
+		heldJobs: 50_000}
 }
 
 // figure is one group of rows of the table.
@@ -84,6 +87,8 @@ func figures() []figure {
 		{"shellenv", "100,000 jobs submitted from one shell: database size and spool submit time", runShellEnv},
 		{"watch", "event delivery latency to 100 watchers while 1,000 jobs run", runWatch},
 		{"memory", "spoold's RssAnon idle, under 1,000 watchers of all events while 1,000 jobs run, and after", runMemory},
+		{"held", "1,000 `true` jobs at --max-parallel 2 beside 1,000,000 queued in a paused queue, against none", runHeld},
+		{"queued-memory", "spoold's RssAnon with 1,000,000 queued jobs, submitted and after a restart", runQueuedMemory},
 	}
 }
 
@@ -115,6 +120,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	var only string
 	jobs := fs.Int("jobs", 0, "final jobs stored for the scale figures (default 1,000,000; 20,000 with -quick)")
+	held := fs.Int("held", 0, "jobs queued by the held and queued-memory figures (default 1,000,000; 50,000 with -quick)")
 	fs.BoolVar(&o.quick, "quick", false, "small sizes: about a minute")
 	fs.StringVar(&only, "only", "", "run only these figures (comma-separated): floors always run; "+names())
 	fs.StringVar(&o.bin, "bin", "", "take spoold and spool from this folder instead of building them")
@@ -124,7 +130,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: spoolbench [flags]\n\nfigures:\n")
 		for _, f := range figures() {
-			fmt.Fprintf(stderr, "  %-11s %s\n", f.name, f.doc)
+			fmt.Fprintf(stderr, "  %-13s %s\n", f.name, f.doc)
 		}
 		fmt.Fprintf(stderr, "\nflags:\n")
 		fs.PrintDefaults()
@@ -141,6 +147,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if *jobs > 0 {
 		o.size.scaleJobs = *jobs
+	}
+	if *held > 0 {
+		o.size.heldJobs = *held
 	}
 	if only != "" {
 		o.onlyGiven = true

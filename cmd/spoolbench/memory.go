@@ -206,13 +206,7 @@ func memRound(ctx context.Context, b *bench, d *daemon, nw, nj int, read bool) (
 	wg.Wait()
 	ph.read = readBytes.Load()
 	// Settle: the lowest reading over a few seconds after they left.
-	ph.after = memory{Anon: 1 << 62}
-	for range 50 {
-		time.Sleep(100 * time.Millisecond)
-		if m, err := readMemory(d.pid()); err == nil && m.Anon < ph.after.Anon {
-			ph.after = m
-		}
-	}
+	ph.after = settle(d, 5*time.Second)
 	return ph, nil
 }
 

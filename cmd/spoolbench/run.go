@@ -24,6 +24,9 @@ type batchResult struct {
 	// finalSeen is the mean time from a final event's time field to its arrival:
 	// the final commit and the delivery.
 	finalSeen time.Duration
+	// batches is how many results add summed into this one (0 for the result
+	// of one runBatch).
+	batches int
 }
 
 // runBatch submits specs in one call (or calls of at most rpc.MaxBatch) and waits,
@@ -92,6 +95,21 @@ func runBatch(ctx context.Context, d *daemon, specs []rpc.Spec) (*batchResult, e
 		}
 	}
 	return r, nil
+}
+
+// add sums o into r: times, counts and failures; held and finalSeen become the
+// mean of the batches added, each of the same number of jobs.
+func (r *batchResult) add(o *batchResult) {
+	n := time.Duration(r.batches)
+	r.held = (r.held*n + o.held) / (n + 1)
+	r.finalSeen = (r.finalSeen*n + o.finalSeen) / (n + 1)
+	r.batches++
+	r.elapsed += o.elapsed
+	r.submit += o.submit
+	r.failed += o.failed
+	r.commits += o.commits
+	r.cpu += o.cpu
+	r.faults += o.faults
 }
 
 // describe is the note of a batch figure.
