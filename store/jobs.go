@@ -233,8 +233,9 @@ func (s *Store) Apply(ctx context.Context, ts []rpc.Transition) ([]rpc.Event, er
 	var o *op
 	o = &op{weight: 1024 * len(ts), apply: func(b *txb) error {
 		var err error
-		evs, err = applyTx(newWriter(b, s.clock()), ts)
-		o.changed = true
+		w := newWriter(b, s.clock())
+		evs, err = applyTx(w, ts)
+		o.changed = len(evs) > 0 || w.moved
 		return err
 	}}
 	if err := s.do(ctx, o); err != nil {

@@ -37,6 +37,9 @@ type writer struct {
 	extra []*rpc.Record
 	work  []task
 	now   time.Time
+	// moved is set when a write changed a job's state or queue, or where it
+	// is filed: what Claim would give may have changed.
+	moved bool
 }
 
 // task is a consequence of a write, for drain.
@@ -105,6 +108,9 @@ func (w *writer) put(old, rec *rpc.Record) error {
 	keep := old != nil && old.State == rpc.StateQueued && rec.State == rpc.StateQueued &&
 		old.Queue == rec.Queue && old.Priority == rec.Priority && sameTime(old.NotBefore, rec.NotBefore) &&
 		slices.Equal(old.After, rec.After)
+	if old == nil || old.State != rec.State || old.Queue != rec.Queue || (rec.State == rpc.StateQueued && !keep) {
+		w.moved = true
+	}
 	if old != nil && old.State == rpc.StateQueued && !keep {
 		if err := b.unplace(old); err != nil {
 			return err
