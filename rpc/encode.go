@@ -308,6 +308,9 @@ func (r *RunState) appendJSON(b []byte) ([]byte, error) {
 	}
 	b = append(b, `,"interrupted":`...)
 	b = strconv.AppendBool(b, r.Interrupted)
+	if r.Resumed {
+		b = append(b, `,"resumed":true`...)
+	}
 	if r.Node != "" {
 		b = append(b, `,"node":`...)
 		b = appendString(b, r.Node)

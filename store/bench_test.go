@@ -9,7 +9,9 @@ import (
 
 	"spool/daemon"
 	"spool/rpc"
+	"spool/rpc/machine"
 	"spool/store"
+	"spool/store/storetest"
 )
 
 // benchStore opens a store for a benchmark, with syncing as in production.
@@ -257,6 +259,24 @@ func BenchmarkDaemonTrueJobsHeld(b *testing.B) {
 	}
 }
 
+// BenchmarkClaim: one job's cycle through the store, a Claim of one job and the
+// Apply that finishes it, beside 0 or 1,000,000 queued jobs held in a paused
+// queue (with a higher priority than the active jobs). The held jobs have their
+// own bucket of claimable jobs, which a claim looks past: its cost must not grow
+// with them, beyond the depth of the trees every job is in (jobs, by state,
+// events). claim-ns/op is the Claim alone; sync syncs as in production, nosync
+// shows the work without the disk's flush.
+func BenchmarkClaim(b *testing.B) {
+	for _, held := range []int{0, 1_000_000} {
+		b.Run(fmt.Sprintf("held=%d", held), func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "spool.db")
+			fillHeld(b, path, held)
+			b.Run("sync", func(b *testing.B) { benchClaim(b, path, store.Options{}) })
+			b.Run("nosync", func(b *testing.B) { benchClaim(b, path, store.Options{NoSync: true}) })
+		})
+	}
+}
+
 // holdJobs submits n `true` jobs to a paused queue of d, rpc.MaxBatch to a call.
 func holdJobs(b *testing.B, d *daemon.Daemon, n int) {
 	ctx := context.Background()
@@ -273,4 +293,80 @@ func holdJobs(b *testing.B, d *daemon.Daemon, n int) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// fillHeld makes the database at path with held jobs in the paused queue held.
+func fillHeld(b *testing.B, path string, held int) {
+	ctx := context.Background()
+	now := time.Now()
+	s, err := store.Open(path, store.Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.PutQueue(ctx, rpc.Queue{Name: "held", Paused: true}); err != nil {
+		b.Fatal(err)
+	}
+	batch := make([]rpc.NewJob, 10000)
+	for i := range batch {
+		sp := storetest.Spec("held")
+		sp.Queue = "held"
+		sp.Priority = 10
+		batch[i] = storetest.NewJob(fmt.Sprintf("jobs[%d]", i), sp, now)
+	}
+	for n := 0; n < held; n += len(batch) {
+		if _, _, err := s.Submit(ctx, batch[:min(len(batch), held-n)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchClaim times claims and finishes of active jobs in the database at path.
+func benchClaim(b *testing.B, path string, opts store.Options) {
+	ctx := context.Background()
+	now := time.Now()
+	s, err := store.Open(path, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	o, err := s.Join(ctx, "bench", now)
+	if err != nil {
+		b.Fatal(err)
+	}
+	active := make([]rpc.NewJob, 1000)
+	for i := range active {
+		active[i] = storetest.NewJob(fmt.Sprintf("jobs[%d]", i), storetest.Spec("active"), now)
+	}
+	var claimTime time.Duration
+	refills := 0
+	c0 := s.Commits()
+	for b.Loop() {
+		t0 := time.Now()
+		recs, _, err := s.Claim(ctx, o, 1, now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(recs) == 0 {
+			b.StopTimer()
+			if _, _, err := s.Submit(ctx, active); err != nil {
+				b.Fatal(err)
+			}
+			refills++
+			b.StartTimer()
+			t0 = time.Now()
+			if recs, _, err = s.Claim(ctx, o, 1, now); err != nil || len(recs) != 1 {
+				b.Fatal(len(recs), err)
+			}
+		}
+		claimTime += time.Since(t0)
+		rec := recs[0]
+		rec.Steps = append([]rpc.StepStatus(nil), rec.Steps...)
+		evs := machine.StepSucceeded(&rec, 0, machine.Outcome{}, now)
+		if _, err := s.Apply(ctx, []rpc.Transition{{Record: rec, From: rpc.StateRunning, Events: evs, Epoch: o.Epoch}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(claimTime.Nanoseconds())/float64(b.N), "claim-ns/op")
+	b.ReportMetric(float64(s.Commits()-c0-uint64(refills))/float64(b.N), "commits/op")
 }

@@ -19,7 +19,7 @@ const maxProblems = 50
 
 // Check verifies the database without changing it: bbolt's own consistency check,
 // then spool's invariants: every record has its spec and exactly its index
-// entries (by state, unfinished set, queue index, dependents, key), the stored
+// entries (by state, dependents, key), the stored
 // counts match the records, the scheduling buckets hold exactly what the records
 // say (a queued job whose dependencies all succeeded is claimable or waits for
 // its not_before, one with an unfinished dependency is in neither, none has a
@@ -104,11 +104,7 @@ func checkSched(b *txb, rec *rpc.Record, sc *schedCheck, report func(string, ...
 	if rec.State != rpc.StateQueued {
 		return
 	}
-	qk, err := queueKey(rec.Queue, rec.Priority, id)
-	if err != nil {
-		return
-	}
-	inReady := b.ready.Get(qk) != nil
+	inReady := b.readyHas(rec.Queue, rec.Priority, id)
 	inTimers := rec.NotBefore != nil && b.timers.Get(timeKey(*rec.NotBefore, id)) != nil
 	if inReady {
 		sc.ready++
@@ -132,8 +128,28 @@ func checkSched(b *txb, rec *rpc.Record, sc *schedCheck, report func(string, ...
 // checkSchedTotals checks the scheduling buckets against what checkSched saw:
 // no entry more.
 func checkSchedTotals(b *txb, sc *schedCheck, report func(string, ...any)) {
-	if n := b.ready.Stats().KeyN; n != sc.ready {
-		report("ready: %d entries for %d claimable jobs", n, sc.ready)
+	ready := 0
+	b.ready.ForEach(func(k, v []byte) error {
+		qb := b.ready.Bucket(k)
+		if _, ok := queueOfName(k); !ok || v != nil || qb == nil {
+			report("ready: %x is not a queue's bucket", k)
+			return nil
+		}
+		n := 0
+		qb.ForEach(func(k, _ []byte) error {
+			if n++; len(k) != 16 {
+				report("ready: bad key %x", k)
+			}
+			return nil
+		})
+		if n == 0 {
+			report("ready: the bucket of %x is empty", k)
+		}
+		ready += n
+		return nil
+	})
+	if ready != sc.ready {
+		report("ready: %d entries for %d claimable jobs", ready, sc.ready)
 	}
 	if n := b.timers.Stats().KeyN; n != sc.timers {
 		report("timers: %d entries for %d jobs waiting for their not_before", n, sc.timers)
@@ -162,7 +178,6 @@ func checkSchedTotals(b *txb, sc *schedCheck, report func(string, ...any)) {
 // index entry against the records.
 func checkJobs(ctx context.Context, b *txb, report func(string, ...any)) error {
 	count := make(map[rpc.State]int64)
-	unfinished := 0
 	keyed := 0
 	deps := 0
 	var maxID int64
@@ -213,21 +228,7 @@ func checkJobs(ctx context.Context, b *txb, report func(string, ...any)) error {
 		if b.byState.Get(stateKey(rec.State, id)) == nil {
 			report("job %d: not in the by-state index as %s", id, rec.State)
 		}
-		if rec.State.Final() {
-			if b.unfinished.Get(k) != nil {
-				report("job %d: %s but in the unfinished set", id, rec.State)
-			}
-		} else {
-			unfinished++
-			if v := b.unfinished.Get(k); string(v) != string(rec.State) {
-				report("job %d: unfinished set says %q, record %s", id, v, rec.State)
-			}
-			qk, err := queueKey(rec.Queue, rec.Priority, id)
-			if err != nil {
-				report("job %d: %v", id, err)
-			} else if v := b.queueIndex.Get(qk); string(v) != string(rec.State) {
-				report("job %d: queue index says %q, record %s", id, v, rec.State)
-			}
+		if !rec.State.Final() {
 			checkSched(b, &rec, sc, report)
 			for _, dep := range rec.After {
 				deps++
@@ -289,12 +290,6 @@ func checkJobs(ctx context.Context, b *txb, report func(string, ...any)) error {
 	})
 	if byState != b.jobs.Stats().KeyN {
 		report("by-state: %d entries for %d jobs", byState, b.jobs.Stats().KeyN)
-	}
-	if n := b.unfinished.Stats().KeyN; n != unfinished {
-		report("unfinished: %d entries for %d unfinished jobs", n, unfinished)
-	}
-	if n := b.queueIndex.Stats().KeyN; n != unfinished {
-		report("queue index: %d entries for %d unfinished jobs", n, unfinished)
 	}
 	if n := b.dependents.Stats().KeyN; n != deps {
 		report("dependents: %d entries for %d dependencies of unfinished jobs", n, deps)

@@ -127,6 +127,13 @@ func TestCompact(t *testing.T) {
 	is.NoErr(err)
 	is.True(recs[0].ID > queued[0].ID) // ids are never reused
 	is.Equal(evs[0].Seq, lastSeq+1)    // seq goes on from the last
+	o, err := s.Join(ctx, "after compaction", now)
+	is.NoErr(err)
+	got, _, err := s.Claim(ctx, o, 5, now)
+	is.NoErr(err)
+	is.Equal(len(got), 2)             // both queued jobs are claimable: the ready bucket of their queue was copied
+	is.Equal(got[0].ID, queued[0].ID) // the older job first
+	is.Equal(got[1].ID, recs[0].ID)   // then the new one
 }
 
 func slicesContains(s []int64, v int64) bool {

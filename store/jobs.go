@@ -233,8 +233,9 @@ func (s *Store) Apply(ctx context.Context, ts []rpc.Transition) ([]rpc.Event, er
 	var o *op
 	o = &op{weight: 1024 * len(ts), apply: func(b *txb) error {
 		var err error
-		evs, err = applyTx(newWriter(b, s.clock()), ts)
-		o.changed = true
+		w := newWriter(b, s.clock())
+		evs, err = applyTx(w, ts)
+		o.changed = len(evs) > 0 || w.moved
 		return err
 	}}
 	if err := s.do(ctx, o); err != nil {
@@ -506,14 +507,17 @@ func matches(rec *rpc.Record, p rpc.ListParams) bool {
 }
 
 // Unfinished reads every queued or running job, with its spec, in id order, from
-// the index of unfinished jobs.
+// the queued and running ranges of the by-state index.
 func (s *Store) Unfinished(ctx context.Context) ([]rpc.Record, error) {
 	recs := []rpc.Record{}
 	err := s.view(ctx, func(b *txb) error {
 		cache := envCache{}
-		c := b.unfinished.Cursor()
-		for k, _ := c.First(); k != nil; k, _ = c.Next() {
-			id := btoi(k)
+		srcs := []*idSource{newIDSource(b.byState, statePrefix(rpc.StateQueued), false, 0), newIDSource(b.byState, statePrefix(rpc.StateRunning), false, 0)}
+		for {
+			id, ok := nextID(srcs, false)
+			if !ok {
+				break
+			}
 			rec, err := b.getFull(id, cache)
 			if err != nil {
 				return err

@@ -22,12 +22,15 @@ const (
 	// bSpecs maps id to the spec, written once at submit: its JSON, or its
 	// JSON without its env and a reference to the env in bEnvs (envs.go).
 	bSpecs = "specs"
-	// bQueueIndex holds unfinished jobs keyed by queue, then priority descending,
-	// then id ascending (see queueKey); the value is the job's state.
+	// bQueueIndex held unfinished jobs keyed by queue, then priority
+	// descending, then id ascending, with their state (schemas 1 and 2; bReady
+	// took its place).
 	bQueueIndex = "queue_index"
-	// bUnfinished maps the id of every queued or running job to its state.
+	// bUnfinished mapped the id of every queued or running job to its state
+	// (schemas 1 and 2; bByState's queued and running ranges took its place).
 	bUnfinished = "unfinished"
-	// bByState holds state|0|id for every job, for listing by state.
+	// bByState holds state|0|id for every job, for listing by state; its
+	// queued and running ranges are the index of unfinished jobs.
 	bByState = "by_state"
 	// bKeys maps an idempotency key to the id of its job.
 	bKeys = "keys"
@@ -46,9 +49,11 @@ const (
 	// bEnvRefs maps the same key to the number of stored specs that refer to
 	// it (8 bytes big endian), never 0: the last reference deletes both.
 	bEnvRefs = "env_refs"
-	// bReady holds the queued jobs that Claim may take, keyed as bQueueIndex
-	// (queue, priority descending, id ascending): every dependency succeeded
-	// and the not_before, if any, was due when Claim last looked (schema 3).
+	// bReady holds the queued jobs that Claim may take (every dependency
+	// succeeded, the not_before, if any, due when Claim last looked): a
+	// bucket per queue (named by queuePrefix) keyed by prioKey, so that the
+	// jobs of one queue, however many, cost the claims of another nothing. A
+	// queue with none has no bucket (schema 3).
 	bReady = "ready"
 	// bTimers holds the queued jobs whose dependencies all succeeded and that
 	// have a not_before, keyed by not_before (see timeKey) then id; Claim moves
@@ -68,7 +73,10 @@ func bucketNames() []string { return bucketsOf(schemaVersion) }
 
 // bucketsOf lists the buckets of schema version v.
 func bucketsOf(v int) []string {
-	names := []string{bMeta, bJobs, bSpecs, bQueueIndex, bUnfinished, bByState, bKeys, bDependents, bEvents, bQueues, bTemplates}
+	names := []string{bMeta, bJobs, bSpecs, bByState, bKeys, bDependents, bEvents, bQueues, bTemplates}
+	if v < 3 {
+		names = append(names, bQueueIndex, bUnfinished)
+	}
 	if v >= 2 {
 		names = append(names, bEnvs, bEnvRefs)
 	}
@@ -104,8 +112,6 @@ type txb struct {
 	meta       *bbolt.Bucket
 	jobs       *bbolt.Bucket
 	specs      *bbolt.Bucket
-	queueIndex *bbolt.Bucket
-	unfinished *bbolt.Bucket
 	byState    *bbolt.Bucket
 	keys       *bbolt.Bucket
 	dependents *bbolt.Bucket
@@ -129,8 +135,7 @@ func buckets(tx *bbolt.Tx) (*txb, error) {
 		name string
 		dst  **bbolt.Bucket
 	}{
-		{bMeta, &b.meta}, {bJobs, &b.jobs}, {bSpecs, &b.specs}, {bQueueIndex, &b.queueIndex},
-		{bUnfinished, &b.unfinished}, {bByState, &b.byState}, {bKeys, &b.keys},
+		{bMeta, &b.meta}, {bJobs, &b.jobs}, {bSpecs, &b.specs}, {bByState, &b.byState}, {bKeys, &b.keys},
 		{bDependents, &b.dependents}, {bEvents, &b.events}, {bQueues, &b.queues}, {bTemplates, &b.templates},
 		{bEnvs, &b.envs}, {bEnvRefs, &b.envRefs},
 		{bReady, &b.ready}, {bTimers, &b.timers}, {bQueueCounts, &b.qcounts}, {bCancels, &b.cancels},
@@ -168,8 +173,8 @@ func statePrefix(st rpc.State) []byte {
 // stateKey is the bByState key of job id in state st.
 func stateKey(st rpc.State, id int64) []byte { return append(statePrefix(st), itob(id)...) }
 
-// queuePrefix is the prefix of a queue's entries in bQueueIndex: the name's length
-// (2 bytes) and the name, so that no queue's prefix is another's.
+// queuePrefix names a queue's bucket in bReady: the name's length (2 bytes) and
+// the name, never empty as a bucket's name must not be.
 func queuePrefix(queue string) ([]byte, error) {
 	if len(queue) > math.MaxUint16 {
 		return nil, fmt.Errorf("queue name of %d bytes is too long", len(queue))
@@ -179,17 +184,14 @@ func queuePrefix(queue string) ([]byte, error) {
 	return append(p, queue...), nil
 }
 
-// queueKey is the bQueueIndex key of a job: queue, then priority descending, then
-// id ascending.
-func queueKey(queue string, priority int, id int64) ([]byte, error) {
-	k, err := queuePrefix(queue)
-	if err != nil {
-		return nil, err
-	}
+// prioKey is a job's key in its queue's bucket of bReady: priority descending,
+// then id ascending, so that the first key is the job to claim next.
+func prioKey(priority int, id int64) []byte {
+	k := make([]byte, 0, 16)
 	// Flipping the sign bit orders signed numbers as unsigned; inverting all the
 	// bits then makes the order descending.
 	k = binary.BigEndian.AppendUint64(k, ^(uint64(int64(priority)) ^ (1 << 63)))
-	return append(k, itob(id)...), nil
+	return append(k, itob(id)...)
 }
 
 // depKey is the bDependents key saying that job id waits for job dep.
@@ -248,15 +250,11 @@ func keyTime(k []byte) time.Time {
 	return time.Unix(0, int64(binary.BigEndian.Uint64(k)^(1<<63))).UTC()
 }
 
-// queueOfKey is the queue name of a bReady (or bQueueIndex) key and the length
-// of its prefix; ok is false for a key of another layout.
-func queueOfKey(k []byte) (name string, prefix int, ok bool) {
-	if len(k) < 2 {
-		return "", 0, false
+// queueOfName is the queue a bucket of bReady is named after; ok is false for a
+// name of another layout.
+func queueOfName(k []byte) (name string, ok bool) {
+	if len(k) < 2 || int(binary.BigEndian.Uint16(k)) != len(k)-2 {
+		return "", false
 	}
-	n := int(binary.BigEndian.Uint16(k))
-	if len(k) != 2+n+16 {
-		return "", 0, false
-	}
-	return string(k[2 : 2+n]), 2 + n, true
+	return string(k[2:]), true
 }

@@ -46,8 +46,7 @@ func (b *txb) getIndexed(id int64) (*rpc.Record, error) {
 
 // sameIndex reports whether two versions of a record have the same index entries.
 func sameIndex(a, b *rpc.Record) bool {
-	return a.State == b.State && a.Queue == b.Queue && a.Priority == b.Priority &&
-		slices.Equal(a.After, b.After) && (a.Key == nil) == (b.Key == nil) && (a.Key == nil || *a.Key == *b.Key)
+	return a.State == b.State && slices.Equal(a.After, b.After) && (a.Key == nil) == (b.Key == nil) && (a.Key == nil || *a.Key == *b.Key)
 }
 
 // getRecord reads job id without its spec; nil when there is no such job.
@@ -134,23 +133,13 @@ func eventSize(ev *rpc.Event) int {
 	return n
 }
 
-// index adds the index entries of rec: by state, and for an unfinished job the
-// unfinished set, the queue index and its dependencies; its key if it has one.
+// index adds the index entries of rec: by state, and for an unfinished job its
+// dependencies; its key if it has one.
 func (b *txb) index(rec *rpc.Record) error {
 	if err := b.byState.Put(stateKey(rec.State, rec.ID), nil); err != nil {
 		return fmt.Errorf("index job %d: %w", rec.ID, err)
 	}
 	if !rec.State.Final() {
-		if err := b.unfinished.Put(itob(rec.ID), []byte(rec.State)); err != nil {
-			return fmt.Errorf("index job %d: %w", rec.ID, err)
-		}
-		qk, err := queueKey(rec.Queue, rec.Priority, rec.ID)
-		if err != nil {
-			return fmt.Errorf("index job %d: %w", rec.ID, err)
-		}
-		if err := b.queueIndex.Put(qk, []byte(rec.State)); err != nil {
-			return fmt.Errorf("index job %d: %w", rec.ID, err)
-		}
 		for _, dep := range rec.After {
 			if err := b.dependents.Put(depKey(dep, rec.ID), nil); err != nil {
 				return fmt.Errorf("index job %d: %w", rec.ID, err)
@@ -171,16 +160,6 @@ func (b *txb) unindex(rec *rpc.Record) error {
 		return fmt.Errorf("unindex job %d: %w", rec.ID, err)
 	}
 	if !rec.State.Final() {
-		if err := b.unfinished.Delete(itob(rec.ID)); err != nil {
-			return fmt.Errorf("unindex job %d: %w", rec.ID, err)
-		}
-		qk, err := queueKey(rec.Queue, rec.Priority, rec.ID)
-		if err != nil {
-			return fmt.Errorf("unindex job %d: %w", rec.ID, err)
-		}
-		if err := b.queueIndex.Delete(qk); err != nil {
-			return fmt.Errorf("unindex job %d: %w", rec.ID, err)
-		}
 		for _, dep := range rec.After {
 			if err := b.dependents.Delete(depKey(dep, rec.ID)); err != nil {
 				return fmt.Errorf("unindex job %d: %w", rec.ID, err)

@@ -37,6 +37,9 @@ type writer struct {
 	extra []*rpc.Record
 	work  []task
 	now   time.Time
+	// moved is set when a write changed a job's state or queue, or where it
+	// is filed: what Claim would give may have changed.
+	moved bool
 }
 
 // task is a consequence of a write, for drain.
@@ -105,6 +108,9 @@ func (w *writer) put(old, rec *rpc.Record) error {
 	keep := old != nil && old.State == rpc.StateQueued && rec.State == rpc.StateQueued &&
 		old.Queue == rec.Queue && old.Priority == rec.Priority && sameTime(old.NotBefore, rec.NotBefore) &&
 		slices.Equal(old.After, rec.After)
+	if old == nil || old.State != rec.State || old.Queue != rec.Queue || (rec.State == rpc.StateQueued && !keep) {
+		w.moved = true
+	}
 	if old != nil && old.State == rpc.StateQueued && !keep {
 		if err := b.unplace(old); err != nil {
 			return err
@@ -177,24 +183,61 @@ func (b *txb) ready1(rec *rpc.Record) error {
 		}
 		return nil
 	}
-	k, err := queueKey(rec.Queue, rec.Priority, rec.ID)
+	return b.readyPut(rec.Queue, rec.Priority, rec.ID)
+}
+
+// readyPut files job id of queue as claimable.
+func (b *txb) readyPut(queue string, priority int, id int64) error {
+	name, err := queuePrefix(queue)
 	if err != nil {
-		return fmt.Errorf("file job %d: %w", rec.ID, err)
+		return fmt.Errorf("file job %d: %w", id, err)
 	}
-	if err := b.ready.Put(k, nil); err != nil {
-		return fmt.Errorf("file job %d as ready: %w", rec.ID, err)
+	qb, err := b.ready.CreateBucketIfNotExists(name)
+	if err != nil {
+		return fmt.Errorf("file job %d as ready: %w", id, err)
+	}
+	if err := qb.Put(prioKey(priority, id), nil); err != nil {
+		return fmt.Errorf("file job %d as ready: %w", id, err)
 	}
 	return nil
 }
 
+// readyDelete unfiles job id of queue from the claimable jobs, if it is there;
+// a queue's bucket goes with its last job.
+func (b *txb) readyDelete(queue string, priority int, id int64) error {
+	name, err := queuePrefix(queue)
+	if err != nil {
+		return fmt.Errorf("unfile job %d: %w", id, err)
+	}
+	qb := b.ready.Bucket(name)
+	if qb == nil {
+		return nil
+	}
+	if err := qb.Delete(prioKey(priority, id)); err != nil {
+		return fmt.Errorf("unfile job %d: %w", id, err)
+	}
+	if k, _ := qb.Cursor().First(); k == nil {
+		if err := b.ready.DeleteBucket(name); err != nil {
+			return fmt.Errorf("unfile job %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// readyHas reports whether job id of queue is filed as claimable.
+func (b *txb) readyHas(queue string, priority int, id int64) bool {
+	name, err := queuePrefix(queue)
+	if err != nil {
+		return false
+	}
+	qb := b.ready.Bucket(name)
+	return qb != nil && qb.Get(prioKey(priority, id)) != nil
+}
+
 // unplace removes a queued job from bReady and bTimers, wherever it is.
 func (b *txb) unplace(old *rpc.Record) error {
-	k, err := queueKey(old.Queue, old.Priority, old.ID)
-	if err != nil {
-		return fmt.Errorf("unfile job %d: %w", old.ID, err)
-	}
-	if err := b.ready.Delete(k); err != nil {
-		return fmt.Errorf("unfile job %d: %w", old.ID, err)
+	if err := b.readyDelete(old.Queue, old.Priority, old.ID); err != nil {
+		return err
 	}
 	if old.NotBefore != nil {
 		if err := b.timers.Delete(timeKey(*old.NotBefore, old.ID)); err != nil {
@@ -354,9 +397,10 @@ func (b *txb) queueSettings(name string) (rpc.Queue, error) {
 
 // head is a queue's next claimable job in Claim.
 type head struct {
-	prefix []byte
-	name   string
-	key    []byte
+	// bucket is the name of the queue's bucket in bReady.
+	bucket []byte
+	// key is the queue's first prioKey.
+	key []byte
 	// room is how many more jobs the queue may start, or -1 without a limit.
 	room int64
 }
@@ -381,12 +425,8 @@ func (b *txb) moveDue(now time.Time) (int, error) {
 		if rec == nil || rec.State != rpc.StateQueued {
 			return 0, fmt.Errorf("timer of job %d, which is not queued", id)
 		}
-		qk, err := queueKey(rec.Queue, rec.Priority, id)
-		if err != nil {
+		if err := b.readyPut(rec.Queue, rec.Priority, id); err != nil {
 			return 0, err
-		}
-		if err := b.ready.Put(qk, nil); err != nil {
-			return 0, fmt.Errorf("file job %d as ready: %w", id, err)
 		}
 		if err := b.timers.Delete(k); err != nil {
 			return 0, fmt.Errorf("unfile timer of job %d: %w", id, err)
@@ -400,17 +440,16 @@ func (b *txb) moveDue(now time.Time) (int, error) {
 const maxDue = 4096
 
 // heads finds, for every queue with claimable jobs that is not paused and has
-// room under its parallel limit, its first claimable job. It seeks once per
-// queue, whatever the number of jobs in it.
+// room under its parallel limit, its first claimable job: one look per queue,
+// whatever the number of jobs in it.
 func (b *txb) heads() ([]head, error) {
 	var hs []head
 	c := b.ready.Cursor()
-	for k, _ := c.First(); k != nil; {
-		name, n, ok := queueOfKey(k)
-		if !ok {
-			return nil, fmt.Errorf("ready: bad key %x", k)
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		name, ok := queueOfName(k)
+		if !ok || v != nil {
+			return nil, fmt.Errorf("ready: %x is not a queue's bucket", k)
 		}
-		prefix := bytes.Clone(k[:n])
 		q, err := b.queueSettings(name)
 		if err != nil {
 			return nil, err
@@ -420,11 +459,14 @@ func (b *txb) heads() ([]head, error) {
 			_, running := b.qcount(name)
 			room = max(int64(*q.Parallel)-running, 0)
 		}
-		if !q.Paused && room != 0 {
-			hs = append(hs, head{prefix: prefix, name: name, key: bytes.Clone(k), room: room})
+		if q.Paused || room == 0 {
+			continue
 		}
-		// Past every key of this queue: its keys are the prefix and 16 bytes.
-		k, _ = c.Seek(append(append(prefix, bytes.Repeat([]byte{0xff}, 16)...), 0))
+		first, _ := b.ready.Bucket(k).Cursor().First()
+		if first == nil {
+			continue
+		}
+		hs = append(hs, head{bucket: bytes.Clone(k), key: bytes.Clone(first), room: room})
 	}
 	return hs, nil
 }
@@ -452,12 +494,12 @@ func claimTx(w *writer, o machine.Owner, limit int, now time.Time) ([]rpc.Record
 	for len(recs) < limit && len(hs) > 0 {
 		best := 0
 		for i := 1; i < len(hs); i++ {
-			if bytes.Compare(hs[i].key[len(hs[i].prefix):], hs[best].key[len(hs[best].prefix):]) < 0 {
+			if bytes.Compare(hs[i].key, hs[best].key) < 0 {
 				best = i
 			}
 		}
 		h := &hs[best]
-		id := btoi(h.key[len(h.key)-8:])
+		id := btoi(h.key[8:])
 		rec, err := b.getFull(id, cache)
 		if err != nil {
 			return nil, err
@@ -476,8 +518,11 @@ func claimTx(w *writer, o machine.Owner, limit int, now time.Time) ([]rpc.Record
 		if h.room > 0 {
 			h.room--
 		}
-		next, _ := b.ready.Cursor().Seek(h.prefix)
-		if h.room == 0 || next == nil || !bytes.HasPrefix(next, h.prefix) {
+		var next []byte
+		if qb := b.ready.Bucket(h.bucket); qb != nil && h.room != 0 {
+			next, _ = qb.Cursor().First()
+		}
+		if next == nil {
 			hs = slices.Delete(hs, best, best+1)
 			continue
 		}
@@ -503,11 +548,7 @@ func (b *txb) waiting(rec *rpc.Record, now time.Time) (*string, error) {
 	why := func(s string) (*string, error) { return &s, nil }
 	inTimers := rec.NotBefore != nil && b.timers.Get(timeKey(*rec.NotBefore, rec.ID)) != nil
 	if !inTimers {
-		k, err := queueKey(rec.Queue, rec.Priority, rec.ID)
-		if err != nil {
-			return nil, err
-		}
-		if b.ready.Get(k) == nil {
+		if !b.readyHas(rec.Queue, rec.Priority, rec.ID) {
 			return why("after")
 		}
 	} else if rec.NotBefore.After(now) {
@@ -533,15 +574,16 @@ func (b *txb) waiting(rec *rpc.Record, now time.Time) (*string, error) {
 // whose dependency did not succeed (which the older daemon failed at its start)
 // fails now, with its events.
 func buildSched(b *txb, now time.Time) error {
-	if b.meta.Get([]byte(metaEpoch)) == nil {
-		if err := b.meta.Put([]byte(metaEpoch), itob(0)); err != nil {
-			return fmt.Errorf("set epoch: %w", err)
-		}
+	var epoch int64
+	if v := b.meta.Get([]byte(metaEpoch)); len(v) == 8 {
+		epoch = btoi(v)
 	}
 	w := newWriter(b, now)
-	c := b.unfinished.Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		id := btoi(k)
+	var ids []int64
+	for _, st := range []rpc.State{rpc.StateQueued, rpc.StateRunning} {
+		ids = append(ids, idsWithPrefix(b.byState, statePrefix(st))...)
+	}
+	for _, id := range ids {
 		rec, err := b.getIndexed(id)
 		if err != nil {
 			return err
@@ -549,6 +591,7 @@ func buildSched(b *txb, now time.Time) error {
 		if rec == nil {
 			return fmt.Errorf("unfinished job %d is not stored", id)
 		}
+		epoch = max(epoch, rec.Run.Epoch)
 		if err := b.qadd(rec.Queue, rec.State, 1); err != nil {
 			return err
 		}
@@ -572,6 +615,10 @@ func buildSched(b *txb, now time.Time) error {
 				return err
 			}
 		}
+	}
+	// The counter is above every epoch stored, whoever wrote it.
+	if err := b.meta.Put([]byte(metaEpoch), itob(epoch)); err != nil {
+		return fmt.Errorf("set epoch: %w", err)
 	}
 	return w.finish()
 }

@@ -271,8 +271,9 @@ func checkLayout(tx *bbolt.Tx) (int, error) {
 // upgrade brings a database of an older schema to schemaVersion in one
 // transaction. From 1, it adds the buckets of environments (specs stored before
 // keep their env inline and are read as they are). From 2, it adds the
-// scheduling buckets and builds them from the unfinished jobs (see
-// buildSched), at time now.
+// scheduling buckets, builds them from the unfinished jobs (see buildSched), at
+// time now, and drops the queue index and the unfinished set, which bReady and
+// bByState's ranges replace.
 func (s *Store) upgrade(tx *bbolt.Tx, now time.Time) error {
 	for _, name := range []string{bEnvs, bEnvRefs, bReady, bTimers, bQueueCounts, bCancels} {
 		if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
@@ -286,6 +287,11 @@ func (s *Store) upgrade(tx *bbolt.Tx, now time.Time) error {
 	b.dec = s.dec
 	if err := buildSched(b, now); err != nil {
 		return err
+	}
+	for _, name := range []string{bQueueIndex, bUnfinished} {
+		if err := tx.DeleteBucket([]byte(name)); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
+			return fmt.Errorf("delete bucket %s: %w", name, err)
+		}
 	}
 	if err := b.meta.Put([]byte(metaVersion), []byte(strconv.Itoa(schemaVersion))); err != nil {
 		return fmt.Errorf("set schema version: %w", err)

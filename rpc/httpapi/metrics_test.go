@@ -59,8 +59,11 @@ func TestMetricsMove(t *testing.T) {
 	g := h.gate("m")
 	running := h.submit(`{"queue":"q1","steps":[{"shell":{"script":` + jsonStr(g.wait()) + `}}]}`)
 	eventually(t, "a running job shows", func() bool { return scrape(t, h)["spool_jobs"] >= 1 })
-	during := scrape(t, h)
-	is.True(during["spool_job_starts_total"] >= before["spool_job_starts_total"]+1) // the start was counted
+	// The start is counted from the event stream, a moment after the store
+	// shows the job running.
+	eventually(t, "the start was counted", func() bool {
+		return scrape(t, h)["spool_job_starts_total"] >= before["spool_job_starts_total"]+1
+	})
 	g.open(t)
 	h.wait(running.ID)
 	failed := h.submit(`{"steps":[{"shell":{"script":"exit 3"}}]}`)

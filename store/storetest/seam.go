@@ -852,8 +852,19 @@ func testChanged(t *testing.T, r *Rig) {
 	submit(t, s, Spec("d"))
 	is.True(signalled())  // two commits, one signal waiting
 	is.True(!signalled()) // not two
-	claim(t, s, o, 1, epoch())
+	got := claim(t, s, o, 1, epoch())
 	is.True(signalled()) // a claim stored events
+	progress := own(got[0])
+	progress.Progress = &rpc.Progress{Message: "half way"}
+	apply(t, s, rpc.Transition{Record: progress, From: rpc.StateRunning, Epoch: o.Epoch})
+	is.True(!signalled()) // a write without events that moves nothing
+	back := own(progress)
+	back.State, back.Run.Epoch = rpc.StateQueued, 0
+	apply(t, s, rpc.Transition{Record: back, From: rpc.StateRunning, Epoch: o.Epoch})
+	is.True(signalled()) // a job given back, without events, is claimable again
+	got = claim(t, s, o, 1, epoch())
+	is.Equal(got[0].ID, back.ID)
+	is.True(signalled())
 	is.Equal(len(claim(t, s, o, 0, epoch())), 0)
 	is.True(!signalled()) // a claim of nothing stored nothing
 	is.NoErr(s.PutQueue(ctx, rpc.Queue{Name: "q", Paused: true}))
