@@ -116,7 +116,10 @@ type op struct {
 	// Claim would give: its commit signals Changed.
 	changed bool
 	weight  int
-	err     error
+	// urgent says a caller waits on this call to start work (a claim): its
+	// commit does not wait to gather more calls.
+	urgent bool
+	err    error
 	// done is closed when the call is answered (err is set).
 	done chan struct{}
 	// lead is closed when the waiting call becomes the leader.
@@ -427,7 +430,7 @@ func (s *Store) do(ctx context.Context, o *op) error {
 	s.queue = append(s.queue, o)
 	if s.leading {
 		o.lead = make(chan struct{})
-		if s.gathering && len(s.queue) >= s.gatherWant {
+		if s.gathering && (len(s.queue) >= s.gatherWant || o.urgent) {
 			s.gathering = false
 			select {
 			case s.nudge <- struct{}{}:
@@ -504,7 +507,7 @@ func (s *Store) gather(fresh bool) {
 		want += len(s.queue)
 	}
 	want = min(want, maxBatchOps)
-	if s.last <= 1 || len(s.queue) >= want || s.stopping {
+	if s.last <= 1 || len(s.queue) >= want || s.stopping || s.urgent() {
 		return
 	}
 	timer := time.NewTimer(s.gatherWait)
@@ -526,7 +529,20 @@ func (s *Store) gather(fresh bool) {
 		}
 		s.mu.Lock()
 		s.gathering = false
+		if s.urgent() {
+			return
+		}
 	}
+}
+
+// urgent reports whether a queued call must not wait to gather; s.mu held.
+func (s *Store) urgent() bool {
+	for _, o := range s.queue {
+		if o.urgent {
+			return true
+		}
+	}
+	return false
 }
 
 // defaultGatherWait is the longest a commit waits for the callers of the previous
