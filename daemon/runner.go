@@ -192,7 +192,12 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 	defer unlock()
 	d.mu.Lock()
 	cancelled := js.rec.Run.CancelReason != nil
+	lost := js.claimFailed()
 	d.mu.Unlock()
+	if lost {
+		unlock()
+		return true, errJobOver
+	}
 	if cancelled {
 		unlock()
 		return false, nil // the next turn ends the job
@@ -223,12 +228,20 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 	}
 	lastTry := i == len(rec.Spec.Steps)-1 && rec.Steps[i].Attempt >= tries
 	exited := func() {
-		if lastTry {
-			d.mu.Lock()
-			d.freeSlot(js)
-			d.mu.Unlock()
-			d.kick()
+		if !lastTry {
+			return
 		}
+		if _, ok := d.store.(ApplyClaimer); ok {
+			// The transition that ends the job claims the next; should it be
+			// slow to come (a process left holding the output), the
+			// scheduler claims after a moment.
+			time.AfterFunc(2*time.Millisecond, d.kick)
+			return
+		}
+		d.mu.Lock()
+		d.freeSlot(js)
+		d.mu.Unlock()
+		d.kick()
 	}
 	var out outcome
 	if containErr != nil {
@@ -241,7 +254,7 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 	d.mu.Lock()
 	js.reaped = out.reaped
 	d.mu.Unlock()
-	if errors.Is(out.stopped, errLeaseLost) {
+	if errors.Is(out.stopped, errLeaseLost) || errors.Is(out.stopped, errJobOver) || !d.claimStored(js) {
 		return true, errJobOver
 	}
 	if parent.Err() != nil {

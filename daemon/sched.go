@@ -17,6 +17,12 @@ type jobState struct {
 
 	freed bool // its slot was given back before its final commit
 
+	// stored is closed once the claim that gave the job to this daemon is
+	// stored, or failed (claimErr, guarded by d.mu): a runner may start the
+	// job's step before, never store anything.
+	stored   <-chan struct{}
+	claimErr error
+
 	// stopStep ends the context of the step that runs, if any; guarded by d.mu.
 	stopStep context.CancelCauseFunc
 	// cancelled is closed once a cancel of the job is known; guarded by d.mu.
@@ -48,19 +54,28 @@ func (m chanMutex) unlock() { <-m }
 // The store picks them (priority, then id, within the queue limits of every
 // daemon on it) and stores their start in one transaction: the daemon's part is
 // its own capacity, --max-parallel. claimMu is held from the claim until the jobs
-// are in d.jobs, so that a cancel stored after the claim finds its runner.
+// are in d.jobs, so that a cancel stored after the claim finds its runner. With
+// a store that tells its picks before the commit (EarlyClaimer), the runners
+// start then and store nothing until the claim is stored.
 func (d *Daemon) claim(ctx context.Context) {
 	d.claimMu.Lock()
 	defer d.claimMu.Unlock()
+	early, _ := d.store.(EarlyClaimer)
 	for {
-		d.mu.Lock()
-		room := d.cfg.MaxParallel - d.running
-		closing := d.closing
-		d.mu.Unlock()
-		if room <= 0 || closing {
+		room := d.room()
+		if room <= 0 {
 			return
 		}
-		recs, evs, err := d.store.Claim(ctx, d.owner, room, d.clock.Now())
+		n, err := d.claimRound(func(begin func([]rpc.Record)) ([]rpc.Record, []rpc.Event, error) {
+			if early != nil {
+				return early.ClaimEarly(ctx, d.owner, room, d.clock.Now(), begin)
+			}
+			recs, evs, err := d.store.Claim(ctx, d.owner, room, d.clock.Now())
+			if err == nil {
+				begin(recs)
+			}
+			return recs, evs, err
+		})
 		if err != nil {
 			if ctx.Err() == nil {
 				d.lostLease(err)
@@ -68,13 +83,34 @@ func (d *Daemon) claim(ctx context.Context) {
 			}
 			return
 		}
-		d.hub.publish(evs)
-		if len(recs) == 0 {
+		if n < room {
 			return
 		}
+	}
+}
+
+// room is how many more jobs the daemon can take now.
+func (d *Daemon) room() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closing {
+		return 0
+	}
+	return d.cfg.MaxParallel - d.running
+}
+
+// claimRound runs one claim through call, claimMu held: call asks the store
+// and hands begin the jobs it takes, before or after its commit. The jobs begun
+// get a runner each; when call then fails, those runners stop and store
+// nothing. It publishes the claim's events and returns how many jobs it took.
+func (d *Daemon) claimRound(call func(begin func([]rpc.Record)) ([]rpc.Record, []rpc.Event, error)) (int, error) {
+	var started []*jobState
+	stored := make(chan struct{})
+	begin := func(recs []rpc.Record) {
 		d.mu.Lock()
+		defer d.mu.Unlock()
 		for _, rec := range recs {
-			js := &jobState{mu: newChanMutex(), rec: rec, cancelled: make(chan struct{})}
+			js := &jobState{mu: newChanMutex(), rec: rec, cancelled: make(chan struct{}), stored: stored}
 			if rec.Run.CancelReason != nil {
 				close(js.cancelled)
 			}
@@ -82,12 +118,47 @@ func (d *Daemon) claim(ctx context.Context) {
 			d.running++
 			// Counted under d.mu: Run waits for the runners only after it set closing.
 			d.runners.Add(1)
+			started = append(started, js)
 			go d.runJob(js)
 		}
-		d.mu.Unlock()
-		if len(recs) < room {
-			return
+	}
+	recs, evs, err := call(begin)
+	if err != nil {
+		// The jobs begun early were not claimed: their runners stop and store
+		// nothing; the jobs stay queued.
+		d.mu.Lock()
+		for _, js := range started {
+			js.claimErr = err
+			if js.stopStep != nil {
+				js.stopStep(errJobOver)
+			}
 		}
+		d.mu.Unlock()
+		close(stored)
+		return 0, err
+	}
+	close(stored)
+	d.hub.publish(evs)
+	return len(recs), nil
+}
+
+// claimStored waits until the claim of the job is stored and reports whether
+// it was: a runner stores nothing of a job whose claim failed.
+func (d *Daemon) claimStored(js *jobState) bool {
+	<-js.stored
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return js.claimErr == nil
+}
+
+// claimFailed reports, without waiting, whether the job's claim is known to
+// have failed; d.mu held.
+func (js *jobState) claimFailed() bool {
+	select {
+	case <-js.stored:
+		return js.claimErr != nil
+	default:
+		return false
 	}
 }
 

@@ -131,3 +131,25 @@ type Store interface {
 	// RemoveTemplate removes a template; 1003 when unknown.
 	RemoveTemplate(ctx context.Context, name string) error
 }
+
+// EarlyClaimer is a Store that can tell which jobs a claim takes before its
+// commit, so that the daemon starts them while the commit runs (bbolt: the
+// commit's sync is then off the path from a free slot to the next process).
+// picked is called at most once, before ClaimEarly returns, with the records
+// it will return if the commit succeeds; if ClaimEarly fails, none of them was
+// claimed and whatever was started for them must stop, storing nothing. A
+// daemon that dies before the commit lands leaves processes of jobs still
+// queued in the store: the next start kills them before anything resumes, so
+// no step runs twice at once.
+type EarlyClaimer interface {
+	ClaimEarly(ctx context.Context, o machine.Owner, max int, now time.Time, picked func([]rpc.Record)) ([]rpc.Record, []rpc.Event, error)
+}
+
+// ApplyClaimer is an EarlyClaimer that can also store a runner's transitions
+// and a claim in one transaction: the end of a job and the start of the next in
+// one commit where two would be. When the transitions fail, nothing is stored
+// and nothing claimed.
+type ApplyClaimer interface {
+	EarlyClaimer
+	ApplyClaim(ctx context.Context, ts []rpc.Transition, o machine.Owner, max int, now time.Time, picked func([]rpc.Record)) ([]rpc.Event, []rpc.Record, []rpc.Event, error)
+}

@@ -54,13 +54,21 @@ func (d *Daemon) current(js *jobState) (rpc.Record, error) {
 // another epoch answers 1002, which ends the runner's work on the job
 // (errJobOver). The caller holds js.mu.
 func (d *Daemon) transition(ctx context.Context, js *jobState, fn mutation) (rpc.Record, error) {
+	if !d.claimStored(js) {
+		return rpc.Record{}, errJobOver
+	}
 	rec, err := d.current(js)
 	if err != nil {
 		return rec, err
 	}
 	from := rec.State
 	evs := fn(&rec, d.clock.Now())
-	_, err = d.apply(ctx, []rpc.Transition{{Record: rec, From: from, Events: evs, Epoch: d.owner.Epoch}})
+	t := rpc.Transition{Record: rec, From: from, Events: evs, Epoch: d.owner.Epoch}
+	if ac, ok := d.store.(ApplyClaimer); ok && rec.State.Final() {
+		err = d.applyClaim(ctx, ac, js, t)
+	} else {
+		_, err = d.apply(ctx, []rpc.Transition{t})
+	}
 	if err == nil {
 		d.mu.Lock()
 		js.rec = rec
@@ -88,6 +96,30 @@ func (d *Daemon) transition(ctx context.Context, js *jobState, fn mutation) (rpc
 	js.rec = rec
 	d.mu.Unlock()
 	return rec, nil
+}
+
+// applyClaim stores the transition that ends a job together with the claim of
+// the jobs its slot, and any other free one, go to.
+func (d *Daemon) applyClaim(ctx context.Context, ac ApplyClaimer, js *jobState, t rpc.Transition) error {
+	d.claimMu.Lock()
+	defer d.claimMu.Unlock()
+	d.mu.Lock()
+	d.freeSlot(js)
+	d.mu.Unlock()
+	room := d.room()
+	var evs []rpc.Event
+	_, err := d.claimRound(func(begin func([]rpc.Record)) ([]rpc.Record, []rpc.Event, error) {
+		var recs []rpc.Record
+		var claimEvs []rpc.Event
+		var err error
+		evs, recs, claimEvs, err = ac.ApplyClaim(ctx, []rpc.Transition{t}, d.owner, room, d.clock.Now(), begin)
+		return recs, claimEvs, err
+	})
+	if err != nil {
+		return fmt.Errorf("store transitions: %w", err)
+	}
+	d.hub.publish(evs)
+	return nil
 }
 
 // learnCancel reads the job from the store and, when it is still this runner's

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -149,6 +150,16 @@ func (s *Store) Reap(ctx context.Context, now time.Time) ([]rpc.Record, []rpc.Ev
 // seek per job taken, whatever the number of jobs it holds. 1002 when o was not
 // joined since Open.
 func (s *Store) Claim(ctx context.Context, o machine.Owner, limit int, now time.Time) ([]rpc.Record, []rpc.Event, error) {
+	return s.ClaimEarly(ctx, o, limit, now, nil)
+}
+
+// ClaimEarly is Claim, and it calls picked, once, with the jobs it takes as
+// soon as the transaction that stores the claim has chosen them, before its
+// commit: the caller may start them while the commit runs. When ClaimEarly
+// then fails, none of them was claimed, and the caller must stop what it
+// started (daemon.EarlyClaimer). picked runs on the committing goroutine and
+// must not block.
+func (s *Store) ClaimEarly(ctx context.Context, o machine.Owner, limit int, now time.Time, picked func([]rpc.Record)) ([]rpc.Record, []rpc.Event, error) {
 	if !s.liveLease(o) {
 		return nil, nil, leaseGone(o)
 	}
@@ -183,6 +194,13 @@ func (s *Store) Claim(ctx context.Context, o machine.Owner, limit int, now time.
 		call.changed = len(evs) > 0
 		return nil
 	}}
+	if picked != nil {
+		call.applied = func() {
+			if len(recs) > 0 {
+				picked(recs)
+			}
+		}
+	}
 	if err := s.do(ctx, call); err != nil {
 		return nil, nil, err
 	}
@@ -294,4 +312,55 @@ func (s *Store) Running(ctx context.Context) ([]rpc.Record, error) {
 		return nil, err
 	}
 	return recs, nil
+}
+
+// ApplyClaim stores transitions as Apply does and, in the same transaction,
+// claims up to limit jobs as ClaimEarly does (picked is told of them before the
+// commit): a runner that ends a job hands its slot to the next in the commit
+// that records the end, one commit where two would be. When the transitions
+// fail, nothing is stored and nothing claimed.
+func (s *Store) ApplyClaim(ctx context.Context, ts []rpc.Transition, o machine.Owner, limit int, now time.Time, picked func([]rpc.Record)) ([]rpc.Event, []rpc.Record, []rpc.Event, error) {
+	if !s.liveLease(o) {
+		return nil, nil, nil, leaseGone(o)
+	}
+	var evs, claimEvs []rpc.Event
+	var recs []rpc.Record
+	var call *op
+	call = &op{weight: 1024*len(ts) + 2048*max(limit, 1), urgent: true, apply: func(b *txb) error {
+		recs, claimEvs = nil, nil
+		w := newWriter(b, s.clock())
+		var err error
+		if evs, err = applyTx(w, ts); err != nil {
+			return err
+		}
+		call.changed = len(evs) > 0 || w.moved
+		if limit <= 0 {
+			return nil
+		}
+		cw := newWriter(b, now)
+		if recs, err = claimTx(cw, o, limit, now); err != nil {
+			if errors.Is(err, errNoWrite) {
+				recs = nil
+				return nil
+			}
+			return err
+		}
+		if err := cw.finish(); err != nil {
+			return err
+		}
+		claimEvs = cw.evs
+		call.changed = call.changed || len(claimEvs) > 0
+		return nil
+	}}
+	if picked != nil {
+		call.applied = func() {
+			if len(recs) > 0 {
+				picked(recs)
+			}
+		}
+	}
+	if err := s.do(ctx, call); err != nil {
+		return nil, nil, nil, err
+	}
+	return evs, recs, claimEvs, nil
 }

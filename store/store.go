@@ -119,6 +119,10 @@ type op struct {
 	// urgent says a caller waits on this call to start work (a claim): its
 	// commit does not wait to gather more calls.
 	urgent bool
+	// applied, if set, is called once every call of the transaction has been
+	// applied and before the commit: what apply chose is then final unless the
+	// commit fails, which the call's error then says.
+	applied func()
 	err    error
 	// done is closed when the call is answered (err is set).
 	done chan struct{}
@@ -568,7 +572,7 @@ func (s *Store) commit(batch []*op) {
 	}
 	for len(pending) > 0 {
 		failed := -1
-		err := s.db.Update(func(tx *bbolt.Tx) error {
+		err := s.update(pending, func(tx *bbolt.Tx) error {
 			b, err := buckets(tx)
 			if err != nil {
 				return err
@@ -623,6 +627,30 @@ func (s *Store) commit(batch []*op) {
 		}
 		return
 	}
+}
+
+// update is bbolt's DB.Update, which it follows, with one step more: once fn
+// has applied every call, the calls that asked to be told (op.applied) are
+// told, before the commit.
+func (s *Store) update(calls []*op, fn func(tx *bbolt.Tx) error) (err error) {
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if tx.DB() != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	for _, o := range calls {
+		if o.applied != nil && o.err == nil {
+			o.applied()
+		}
+	}
+	return tx.Commit()
 }
 
 // signal tells whoever waits on Changed, without blocking.

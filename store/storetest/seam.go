@@ -47,6 +47,8 @@ func runSeam(t *testing.T, h Harness) {
 		{"ClaimExclusive", testClaimExclusive},
 		{"ClaimOrder", testClaimOrder},
 		{"ClaimFence", testClaimFence},
+		{"ClaimEarly", testClaimEarly},
+		{"ApplyClaim", testApplyClaim},
 		{"ReapNotLive", testReapNotLive},
 		{"ReapAfterReopen", testReapAfterReopen},
 		{"QueueLimits", testQueueLimits},
@@ -953,4 +955,80 @@ func testSeqDenseEveryMethod(t *testing.T, r *Rig) {
 		is.Equal(stored[i].Type, all[i].Type) // the same
 		is.Equal(stored[i].Job, all[i].Job)   // for the same job
 	}
+}
+
+// testClaimEarly: a store that tells its picks before the commit tells them once,
+// exactly the jobs it then returns, before it returns.
+func testClaimEarly(t *testing.T, r *Rig) {
+	is := is.New(t)
+	ctx := context.Background()
+	ec, ok := r.S.(daemon.EarlyClaimer)
+	if !ok {
+		t.Skip("the store does not tell its picks early (daemon.EarlyClaimer)")
+	}
+	o := join(t, r.S, "a")
+	submit(t, r.S, Spec("a"), Spec("b"), Spec("c"))
+	var told [][]rpc.Record
+	recs, evs, err := ec.ClaimEarly(ctx, o, 2, epoch(), func(rs []rpc.Record) {
+		told = append(told, slices.Clone(rs))
+	})
+	is.NoErr(err)           // claimed
+	is.Equal(len(told), 1)  // told once
+	is.Equal(told[0], recs) // of exactly the jobs it returned
+	is.Equal(len(evs), 4)   // started and step_started for each
+	for _, rec := range recs {
+		is.Equal(get(t, r.S, rec.ID).State, rpc.StateRunning) // stored
+	}
+	told = nil
+	_, _, err = ec.ClaimEarly(ctx, machine.Owner{Node: "ghost", Epoch: o.Epoch + 100}, 5, epoch(), func(rs []rpc.Record) {
+		told = append(told, rs)
+	})
+	is.Equal(code(err), rpc.CodeBadState) // a lease that is gone claims nothing
+	is.Equal(len(told), 0)                // and tells nothing
+}
+
+// testApplyClaim: the end of a job and the claim of the next in one transaction;
+// when the end is refused, nothing is claimed.
+func testApplyClaim(t *testing.T, r *Rig) {
+	is := is.New(t)
+	ctx := context.Background()
+	ac, ok := r.S.(daemon.ApplyClaimer)
+	if !ok {
+		t.Skip("the store cannot apply and claim in one transaction (daemon.ApplyClaimer)")
+	}
+	o, other := join(t, r.S, "a"), join(t, r.S, "b")
+	submit(t, r.S, Spec("a"), Spec("b"), Spec("c"))
+	first := claim(t, r.S, o, 1, epoch())[0]
+	_, last := bounds(t, r.S)
+
+	// Another owner's end is refused: nothing stored, nothing claimed.
+	var told []rpc.Record
+	_, recs, _, err := ac.ApplyClaim(ctx, []rpc.Transition{succeedStep(first, other, epoch())}, other, 2, epoch(), func(rs []rpc.Record) {
+		told = append(told, rs...)
+	})
+	is.Equal(code(err), rpc.CodeBadState) // refused
+	is.Equal(len(recs), 0)                // nothing claimed
+	is.Equal(len(told), 0)                // nor told
+	_, l := bounds(t, r.S)
+	is.Equal(l, last)                                       // no seq used
+	is.Equal(counts(t, r.S)[rpc.StateQueued], 2)            // the others still queued
+	is.Equal(get(t, r.S, first.ID).State, rpc.StateRunning) // and the first still runs
+
+	evs, recs, claimEvs, err := ac.ApplyClaim(ctx, []rpc.Transition{succeedStep(first, o, epoch())}, o, 2, epoch(), func(rs []rpc.Record) {
+		told = append(told, rs...)
+	})
+	is.NoErr(err)                                             // the end and the claim
+	is.Equal(get(t, r.S, first.ID).State, rpc.StateSucceeded) // the first ended
+	is.Equal(len(recs), 2)                                    // both others claimed
+	is.Equal(told, recs)                                      // and told before the return
+	is.Equal(evs[0].Seq, last+1)                              // the end's events come first
+	is.Equal(claimEvs[0].Seq, evs[len(evs)-1].Seq+1)          // then the claim's, dense
+	for _, rec := range recs {
+		is.Equal(get(t, r.S, rec.ID).Run.Epoch, o.Epoch) // owned by the claimer
+	}
+	// Nothing left to claim: the end alone is stored.
+	evs, recs, _, err = ac.ApplyClaim(ctx, []rpc.Transition{succeedStep(recs[0], o, epoch())}, o, 2, epoch(), nil)
+	is.NoErr(err)          // stored
+	is.Equal(len(recs), 0) // nothing claimed
+	is.True(len(evs) > 0)  // the end's events
 }
