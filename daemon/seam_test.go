@@ -1,0 +1,73 @@
+package daemon_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+
+	"spool/daemon"
+	"spool/rpc"
+)
+
+// TestLostRaceEndsTheRunnersWork: a job taken from its runner in the store (here
+// by a write of another owner) makes the runner's next write fail with 1002:
+// the runner ends its work on the job at once, gives its slot back and stores
+// nothing more; the job stays as its new owner left it.
+func TestLostRaceEndsTheRunnersWork(t *testing.T) {
+	is := is.New(t)
+	h := start(t, t.TempDir(), func(c *daemon.Config) { c.MaxParallel = 1 })
+	gate := filepath.Join(h.dir, "gate")
+	j := submit(t, h.d, rpc.Spec{Steps: []rpc.Step{shell("while [ ! -e " + gate + " ]; do sleep 0.01; done"), shell("echo second > " + filepath.Join(h.dir, "second"))}})
+	eventually(t, "the job runs", func() bool { return get(t, h.d, j.ID).State == rpc.StateRunning })
+
+	// Another owner takes the job: its record names another epoch.
+	thief, err := h.st.Join(ctxT(t), "thief", time.Now())
+	is.NoErr(err) // a second member joins
+	rec, err := h.st.Get(ctxT(t), j.ID)
+	is.NoErr(err) // read
+	taken := *rec
+	taken.Run.Node, taken.Run.Epoch = thief.Node, thief.Epoch
+	_, err = h.st.Apply(ctxT(t), []rpc.Transition{{Record: taken, From: rpc.StateRunning}})
+	is.NoErr(err) // stored behind the runner's back
+	_, last, err := h.st.Bounds(ctxT(t))
+	is.NoErr(err)
+
+	is.NoErr(os.WriteFile(gate, nil, 0o600)) // the step ends; its runner's write is refused
+	eventually(t, "the slot is given back", func() bool { return h.d.Stats().Running == 0 })
+	// The slot is free: another job runs at once.
+	other := submit(t, h.d, rpc.Spec{Steps: []rpc.Step{shell("true")}})
+	is.Equal(wait(t, h.d, other.ID).State, rpc.StateSucceeded) // the freed slot runs it
+
+	after, err := h.st.Get(ctxT(t), j.ID)
+	is.NoErr(err)
+	is.Equal(after.State, rpc.StateRunning)          // the job is as the thief left it
+	is.Equal(after.Run.Epoch, thief.Epoch)           // owned by the thief
+	is.Equal(after.Steps[0].State, rpc.StateRunning) // its step's end was not stored
+	_, err = os.Stat(filepath.Join(h.dir, "second"))
+	is.True(os.IsNotExist(err)) // and the runner went no further
+	for _, ev := range stored(t, h, j.ID) {
+		is.True(ev.Seq <= last) // nothing more was stored of the job
+	}
+}
+
+// TestCancelBetweenAttemptsIsFinalAtOnce: a running job whose step waits for a
+// retry is cancelled in the store's transaction, and its runner stops waiting.
+func TestCancelBetweenAttemptsIsFinalAtOnce(t *testing.T) {
+	is := is.New(t)
+	h := start(t, t.TempDir(), nil)
+	j := submit(t, h.d, rpc.Spec{Steps: []rpc.Step{{Shell: &rpc.ShellStep{Script: "exit 1"},
+		Retry: &rpc.Retry{Attempts: 5, Backoff: rpc.Duration(time.Hour), MaxBackoff: rpc.Duration(time.Hour)}}}})
+	eventually(t, "the step waits for a retry", func() bool { return get(t, h.d, j.ID).Steps[0].State == rpc.StateRetrying })
+	start := time.Now()
+	c, err := h.d.Cancel(ctxT(t), rpc.CancelParams{ID: j.ID, Reason: "enough"})
+	is.NoErr(err)                                  // cancelled
+	is.Equal(c.State, rpc.StateCancelled)          // final
+	is.Equal(c.Steps[0].State, rpc.StateCancelled) // the waiting step too
+	is.True(strings.Contains(c.Error, "enough"))   // with the reason
+	is.True(time.Since(start) < time.Minute)       // not after the hour of backoff
+	eventually(t, "the runner gives its slot back", func() bool { return h.d.Stats().Running == 0 })
+}
