@@ -71,3 +71,42 @@ func TestCancelBetweenAttemptsIsFinalAtOnce(t *testing.T) {
 	is.True(time.Since(start) < time.Minute)       // not after the hour of backoff
 	eventually(t, "the runner gives its slot back", func() bool { return h.d.Stats().Running == 0 })
 }
+
+// TestAnotherWritersJobsReachWatchersAndRun: jobs stored by another writer of the
+// store (as another daemon on a shared store would) reach this daemon's watchers
+// in seq order without a gap, through the tailer, and this daemon claims and
+// runs them; job.wait answers for them from the event stream.
+func TestAnotherWritersJobsReachWatchersAndRun(t *testing.T) {
+	is := is.New(t)
+	h := start(t, t.TempDir(), nil)
+	w, err := h.d.Watch(ctxT(t), rpc.WatchParams{})
+	is.NoErr(err) // watching every event
+	defer w.Close()
+	const n = 20
+	now := time.Now().UTC()
+	var ids []int64
+	for range n {
+		sp := rpc.Spec{Name: "elsewhere", Steps: []rpc.Step{shell("true")}}
+		is.NoErr(rpc.NormalizeSpec("job", &sp)) // a valid spec
+		rec := rpc.Record{Job: rpc.Job{Name: sp.Name, Queue: "default", State: rpc.StateQueued, SubmittedAt: now, Spec: &sp, After: []int64{},
+			Steps: []rpc.StepStatus{{Name: sp.Steps[0].Name, Kind: sp.Steps[0].Kind(), State: rpc.StatePending}}}}
+		recs, _, err := h.st.Submit(ctxT(t), []rpc.NewJob{{Record: rec, Event: rpc.Event{Time: now, Type: rpc.EventSubmitted, State: rpc.StateQueued}, Field: "job"}})
+		is.NoErr(err) // stored by the other writer
+		ids = append(ids, recs[0].ID)
+	}
+	for _, id := range ids {
+		is.Equal(wait(t, h.d, id).State, rpc.StateSucceeded) // claimed and run here
+	}
+	_, last, err := h.st.Bounds(ctxT(t))
+	is.NoErr(err)
+	var seq int64
+	for seq < last {
+		ev, err := w.Next(ctxT(t))
+		is.NoErr(err) // the stream goes on
+		if !ev.Stored() {
+			continue
+		}
+		is.Equal(ev.Seq, seq+1) // in seq order, no gap
+		seq = ev.Seq
+	}
+}
