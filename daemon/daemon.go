@@ -104,6 +104,8 @@ type Daemon struct {
 	claimMu sync.Mutex
 	// queueMu serialises queue.set's read and write of a queue's settings.
 	queueMu sync.Mutex
+	// bursts hands back the memory a burst of submits took.
+	bursts bursts
 
 	mu        sync.Mutex
 	jobs      map[int64]*jobState // the jobs this daemon claimed and runs

@@ -84,6 +84,7 @@ func (d *Daemon) submit(ctx context.Context, news []rpc.NewJob) ([]rpc.Record, e
 	if err != nil {
 		return nil, err
 	}
+	d.bursts.note(len(news))
 	d.hub.publish(evs)
 	d.mu.Lock()
 	room := d.hasRoom()
