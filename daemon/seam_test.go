@@ -110,3 +110,21 @@ func TestAnotherWritersJobsReachWatchersAndRun(t *testing.T) {
 		seq = ev.Seq
 	}
 }
+
+// TestCancelStoredElsewhereStopsTheJob: a cancel that another writer stored (as
+// a daemon that does not run the job would) reaches the runner through the lease
+// renewal: the step stops and the job ends cancelled.
+func TestCancelStoredElsewhereStopsTheJob(t *testing.T) {
+	is := is.New(t)
+	h := start(t, t.TempDir(), func(c *daemon.Config) { c.LeaseEvery = 50 * time.Millisecond })
+	j := submit(t, h.d, rpc.Spec{Steps: []rpc.Step{shell("sleep 30")}})
+	eventually(t, "the job runs", func() bool { return get(t, h.d, j.ID).Steps[0].State == rpc.StateRunning })
+	st, _, evs, err := h.st.Cancel(ctxT(t), j.ID, "from elsewhere", time.Now())
+	is.NoErr(err)                  // the request is stored
+	is.Equal(st, rpc.StateRunning) // the job still runs
+	is.Equal(len(evs), 0)          // no event yet: its owner stores the outcome
+	done := wait(t, h.d, j.ID)
+	is.Equal(done.State, rpc.StateCancelled)          // the owner learned of it
+	is.Equal(done.Error, "from elsewhere")            // with its reason
+	is.Equal(done.Steps[0].State, rpc.StateCancelled) // and stopped the step
+}
