@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"spool/rpc"
-	"spool/rpc/machine"
 )
 
 // jobState is a job this daemon claimed and runs. mu serialises its transitions:
@@ -215,9 +214,4 @@ func (d *Daemon) nextTimer(ctx context.Context) <-chan time.Time {
 // hasRoom reports whether the daemon can start another job; d.mu held.
 func (d *Daemon) hasRoom() bool {
 	return !d.closing && d.running < d.cfg.MaxParallel
-}
-
-// stepEvent is the event of step i as the record now has it.
-func stepEvent(rec *rpc.Record, i int, typ string, now time.Time) rpc.Event {
-	return machine.StepEvent(rec, i, typ, now)
 }

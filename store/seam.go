@@ -167,7 +167,7 @@ func (s *Store) ClaimEarly(ctx context.Context, o machine.Owner, limit int, now 
 	// a read answers them without a turn in the commit queue.
 	var some bool
 	err := s.view(ctx, func(b *txb) error {
-		if k, _ := b.timers.Cursor().First(); k != nil && len(k) == 16 && !keyTime(k).After(now) {
+		if k, _ := b.timers.Cursor().First(); len(k) == 16 && !keyTime(k).After(now) {
 			some = true
 			return nil
 		}

@@ -123,7 +123,7 @@ type op struct {
 	// applied and before the commit: what apply chose is then final unless the
 	// commit fails, which the call's error then says.
 	applied func()
-	err    error
+	err     error
 	// done is closed when the call is answered (err is set).
 	done chan struct{}
 	// lead is closed when the waiting call becomes the leader.
