@@ -43,6 +43,8 @@ type stepProcs struct {
 	// killed is set once cgroup.kill was written: the kernel then kills every
 	// process cloned into that cgroup later, so it is never used again.
 	killed bool
+	// pause says whether job.pause stopped the processes.
+	pause procsPause
 }
 
 // releaseStep gives the step's cgroup back to the tree once its processes are
@@ -178,6 +180,7 @@ func (d *Daemon) escaped(sp *stepProcs) []int {
 // the cgroup is removed. It returns a channel closed once none is left (or, for
 // a process that would not die, once it gave up and logged it).
 func (d *Daemon) stopStepProcs(sp *stepProcs) <-chan struct{} {
+	d.endPause(sp)
 	done := make(chan struct{})
 	if sp.released || !d.stepAlive(sp) {
 		d.releaseStep(sp)

@@ -49,7 +49,7 @@ func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i i
 	}
 	switch {
 	case spec.Sleep != nil:
-		return d.runSleep(ctx, rec, i, live)
+		return d.runSleep(ctx, js, rec, i, live)
 	case spec.HTTP != nil:
 		return d.runHTTP(ctx, rec, i, live)
 	}
@@ -554,6 +554,7 @@ func closeAll(files ...*os.File) {
 // returns the main process's wait result once no process of the step is left, so
 // that the outcome is told only when the step is over.
 func (d *Daemon) stopProcs(sp *stepProcs, waited <-chan error) error {
+	d.endPause(sp) // a paused step is let go first, to get its SIGTERM
 	deadline := time.Now().Add(d.cfg.KillGrace)
 	d.signalStep(sp, syscall.SIGTERM)
 	t := time.NewTimer(d.cfg.KillGrace)

@@ -118,6 +118,11 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 			return cancelJob(r, *reason, now)
 		})
 	}
+	if resumed := d.pausedGate(js); resumed != nil {
+		// A paused job waits here, between steps or attempts, until resumed
+		// (its deadline moved by the time paused) or cancelled.
+		return false, d.waitResumed(parent, js, resumed)
+	}
 	if dl := rec.Run.Deadline; dl != nil && !now.Before(*dl) {
 		reason := jobTimeout{rec.Spec.Timeout.D()}.Error()
 		return true, d.finishWith(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
@@ -135,33 +140,38 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 		if cancelled || parent.Err() != nil || (rec.Run.Deadline != nil && !d.clock.Now().Before(*rec.Run.Deadline)) {
 			return false, nil // the next turn ends the job
 		}
-		return false, d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
-			return []rpc.Event{machine.StartStep(r, i, now)}
-		})
+		return false, d.startUnlessPaused(parent, js, i)
 	case rpc.StatePending:
-		return false, d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
-			return []rpc.Event{machine.StartStep(r, i, now)}
-		})
+		return false, d.startUnlessPaused(parent, js, i)
 	case rpc.StateRunning:
 	default:
 		return true, fmt.Errorf("job %d runs, but its current step %d is %s", rec.ID, i, rec.Steps[i].State)
 	}
 
 	// The step's context: the daemon's, the job deadline, the step timeout, cancel.
+	// Both timeouts stop while the job is paused (pauseTimer).
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
+	var timers []*pauseTimer
 	if dl := rec.Run.Deadline; dl != nil {
 		// The deadline is a time of the daemon's clock: wait for it by that clock.
-		var c2 context.CancelFunc
-		ctx, c2 = context.WithTimeoutCause(ctx, dl.Sub(now), jobTimeout{rec.Spec.Timeout.D()})
-		defer c2()
+		timers = append(timers, newPauseTimer(dl.Sub(now), func() { cancel(jobTimeout{rec.Spec.Timeout.D()}) }))
 	}
 	spec := rec.Spec.Steps[i]
 	if spec.Timeout > 0 {
-		var c3 context.CancelFunc
-		ctx, c3 = context.WithTimeoutCause(ctx, spec.Timeout.D(), stepTimeout{spec.Timeout.D()})
-		defer c3()
+		timers = append(timers, newPauseTimer(spec.Timeout.D(), func() { cancel(stepTimeout{spec.Timeout.D()}) }))
 	}
+	d.mu.Lock()
+	js.pause.timers = timers
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		js.pause.timers = nil
+		d.mu.Unlock()
+		for _, t := range timers {
+			t.stop()
+		}
+	}()
 	d.mu.Lock()
 	js.stopStep = cancel
 	d.mu.Unlock()
@@ -192,15 +202,16 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 	defer unlock()
 	d.mu.Lock()
 	cancelled := js.rec.Run.CancelReason != nil
+	paused := js.rec.PausedAt != nil
 	lost := js.claimFailed()
 	d.mu.Unlock()
 	if lost {
 		unlock()
 		return true, errJobOver
 	}
-	if cancelled {
+	if cancelled || paused {
 		unlock()
-		return false, nil // the next turn ends the job
+		return false, nil // the next turn ends the job, or waits until resumed
 	}
 	var sp *stepProcs
 	var containErr error
@@ -215,6 +226,9 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 	start := func(procs []rpc.Proc) error {
 		d.mu.Lock()
 		js.rec.Run.Procs = procs
+		if sp != nil {
+			js.pause.sp = sp // job.pause and job.signal reach them from now
+		}
 		d.mu.Unlock()
 		unlock()
 		return nil
@@ -228,6 +242,9 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 	}
 	lastTry := i == len(rec.Spec.Steps)-1 && rec.Steps[i].Attempt >= tries
 	exited := func() {
+		d.mu.Lock()
+		js.pause.sp = nil
+		d.mu.Unlock()
 		if !lastTry {
 			return
 		}
@@ -253,6 +270,7 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 	unlock()
 	d.mu.Lock()
 	js.reaped = out.reaped
+	js.pause.sp = nil
 	d.mu.Unlock()
 	if errors.Is(out.stopped, errLeaseLost) || errors.Is(out.stopped, errJobOver) || !d.claimStored(js) {
 		return true, errJobOver

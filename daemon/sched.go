@@ -30,6 +30,8 @@ type jobState struct {
 	// reaped is closed once no process of the last step that ran is left;
 	// guarded by d.mu.
 	reaped <-chan struct{}
+	// pause is what job.pause reaches of the running step; guarded by d.mu.
+	pause jobPause
 }
 
 // chanMutex is a mutex that can be taken with a context.

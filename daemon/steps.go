@@ -14,7 +14,7 @@ import (
 
 // runSleep waits until the attempt's start plus the duration: after a restart only
 // the remainder is slept.
-func (d *Daemon) runSleep(ctx context.Context, rec *rpc.Record, i int, live *liveState) outcome {
+func (d *Daemon) runSleep(ctx context.Context, js *jobState, rec *rpc.Record, i int, live *liveState) outcome {
 	dur := rec.Spec.Steps[i].Sleep.Duration.D()
 	start := d.clock.Now()
 	if s := rec.Steps[i].StartedAt; s != nil {
@@ -25,6 +25,10 @@ func (d *Daemon) runSleep(ctx context.Context, rec *rpc.Record, i int, live *liv
 	tick = max(tick, progressEvery)
 	tick = min(tick, time.Second)
 	for {
+		// A paused sleep stops its clock: its end moves by the time paused.
+		if p, ok := d.sleepPaused(ctx, js); ok {
+			end = end.Add(p)
+		}
 		now := d.clock.Now()
 		left := end.Sub(now)
 		if left <= 0 {

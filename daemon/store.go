@@ -130,6 +130,12 @@ type Store interface {
 	Templates(ctx context.Context) ([]rpc.Template, error)
 	// RemoveTemplate removes a template; 1003 when unknown.
 	RemoveTemplate(ctx context.Context, name string) error
+
+	// Resume lets a queued paused job go (machine.Resume: a job paused while it
+	// ran, queued again by Reap with its paused_at kept, which Claim never
+	// takes) and makes it claimable. It returns the record stored and the
+	// resumed event; a job that is not queued and paused answers 1002.
+	Resume(ctx context.Context, id int64, now time.Time) (*rpc.Record, []rpc.Event, error)
 }
 
 // EarlyClaimer is a Store that can tell which jobs a claim takes before its

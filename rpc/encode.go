@@ -132,6 +132,10 @@ func (j *Job) appendMembers(b []byte) ([]byte, error) {
 	b = appendString(b, string(j.State))
 	b = append(b, `,"waiting":`...)
 	b = appendStringPtr(b, j.Waiting)
+	b = append(b, `,"paused_at":`...)
+	if b, err = appendTimePtr(b, j.PausedAt); err != nil {
+		return b, err
+	}
 	b = append(b, `,"submitted_at":`...)
 	if b, err = appendTime(b, j.SubmittedAt); err != nil {
 		return b, err

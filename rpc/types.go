@@ -227,22 +227,24 @@ type TemplateRef struct {
 
 // Job is a job as the daemon reports it.
 type Job struct {
-	ID          int64             `json:"id"`
-	Name        string            `json:"name"`
-	Key         *string           `json:"key"`
-	Queue       string            `json:"queue"`
-	Priority    int               `json:"priority"`
-	Labels      map[string]string `json:"labels"`
-	After       []int64           `json:"after"`
-	NotBefore   *time.Time        `json:"not_before"`
-	State       State             `json:"state"`
-	Waiting     *string           `json:"waiting"`
-	SubmittedAt time.Time         `json:"submitted_at"`
-	StartedAt   *time.Time        `json:"started_at"`
-	FinishedAt  *time.Time        `json:"finished_at"`
-	CurrentStep int               `json:"current_step"`
-	Steps       []StepStatus      `json:"steps"`
-	Progress    *Progress         `json:"progress"`
+	ID        int64             `json:"id"`
+	Name      string            `json:"name"`
+	Key       *string           `json:"key"`
+	Queue     string            `json:"queue"`
+	Priority  int               `json:"priority"`
+	Labels    map[string]string `json:"labels"`
+	After     []int64           `json:"after"`
+	NotBefore *time.Time        `json:"not_before"`
+	State     State             `json:"state"`
+	Waiting   *string           `json:"waiting"`
+	// PausedAt is set while the job is paused (job.pause), null otherwise.
+	PausedAt    *time.Time   `json:"paused_at"`
+	SubmittedAt time.Time    `json:"submitted_at"`
+	StartedAt   *time.Time   `json:"started_at"`
+	FinishedAt  *time.Time   `json:"finished_at"`
+	CurrentStep int          `json:"current_step"`
+	Steps       []StepStatus `json:"steps"`
+	Progress    *Progress    `json:"progress"`
 	// Result is the job's result once it succeeded. Listed jobs leave it out;
 	// a single job carries it, as null while unset (see Null).
 	Result          json.RawMessage `json:"result,omitempty"`
@@ -319,6 +321,13 @@ const (
 	EventHeartbeat    = "heartbeat"
 	EventOutput       = "output"
 	EventDone         = "done"
+	// EventPaused: job.pause stopped the job's processes (paused_at is set).
+	EventPaused = "paused"
+	// EventResumed: job.resume let the job go again (paused_at is cleared).
+	EventResumed = "resumed"
+	// EventSignalled: job.signal sent the event's signal to the running step's
+	// processes.
+	EventSignalled = "signalled"
 )
 
 // Stored reports whether events of this type are stored in the log (and have a seq).

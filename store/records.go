@@ -18,7 +18,9 @@ type indexed struct {
 	Key      *string   `json:"key"`
 	// NotBefore and Run are what the scheduling buckets derive from.
 	NotBefore *time.Time `json:"not_before"`
-	Run       struct {
+	// PausedAt keeps a paused queued job out of the scheduling buckets.
+	PausedAt *time.Time `json:"paused_at"`
+	Run      struct {
 		CancelReason *string `json:"cancel_reason"`
 		Epoch        int64   `json:"epoch"`
 	} `json:"run"`
@@ -40,7 +42,7 @@ func (b *txb) getIndexed(id int64) (*rpc.Record, error) {
 	if err := b.decode(raw, &f); err != nil {
 		return nil, fmt.Errorf("decode job %d: %w", id, err)
 	}
-	return &rpc.Record{Job: rpc.Job{ID: f.ID, Queue: f.Queue, Priority: f.Priority, State: f.State, After: f.After, Key: f.Key, NotBefore: f.NotBefore},
+	return &rpc.Record{Job: rpc.Job{ID: f.ID, Queue: f.Queue, Priority: f.Priority, State: f.State, After: f.After, Key: f.Key, NotBefore: f.NotBefore, PausedAt: f.PausedAt},
 		Run: rpc.RunState{CancelReason: f.Run.CancelReason, Epoch: f.Run.Epoch}}, nil
 }
 

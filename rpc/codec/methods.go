@@ -34,6 +34,9 @@ func Calls(svc rpc.Service, dec *Decoder) map[string]Call {
 		rpc.MethodTemplateRun:    withParams(dec, svc.TemplateRun),
 		rpc.MethodInfo:           noParams(dec, svc.Info),
 		rpc.MethodShutdown:       withParams(dec, noResult(svc.Shutdown)),
+		rpc.MethodPause:          withParams(dec, svc.Pause),
+		rpc.MethodResume:         withParams(dec, svc.Resume),
+		rpc.MethodSignal:         withParams(dec, svc.Signal),
 	}
 }
 

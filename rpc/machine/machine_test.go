@@ -744,6 +744,9 @@ func (w *walker) moves(rec *rpc.Record) []move {
 			}
 			return machine.EndUnstarted(r, reason, rpc.StateCancelled, now)
 		}})
+		if rec.PausedAt != nil {
+			ms = append(ms, move{"Resume", "resume (a paused job reaped)", machine.Resume})
+		}
 		if rec.StartedAt == nil { // only a job that never ran can lose a dependency
 			ms = append(ms, move{"EndUnstarted", "store cascade", func(r *rpc.Record, now time.Time) []rpc.Event {
 				return machine.EndUnstarted(r, machine.DependencyFailed(r.ID-1), rpc.StateFailed, now)
@@ -764,6 +767,11 @@ func (w *walker) moves(rec *rpc.Record) []move {
 			}})
 		}
 		ms = append(ms, move{"Interrupt", "reaper", machine.Interrupt})
+		if rec.PausedAt == nil {
+			ms = append(ms, move{"Pause", "pause", machine.Pause})
+		} else {
+			ms = append(ms, move{"Resume", "resume", machine.Resume})
+		}
 		if cancel == nil && rec.Spec.Timeout > 0 {
 			ms = append(ms, move{"FailRunning", "timeout (job)", func(r *rpc.Record, now time.Time) []rpc.Event {
 				return machine.FailRunning(r, "timeout after 1h0m0s", now)
@@ -796,7 +804,7 @@ func (w *walker) moves(rec *rpc.Record) []move {
 				return machine.EndStep(r, i, machine.Outcome{ExitCode: ptr(1), Err: "exit status 1"}, rpc.StateFailed, "step "+spec.Name+": exit status 1", now)
 			}})
 		case rpc.StateRetrying:
-			if cancel == nil {
+			if cancel == nil && rec.PausedAt == nil { // no attempt starts while paused
 				ms = append(ms, move{"StartStep", "runner", func(r *rpc.Record, now time.Time) []rpc.Event {
 					return []rpc.Event{machine.StartStep(r, i, now)}
 				}})
@@ -813,6 +821,8 @@ func replay(state rpc.State, steps []rpc.State, evs []rpc.Event) rpc.State {
 		switch e.Type {
 		case rpc.EventStarted:
 			state = rpc.StateRunning
+		case rpc.EventPaused, rpc.EventResumed:
+			// no state changes
 		case rpc.EventInterrupted:
 			state = rpc.StateQueued
 			if steps[*e.Step] == rpc.StateRunning {
@@ -862,6 +872,7 @@ func (w *walker) walk(t *testing.T, is *is.I, id int64, jobRows, stepRows, seenJ
 	stepsSeen := stepStates(rec) // the steps' states as the events tell them
 	jobSeen := rec.State
 	var startedAt *time.Time
+	var paused time.Duration // the time the job spent paused
 	defer func() {
 		if t.Failed() {
 			t.Logf("job %d: %s", id, strings.Join(history, "; "))
@@ -878,6 +889,16 @@ func (w *walker) walk(t *testing.T, is *is.I, id int64, jobRows, stepRows, seenJ
 			before := rec
 			before.Steps = slices.Clone(rec.Steps)
 			evs := m.do(&rec, w.now)
+			if m.fn == "Resume" {
+				paused += w.now.Sub(*before.PausedAt)
+				is.Equal(rec.PausedAt, nil) // resumed
+			}
+			if m.fn == "Pause" {
+				is.Equal(*rec.PausedAt, w.now) // paused now
+			}
+			if rec.State.Final() {
+				is.Equal(rec.PausedAt, nil) // a final job is not paused
+			}
 			history = append(history, fmt.Sprintf("%s by %s: %s→%s %v", m.fn, m.cause, before.State, rec.State, types(evs)))
 
 			// The tables.
@@ -905,6 +926,10 @@ func (w *walker) walk(t *testing.T, is *is.I, id int64, jobRows, stepRows, seenJ
 			for _, e := range evs {
 				is.Equal(e.Job, rec.ID) // every event names its job
 				is.Equal(e.Time, w.now) // at the transition's time
+				if e.Type == rpc.EventPaused || e.Type == rpc.EventResumed {
+					is.Equal(*e.Step, rec.CurrentStep) // a pause names the current step
+					continue
+				}
 				if e.Type == rpc.EventStarted || e.Type == rpc.EventSucceeded || e.Type == rpc.EventFailed || e.Type == rpc.EventCancelled {
 					is.Equal(e.Step, nil) // job events name no step
 					continue
@@ -950,7 +975,7 @@ func (w *walker) walk(t *testing.T, is *is.I, id int64, jobRows, stepRows, seenJ
 				}
 				is.Equal(*rec.StartedAt, *startedAt) // started_at is set once
 				if rec.Spec.Timeout > 0 {
-					is.Equal(*rec.Run.Deadline, startedAt.Add(time.Hour)) // and the deadline from it
+					is.Equal(*rec.Run.Deadline, startedAt.Add(time.Hour+paused)) // and the deadline from it, moved by the time paused
 				}
 			}
 			switch rec.State {
