@@ -63,6 +63,7 @@ func runSeam(t *testing.T, h Harness) {
 		{"OracleReplay", testOracleReplay},
 		{"OracleParallel", testOracleParallel},
 		{"OracleTailers", testOracleTailers},
+		{"Pause", testPause},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
