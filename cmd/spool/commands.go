@@ -22,7 +22,7 @@ import (
 
 // commandList is every command, in the order the help lists them.
 func commandList() []command {
-	return []command{
+	list := []command{
 		{name: "submit", args: "[flags] -- CMD [ARG...]  |  submit -f FILE|-", summary: "submit a command (or a job spec) as a job; prints its id", strict: true, define: defineSubmit,
 			long: "Submit a command as a one-step job, run in the current directory with this shell's\n" +
 				"environment (unless --no-env), or submit the job spec (or array of specs) in a file.\n" +
@@ -69,6 +69,9 @@ func commandList() []command {
 			example: "  source <(spool completion bash)\n  spool completion fish | source\n  spool completion zsh > ~/.local/share/zsh/site-functions/_spool"},
 		{name: "version", args: "", summary: "print the versions of spool and of the daemon", define: defineVersion, complete: noArgs},
 	}
+	// pause, resume and signal come after cancel.
+	at := slices.IndexFunc(list, func(c command) bool { return c.name == "cancel" }) + 1
+	return slices.Insert(list, at, pauseCommands()...)
 }
 
 // printJobs prints one job, or {"jobs": [...]} for several.
@@ -284,6 +287,9 @@ func (a *app) printJob(j *rpc.Job) {
 	state := t.paint(stateStyle(j.State), string(j.State))
 	if j.Waiting != nil && *j.Waiting != "" {
 		state += " (waiting: " + *j.Waiting + ")"
+	}
+	if j.PausedAt != nil {
+		state += " (paused since " + j.PausedAt.Local().Format("15:04:05") + ")"
 	}
 	if j.State == rpc.StateRunning && j.CurrentStep >= 0 && j.CurrentStep < len(j.Steps) {
 		state += fmt.Sprintf(" (step %d/%d: %s)", j.CurrentStep+1, len(j.Steps), j.Steps[j.CurrentStep].Name)

@@ -294,6 +294,9 @@ func jobTitle(j *rpc.Job) string {
 // stateText is the job's state with why it waits, or its progress.
 func stateText(j *rpc.Job) string {
 	s := string(j.State)
+	if j.PausedAt != nil {
+		return s + " (paused)"
+	}
 	if j.State == rpc.StateQueued && j.Waiting != nil && *j.Waiting != "" {
 		return s + " (" + *j.Waiting + ")"
 	}
