@@ -86,7 +86,7 @@ func TestE2EPauseResumeSignal(t *testing.T) {
 	is.Equal(*j.Waiting, "job_paused") // which is why it waits
 	stillFor(t, ticks, 700*time.Millisecond)
 	is.Equal(showJSON(t, p, id).State, rpc.StateQueued) // it was not claimed
-	runCLI(t, p, 1, "signal", id, "USR1")                // a queued job has no process to signal
+	runCLI(t, p, 1, "signal", id, "USR1")               // a queued job has no process to signal
 
 	var resumed rpc.Job
 	is.NoErr(json.Unmarshal([]byte(runCLI(t, p, 0, "--json", "resume", id)), &resumed))
