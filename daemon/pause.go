@@ -178,7 +178,7 @@ func (d *Daemon) Pause(ctx context.Context, p rpc.PauseParams) (*rpc.Job, error)
 			}
 		}
 	}
-	return d.Get(ctx, rpc.GetParams{ID: p.ID})
+	return d.Get(ctx, rpc.GetParams(p))
 }
 
 // Resume lets a paused job go: a running one is resumed by its runner's write
@@ -202,7 +202,7 @@ func (d *Daemon) Resume(ctx context.Context, p rpc.PauseParams) (*rpc.Job, error
 			}
 			d.hub.publish(evs)
 			d.kick()
-			return d.Get(ctx, rpc.GetParams{ID: p.ID})
+			return d.Get(ctx, rpc.GetParams(p))
 		}
 	}
 	js, err := d.lockRunning(ctx, p.ID, "cannot resume")
@@ -231,7 +231,7 @@ func (d *Daemon) Resume(ctx context.Context, p rpc.PauseParams) (*rpc.Job, error
 			close(resumed)
 		}
 	}
-	return d.Get(ctx, rpc.GetParams{ID: p.ID})
+	return d.Get(ctx, rpc.GetParams(p))
 }
 
 // Signal sends a named signal to every process of a running job's step, once
