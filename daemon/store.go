@@ -130,6 +130,20 @@ type Store interface {
 	Templates(ctx context.Context) ([]rpc.Template, error)
 	// RemoveTemplate removes a template; 1003 when unknown.
 	RemoveTemplate(ctx context.Context, name string) error
+
+	// Hold, Release and Edit change a queued job in one transaction each,
+	// with its event (held, released, edited), and return the record as
+	// stored, with its spec; a running or final job answers 1002 with its
+	// state, an unknown one 1001. A change that changes nothing (a hold of a
+	// held job, a release of one that is not, an edit to the values the job
+	// has) stores nothing and no event. A held job is claimed by no Claim
+	// until it is released; it keeps its priority and id, so that a release
+	// files it where it was. Edit applies machine.Edit; the ids of a new after
+	// must be stored jobs, none final without success, none waiting for this
+	// job through its own dependencies (-32602 naming after[i]).
+	Hold(ctx context.Context, id int64, now time.Time) (*rpc.Record, []rpc.Event, error)
+	Release(ctx context.Context, id int64, now time.Time) (*rpc.Record, []rpc.Event, error)
+	Edit(ctx context.Context, p rpc.EditParams, now time.Time) (*rpc.Record, []rpc.Event, error)
 }
 
 // EarlyClaimer is a Store that can tell which jobs a claim takes before its

@@ -57,6 +57,10 @@ type Service interface {
 	TemplateRun(ctx context.Context, p TemplateRunParams) (*Job, error)
 	Info(ctx context.Context) (*Info, error)
 	Shutdown(ctx context.Context, p ShutdownParams) error
+	// Edit, Hold and Release change a queued job (rpc/edit.go).
+	Edit(ctx context.Context, p EditParams) (*Job, error)
+	Hold(ctx context.Context, p HoldParams) (*Job, error)
+	Release(ctx context.Context, p HoldParams) (*Job, error)
 }
 
 // Watcher is one watch: its response, then its events in order.

@@ -107,7 +107,7 @@ func (w *writer) put(old, rec *rpc.Record) error {
 
 	keep := old != nil && old.State == rpc.StateQueued && rec.State == rpc.StateQueued &&
 		old.Queue == rec.Queue && old.Priority == rec.Priority && sameTime(old.NotBefore, rec.NotBefore) &&
-		slices.Equal(old.After, rec.After)
+		slices.Equal(old.After, rec.After) && old.Run.Held == rec.Run.Held
 	if old == nil || old.State != rec.State || old.Queue != rec.Queue || (rec.State == rpc.StateQueued && !keep) {
 		w.moved = true
 	}
@@ -157,8 +157,8 @@ func (w *writer) put(old, rec *rpc.Record) error {
 }
 
 // place files a queued job by its dependencies: claimable (bReady, or bTimers
-// when it has a not_before), waiting for a dependency (nowhere), or to fail at
-// at because a dependency did not succeed.
+// when it has a not_before), waiting for a dependency or held (nowhere), or to
+// fail at at because a dependency did not succeed (held or not).
 func (w *writer) place(rec *rpc.Record, at time.Time) error {
 	failed, waiting, err := w.b.deps(rec.After)
 	if err != nil {
@@ -168,7 +168,7 @@ func (w *writer) place(rec *rpc.Record, at time.Time) error {
 	case failed != 0:
 		w.work = append(w.work, task{fail: true, id: rec.ID, dep: failed, at: at})
 		return nil
-	case waiting:
+	case waiting || rec.Run.Held:
 		return nil
 	}
 	return w.b.ready1(rec)
@@ -546,6 +546,9 @@ func (b *txb) waiting(rec *rpc.Record, now time.Time) (*string, error) {
 		return nil, nil
 	}
 	why := func(s string) (*string, error) { return &s, nil }
+	if rec.Run.Held {
+		return why(rpc.WaitingHeld)
+	}
 	inTimers := rec.NotBefore != nil && b.timers.Get(timeKey(*rec.NotBefore, rec.ID)) != nil
 	if !inTimers {
 		if !b.readyHas(rec.Queue, rec.Priority, rec.ID) {
@@ -610,7 +613,7 @@ func buildSched(b *txb, now time.Time) error {
 		switch {
 		case failed != 0:
 			w.work = append(w.work, task{fail: true, id: id, dep: failed, at: now})
-		case !waiting:
+		case !waiting && !rec.Run.Held:
 			if err := b.ready1(rec); err != nil {
 				return err
 			}

@@ -34,6 +34,9 @@ func Calls(svc rpc.Service, dec *Decoder) map[string]Call {
 		rpc.MethodTemplateRun:    withParams(dec, svc.TemplateRun),
 		rpc.MethodInfo:           noParams(dec, svc.Info),
 		rpc.MethodShutdown:       withParams(dec, noResult(svc.Shutdown)),
+		rpc.MethodEdit:           withParams(dec, svc.Edit),
+		rpc.MethodHold:           withParams(dec, svc.Hold),
+		rpc.MethodRelease:        withParams(dec, svc.Release),
 	}
 }
 

@@ -63,6 +63,12 @@ func runSeam(t *testing.T, h Harness) {
 		{"OracleReplay", testOracleReplay},
 		{"OracleParallel", testOracleParallel},
 		{"OracleTailers", testOracleTailers},
+		{"HoldGuarded", testHoldGuarded},
+		{"HoldNeverClaimed", testHoldNeverClaimed},
+		{"HoldKeepsPlace", testHoldKeepsPlace},
+		{"HoldDependency", testHoldDependency},
+		{"EditOrder", testEditOrder},
+		{"EditAfter", testEditAfter},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
