@@ -22,7 +22,7 @@ import (
 
 // commandList is every command, in the order the help lists them.
 func commandList() []command {
-	return []command{
+	cmds := []command{
 		{name: "submit", args: "[flags] -- CMD [ARG...]  |  submit -f FILE|-", summary: "submit a command (or a job spec) as a job; prints its id", strict: true, define: defineSubmit,
 			long: "Submit a command as a one-step job, run in the current directory with this shell's\n" +
 				"environment (unless --no-env), or submit the job spec (or array of specs) in a file.\n" +
@@ -69,6 +69,9 @@ func commandList() []command {
 			example: "  source <(spool completion bash)\n  spool completion fish | source\n  spool completion zsh > ~/.local/share/zsh/site-functions/_spool"},
 		{name: "version", args: "", summary: "print the versions of spool and of the daemon", define: defineVersion, complete: noArgs},
 	}
+	// After cancel: the commands that change queued jobs.
+	at := slices.IndexFunc(cmds, func(c command) bool { return c.name == "cancel" }) + 1
+	return slices.Insert(cmds, at, editCommands()...)
 }
 
 // printJobs prints one job, or {"jobs": [...]} for several.
