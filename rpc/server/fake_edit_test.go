@@ -11,9 +11,9 @@ func (f *fakeService) Edit(ctx context.Context, p rpc.EditParams) (*rpc.Job, err
 }
 
 func (f *fakeService) Hold(ctx context.Context, p rpc.HoldParams) (*rpc.Job, error) {
-	return f.Get(ctx, rpc.GetParams{ID: p.ID})
+	return f.Get(ctx, rpc.GetParams(p))
 }
 
 func (f *fakeService) Release(ctx context.Context, p rpc.HoldParams) (*rpc.Job, error) {
-	return f.Get(ctx, rpc.GetParams{ID: p.ID})
+	return f.Get(ctx, rpc.GetParams(p))
 }
