@@ -84,3 +84,19 @@ func TestEditHoldRelease(t *testing.T) {
 	is.NoErr(json.Unmarshal([]byte(r.stdout), &out)) // the other printed as JSON
 	is.Equal(len(out.Jobs), 1)
 }
+
+func TestEditCompletions(t *testing.T) {
+	is := is.New(t)
+	env := map[string]string{"SPOOL_SOCKET": "/nonexistent/spool.sock"}
+	r := spool(t, env, "", "__complete", "")
+	for _, c := range []string{"edit\t", "hold\t", "release\t"} {
+		is.True(strings.Contains(r.stdout, c)) // the commands are completed
+	}
+	r = spool(t, env, "", "__complete", "edit", "7", "--")
+	for _, f := range []string{"--priority", "--queue", "--label", "--not-before", "--delay", "--after"} {
+		is.True(strings.Contains(r.stdout, f+"\t")) // and edit's flags
+	}
+	r = spool(t, env, "", "edit", "--help")
+	is.Equal(r.code, 0)                                               // help
+	is.True(strings.Contains(r.stdout, "spool edit 7 --priority 10")) // with examples
+}

@@ -47,7 +47,8 @@ func TestE2EHoldEditRelease(t *testing.T) {
 	is.True(os.IsNotExist(err)) // and it did not run at the restart
 
 	// Release runs it.
-	runCLI(t, p, 0, "release", held)
+	is.NoErr(json.Unmarshal([]byte(runCLI(t, p, 0, "--json", "release", held)), &j))
+	is.True(j.Waiting == nil || *j.Waiting != "held") // --json prints the released job
 	runCLI(t, p, 0, "wait", held)
 	b, err := os.ReadFile(ran)
 	is.NoErr(err)
