@@ -34,6 +34,9 @@ func Calls(svc rpc.Service, dec *Decoder) map[string]Call {
 		rpc.MethodTemplateRun:    withParams(dec, svc.TemplateRun),
 		rpc.MethodInfo:           noParams(dec, svc.Info),
 		rpc.MethodShutdown:       withParams(dec, noResult(svc.Shutdown)),
+		rpc.MethodJobsWait:       withParams(dec, svc.JobsWait),
+		rpc.MethodJobsRetry:      withParams(dec, svc.JobsRetry),
+		rpc.MethodJobsCancel:     withParams(dec, svc.JobsCancel),
 	}
 }
 

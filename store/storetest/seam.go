@@ -63,6 +63,9 @@ func runSeam(t *testing.T, h Harness) {
 		{"OracleReplay", testOracleReplay},
 		{"OracleParallel", testOracleParallel},
 		{"OracleTailers", testOracleTailers},
+		{"BulkCancel", testBulkCancel},
+		{"BulkRetryAllOrNone", testBulkRetryAllOrNone},
+		{"ListFilter", testListFilter},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
