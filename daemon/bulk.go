@@ -240,4 +240,3 @@ func summarise(states map[int64]rpc.State, done bool) *rpc.JobsResult {
 	slices.Sort(res.NotSucceeded)
 	return res
 }
-

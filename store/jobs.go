@@ -494,7 +494,6 @@ func (s *Store) List(ctx context.Context, p rpc.ListParams) (*rpc.ListResult, er
 	return res, nil
 }
 
-
 // Unfinished reads every queued or running job, with its spec, in id order, from
 // the queued and running ranges of the by-state index.
 func (s *Store) Unfinished(ctx context.Context) ([]rpc.Record, error) {
