@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"spool/rpc"
 )
@@ -106,13 +107,21 @@ func (d *Daemon) JobsRetry(ctx context.Context, p rpc.JobsRetryParams) (*rpc.Job
 	if err != nil {
 		return nil, err
 	}
-	res := &rpc.JobsRetryResult{IDs: []int64{}, RetryOf: []int64{}}
+	res := &rpc.JobsRetryResult{IDs: []int64{}, RetryOf: []int64{}, Skipped: []int64{}}
 	if len(jobs) == 0 {
 		return res, nil
+	}
+	retried, err := d.retried(ctx, jobs[0].ID)
+	if err != nil {
+		return nil, err
 	}
 	now := d.clock.Now()
 	news := make([]rpc.NewJob, 0, len(jobs))
 	for i, j := range jobs {
+		if retried[j.ID] {
+			res.Skipped = append(res.Skipped, j.ID)
+			continue
+		}
 		rec, err := d.store.Get(ctx, j.ID)
 		if err != nil {
 			var re *rpc.Error
@@ -147,6 +156,34 @@ func (d *Daemon) JobsRetry(ctx context.Context, p rpc.JobsRetryParams) (*rpc.Job
 		res.IDs = append(res.IDs, r.ID)
 	}
 	return res, nil
+}
+
+// retried is the set of jobs that a job after job first retries: a job
+// already retried is not retried again by jobs.retry (its retry, when it
+// failed too, is). It reads every job after first, in pages: its cost grows
+// with the jobs submitted since the oldest one to retry.
+func (d *Daemon) retried(ctx context.Context, first int64) (map[int64]bool, error) {
+	out := map[int64]bool{}
+	p := rpc.ListParams{Limit: rpc.MaxListLimit, Order: "asc"}
+	if first > 0 {
+		c := strconv.FormatInt(first, 10)
+		p.Cursor = &c
+	}
+	for {
+		page, err := d.store.List(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		for _, j := range page.Jobs {
+			if j.RetryOf != nil {
+				out[*j.RetryOf] = true
+			}
+		}
+		if page.NextCursor == nil {
+			return out, nil
+		}
+		p.Cursor = page.NextCursor
+	}
 }
 
 // matching reads the jobs f selects in one of states (f's own when it names

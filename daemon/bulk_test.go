@@ -123,6 +123,13 @@ func TestJobsRetryFailed(t *testing.T) {
 	is.Equal(*j.RetryOf, a.ID)    // which says what it retries
 	is.Equal(j.Name, "nightly-a") // with the same spec
 
+	wait(t, h.d, j.ID)
+	again, err := h.d.JobsRetry(ctxT(t), rpc.JobsRetryParams{Filter: rpc.Filter{Name: "nightly-*"}})
+	is.NoErr(err)                          // a second bulk retry
+	is.Equal(again.Skipped, []int64{a.ID}) // does not retry a job twice
+	is.Equal(again.RetryOf, []int64{j.ID}) // but retries its retry, which failed too
+	is.Equal(*get(t, h.d, again.IDs[0]).RetryOf, j.ID)
+
 	_, err = h.d.JobsRetry(ctxT(t), rpc.JobsRetryParams{Filter: rpc.Filter{State: []rpc.State{rpc.StateSucceeded}}})
 	is.Equal(errData(err).Field, "filter.state[0]") // succeeded jobs are not retried in bulk
 	_, err = h.d.JobsRetry(ctxT(t), rpc.JobsRetryParams{Limit: rpc.MaxBulk + 1})

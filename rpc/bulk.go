@@ -53,10 +53,13 @@ type JobsResult struct {
 }
 
 // JobsRetryResult lists the new jobs, in the order of the jobs they retry
-// (ascending id): IDs[i] is a retry of RetryOf[i].
+// (ascending id): IDs[i] is a retry of RetryOf[i]. Skipped lists the jobs
+// the filter selected that were retried before (a job with retry_of naming
+// them is stored): they are not retried twice.
 type JobsRetryResult struct {
 	IDs     []int64 `json:"ids"`
 	RetryOf []int64 `json:"retry_of"`
+	Skipped []int64 `json:"skipped"`
 }
 
 func checkBulkLimit(limit int) error {

@@ -173,14 +173,27 @@ func (a *app) printSummary(verb string, r *rpc.JobsResult) bool {
 			parts = append(parts, fmt.Sprintf("%d %s", n, a.term.paint(stateStyle(st), string(st))))
 		}
 	}
-	a.printf("%s %d jobs: %s\n", verb, r.Jobs, strings.Join(parts, ", "))
-	if len(r.NotSucceeded) > 0 {
+	a.printf("%s %d %s: %s\n", verb, r.Jobs, plural(r.Jobs, "job", "jobs"), strings.Join(parts, ", "))
+	switch {
+	case r.Cancelled != nil:
+		if len(r.Cancelled) > 0 {
+			a.printf("cancelled: %s\n", joinIDs(r.Cancelled))
+		}
+		return r.Done
+	case len(r.NotSucceeded) > 0:
 		a.printf("not succeeded: %s\n", joinIDs(r.NotSucceeded))
 	}
 	if !r.Done {
 		fmt.Fprintf(a.stderr, "spool: timed out before every job was final\n")
 	}
 	return ok
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func joinIDs(ids []int64) string {
@@ -223,8 +236,11 @@ func (a *app) retryFilter(ctx context.Context, f rpc.Filter) error {
 		return err
 	}
 	return a.result(r, func() {
-		if len(r.IDs) == 0 {
+		if len(r.IDs) == 0 && len(r.Skipped) == 0 {
 			fmt.Fprintf(a.stderr, "no jobs match\n")
+		}
+		if len(r.Skipped) > 0 {
+			fmt.Fprintf(a.stderr, "retried before, so not again: %s\n", abbrevIDs(r.Skipped))
 		}
 		for i, id := range r.IDs {
 			a.printf("%d\t(retry of %d)\n", id, r.RetryOf[i])

@@ -131,6 +131,10 @@ func TestCLIBulk(t *testing.T) {
 			retried = append(retried, strings.TrimSuffix(of, ")"))
 		}
 		is.Equal(retried, []string{fmt.Sprint(f1), fmt.Sprint(f2), fmt.Sprint(x2)}) // exactly the failed ones, not the cancelled
+		r = spoolRun(t, p, nil, "", "retry", "--failed")
+		is.Equal(r.code, 0)                                                                                    // again
+		is.True(strings.Contains(r.stderr, fmt.Sprintf("retried before, so not again: %d %d %d", f1, f2, x2))) // retries nothing twice
+		is.True(!strings.Contains(r.stdout, fmt.Sprintf("(retry of %d)", f1)))                                 // f1 is not retried again
 		r = spoolRun(t, p, nil, "", "cancel", "--all", "--yes")
 		is.Equal(r.code, 0) // the rest (yw, interrupted and resumed; the retries) is cancelled
 		r = spoolRun(t, p, nil, "", "--json", "wait", "--all")

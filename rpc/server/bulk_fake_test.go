@@ -13,7 +13,7 @@ func (f *fakeService) JobsWait(ctx context.Context, p rpc.JobsWaitParams) (*rpc.
 }
 
 func (f *fakeService) JobsRetry(ctx context.Context, p rpc.JobsRetryParams) (*rpc.JobsRetryResult, error) {
-	return &rpc.JobsRetryResult{IDs: []int64{}, RetryOf: []int64{}}, nil
+	return &rpc.JobsRetryResult{IDs: []int64{}, RetryOf: []int64{}, Skipped: []int64{}}, nil
 }
 
 func (f *fakeService) JobsCancel(ctx context.Context, p rpc.JobsCancelParams) (*rpc.JobsResult, error) {
