@@ -68,6 +68,23 @@ func TestCLIBulk(t *testing.T) {
 		is.True(strings.Contains(r.stderr, `unknown term "colour"`)) // naming it
 	})
 
+	t.Run("completions", func(t *testing.T) {
+		is := is.New(t)
+		r := spoolRun(t, p, nil, "", "__complete", "wait", "")
+		is.Equal(r.code, 0)
+		is.True(strings.Contains(r.stdout, fmt.Sprintf("%d\t", f1))) // job ids
+		is.True(strings.Contains(r.stdout, "queue=\t"))              // and filter terms
+		is.True(strings.Contains(r.stdout, "label:\t"))
+		r = spoolRun(t, p, nil, "", "__complete", "cancel", "state=")
+		is.True(strings.Contains(r.stdout, "state=running\n")) // states after state=
+		r = spoolRun(t, p, nil, "", "__complete", "retry", "queue=")
+		is.True(strings.Contains(r.stdout, "queue=y\n")) // the daemon's queues after queue=
+		r = spoolRun(t, p, nil, "", "__complete", "cancel", "--")
+		is.True(strings.Contains(r.stdout, "--yes")) // the new flags
+		r = spoolRun(t, p, nil, "", "__complete", "retry", "--")
+		is.True(strings.Contains(r.stdout, "--failed"))
+	})
+
 	t.Run("wait for a queue", func(t *testing.T) {
 		is := is.New(t)
 		r := spoolRun(t, p, nil, "", "wait", "queue=x", "--timeout", "100ms")
