@@ -1,6 +1,8 @@
 package daemon_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -134,4 +136,20 @@ func TestJobsRetryFailed(t *testing.T) {
 	is.Equal(errData(err).Field, "filter.state[0]") // succeeded jobs are not retried in bulk
 	_, err = h.d.JobsRetry(ctxT(t), rpc.JobsRetryParams{Limit: rpc.MaxBulk + 1})
 	is.Equal(errData(err).Field, "limit") // the limit is bounded
+}
+
+func TestJobsWaitCancellable(t *testing.T) {
+	is := is.New(t)
+	h := start(t, t.TempDir(), nil)
+	j := submit(t, h.d, bulkJob("long", "x", "sleep 30", nil))
+	eventually(t, "the job runs", func() bool { return get(t, h.d, j.ID).State == rpc.StateRunning })
+	ctx, cancel := context.WithCancel(ctxT(t))
+	errs := make(chan error, 1)
+	go func() {
+		_, err := h.d.JobsWait(ctx, rpc.JobsWaitParams{})
+		errs <- err
+	}()
+	cancel()
+	is.True(errors.Is(<-errs, context.Canceled))         // a cancelled call ends
+	is.Equal(get(t, h.d, j.ID).State, rpc.StateRunning) // and the job goes on
 }
