@@ -150,6 +150,6 @@ func TestJobsWaitCancellable(t *testing.T) {
 		errs <- err
 	}()
 	cancel()
-	is.True(errors.Is(<-errs, context.Canceled))         // a cancelled call ends
+	is.True(errors.Is(<-errs, context.Canceled))        // a cancelled call ends
 	is.Equal(get(t, h.d, j.ID).State, rpc.StateRunning) // and the job goes on
 }
