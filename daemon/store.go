@@ -113,6 +113,11 @@ type Store interface {
 	// stores the outcome. A final job answers 1002 with its state, an unknown
 	// one 1001. A second cancel of a running job keeps the first reason.
 	Cancel(ctx context.Context, id int64, reason string, now time.Time) (rpc.State, []rpc.Record, []rpc.Event, error)
+	// CancelMany cancels the jobs ids in one transaction, each as Cancel
+	// does; unknown and final ones are skipped (they ended since the caller
+	// chose them). It returns the records it changed, with the dependents it
+	// failed, and the events (none when only requests were stored).
+	CancelMany(ctx context.Context, ids []int64, reason string, now time.Time) ([]rpc.Record, []rpc.Event, error)
 	// NextNotBefore is the earliest not_before of the queued jobs that wait
 	// only for it, or the zero time when there is none: the scheduler arms one
 	// timer for it.

@@ -61,6 +61,10 @@ type Service interface {
 	Edit(ctx context.Context, p EditParams) (*Job, error)
 	Hold(ctx context.Context, p HoldParams) (*Job, error)
 	Release(ctx context.Context, p HoldParams) (*Job, error)
+	// Acting on many jobs (bulk.go).
+	JobsWait(ctx context.Context, p JobsWaitParams) (*JobsResult, error)
+	JobsRetry(ctx context.Context, p JobsRetryParams) (*JobsRetryResult, error)
+	JobsCancel(ctx context.Context, p JobsCancelParams) (*JobsResult, error)
 }
 
 // Watcher is one watch: its response, then its events in order.
@@ -143,6 +147,11 @@ type ListParams struct {
 	Limit  int               `json:"limit"`
 	Cursor *string           `json:"cursor"`
 	Order  string            `json:"order"`
+	// Name, OlderThan and NewerThan filter as Filter's fields do. They are
+	// left out when unset, so that a client still talks to an older daemon.
+	Name      string   `json:"name,omitempty"`
+	OlderThan Duration `json:"older_than,omitempty"`
+	NewerThan Duration `json:"newer_than,omitempty"`
 }
 
 // ListResult is one page of jobs.

@@ -37,6 +37,9 @@ func Calls(svc rpc.Service, dec *Decoder) map[string]Call {
 		rpc.MethodEdit:           withParams(dec, svc.Edit),
 		rpc.MethodHold:           withParams(dec, svc.Hold),
 		rpc.MethodRelease:        withParams(dec, svc.Release),
+		rpc.MethodJobsWait:       withParams(dec, svc.JobsWait),
+		rpc.MethodJobsRetry:      withParams(dec, svc.JobsRetry),
+		rpc.MethodJobsCancel:     withParams(dec, svc.JobsCancel),
 	}
 }
 

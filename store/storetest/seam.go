@@ -69,6 +69,9 @@ func runSeam(t *testing.T, h Harness) {
 		{"HoldDependency", testHoldDependency},
 		{"EditOrder", testEditOrder},
 		{"EditAfter", testEditAfter},
+		{"BulkCancel", testBulkCancel},
+		{"BulkRetryAllOrNone", testBulkRetryAllOrNone},
+		{"ListFilter", testListFilter},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
