@@ -113,6 +113,11 @@ type Store interface {
 	// stores the outcome. A final job answers 1002 with its state, an unknown
 	// one 1001. A second cancel of a running job keeps the first reason.
 	Cancel(ctx context.Context, id int64, reason string, now time.Time) (rpc.State, []rpc.Record, []rpc.Event, error)
+	// CancelMany cancels the jobs ids in one transaction, each as Cancel
+	// does; unknown and final ones are skipped (they ended since the caller
+	// chose them). It returns the records it changed, with the dependents it
+	// failed, and the events (none when only requests were stored).
+	CancelMany(ctx context.Context, ids []int64, reason string, now time.Time) ([]rpc.Record, []rpc.Event, error)
 	// NextNotBefore is the earliest not_before of the queued jobs that wait
 	// only for it, or the zero time when there is none: the scheduler arms one
 	// timer for it.
@@ -130,6 +135,20 @@ type Store interface {
 	Templates(ctx context.Context) ([]rpc.Template, error)
 	// RemoveTemplate removes a template; 1003 when unknown.
 	RemoveTemplate(ctx context.Context, name string) error
+
+	// Hold, Release and Edit change a queued job in one transaction each,
+	// with its event (held, released, edited), and return the record as
+	// stored, with its spec; a running or final job answers 1002 with its
+	// state, an unknown one 1001. A change that changes nothing (a hold of a
+	// held job, a release of one that is not, an edit to the values the job
+	// has) stores nothing and no event. A held job is claimed by no Claim
+	// until it is released; it keeps its priority and id, so that a release
+	// files it where it was. Edit applies machine.Edit; the ids of a new after
+	// must be stored jobs, none final without success, none waiting for this
+	// job through its own dependencies (-32602 naming after[i]).
+	Hold(ctx context.Context, id int64, now time.Time) (*rpc.Record, []rpc.Event, error)
+	Release(ctx context.Context, id int64, now time.Time) (*rpc.Record, []rpc.Event, error)
+	Edit(ctx context.Context, p rpc.EditParams, now time.Time) (*rpc.Record, []rpc.Event, error)
 
 	// Resume lets a queued paused job go (machine.Resume: a job paused while it
 	// ran, queued again by Reap with its paused_at kept, which Claim never

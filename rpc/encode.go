@@ -323,6 +323,9 @@ func (r *RunState) appendJSON(b []byte) ([]byte, error) {
 		b = append(b, `,"epoch":`...)
 		b = strconv.AppendInt(b, r.Epoch, 10)
 	}
+	if r.Held {
+		b = append(b, `,"held":true`...)
+	}
 	return append(b, '}'), nil
 }
 
@@ -407,6 +410,12 @@ func (e *Event) appendJSON(b []byte) ([]byte, error) {
 	if e.Data != nil {
 		b = append(b, `,"data":`...)
 		b = appendString(b, *e.Data)
+	}
+	if len(e.Changes) > 0 {
+		b = append(b, `,"changes":`...)
+		if b, err = appendRaw(b, e.Changes); err != nil {
+			return b, err
+		}
 	}
 	return append(b, '}'), nil
 }

@@ -30,6 +30,9 @@ type RunState struct {
 	// Epoch is 0 while the job is queued.
 	Node  string `json:"node,omitempty"`
 	Epoch int64  `json:"epoch,omitempty"`
+	// Held says a queued job is held (job.hold): no claim takes it until it
+	// is released.
+	Held bool `json:"held,omitempty"`
 }
 
 // Proc identifies the processes of a running step: the cgroup that holds them all,

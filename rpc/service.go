@@ -57,6 +57,14 @@ type Service interface {
 	TemplateRun(ctx context.Context, p TemplateRunParams) (*Job, error)
 	Info(ctx context.Context) (*Info, error)
 	Shutdown(ctx context.Context, p ShutdownParams) error
+	// Edit, Hold and Release change a queued job (rpc/edit.go).
+	Edit(ctx context.Context, p EditParams) (*Job, error)
+	Hold(ctx context.Context, p HoldParams) (*Job, error)
+	Release(ctx context.Context, p HoldParams) (*Job, error)
+	// Acting on many jobs (bulk.go).
+	JobsWait(ctx context.Context, p JobsWaitParams) (*JobsResult, error)
+	JobsRetry(ctx context.Context, p JobsRetryParams) (*JobsRetryResult, error)
+	JobsCancel(ctx context.Context, p JobsCancelParams) (*JobsResult, error)
 	// Pauser: job.pause, job.resume, job.signal.
 	Pauser
 }
@@ -141,6 +149,11 @@ type ListParams struct {
 	Limit  int               `json:"limit"`
 	Cursor *string           `json:"cursor"`
 	Order  string            `json:"order"`
+	// Name, OlderThan and NewerThan filter as Filter's fields do. They are
+	// left out when unset, so that a client still talks to an older daemon.
+	Name      string   `json:"name,omitempty"`
+	OlderThan Duration `json:"older_than,omitempty"`
+	NewerThan Duration `json:"newer_than,omitempty"`
 }
 
 // ListResult is one page of jobs.

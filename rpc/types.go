@@ -279,6 +279,8 @@ type Event struct {
 	LastLine *string         `json:"last_line,omitempty"`
 	Offset   *int64          `json:"offset,omitempty"`
 	Data     *string         `json:"data,omitempty"`
+	// Changes is what an edited event changed: {"field": {"from": ..., "to": ...}}.
+	Changes json.RawMessage `json:"changes,omitempty"`
 
 	// raw is the event's encoding once frozen; copies of the event share it.
 	raw []byte

@@ -454,17 +454,7 @@ func (p RetryParams) Validate() error { return checkID("id", p.ID) }
 // can exist, labels within the spec's limits, limit 0 (the default) to
 // MaxListLimit, order "asc" or "desc". The cursor is the store's to read.
 func (p ListParams) Validate() error {
-	for i, s := range p.State {
-		switch s {
-		case StateQueued, StateRunning, StateSucceeded, StateFailed, StateCancelled:
-		default:
-			return InvalidParams(fmt.Sprintf("state[%d]", i), fmt.Sprintf("unknown job state %q: queued, running, succeeded, failed or cancelled", s))
-		}
-	}
-	if p.Queue != "" && !queueNameOK(p.Queue) {
-		return InvalidParams("queue", "must match [a-z0-9._-]{1,64}")
-	}
-	if err := checkLabels("labels", p.Labels); err != nil {
+	if err := p.Filter().Validate(""); err != nil {
 		return err
 	}
 	if p.Limit < 0 || p.Limit > MaxListLimit {

@@ -118,6 +118,9 @@ func checkSched(b *txb, rec *rpc.Record, sc *schedCheck, report func(string, ...
 		report("job %d: %v", id, err)
 	case failed != 0:
 		report("job %d: queued, its dependency %d did not succeed", id, failed)
+	case rec.Run.Held && (inReady || inTimers):
+		report("job %d: held, yet claimable (ready %v, timer %v)", id, inReady, inTimers)
+	case rec.Run.Held:
 	case rec.PausedAt != nil && (inReady || inTimers):
 		report("job %d: paused, yet claimable (ready %v, timer %v)", id, inReady, inTimers)
 	case rec.PausedAt != nil:

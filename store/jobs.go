@@ -435,7 +435,8 @@ func (s *Store) List(ctx context.Context, p rpc.ListParams) (*rpc.ListResult, er
 		cursor = v
 	}
 	res := &rpc.ListResult{Jobs: []rpc.Job{}}
-	filter := p.Queue != "" || len(p.Labels) > 0
+	f := p.Filter()
+	filter := f.Narrows()
 	now := s.clock()
 	err := s.view(ctx, func(b *txb) error {
 		var srcs []*idSource
@@ -469,7 +470,7 @@ func (s *Store) List(ctx context.Context, p rpc.ListParams) (*rpc.ListResult, er
 			if err != nil {
 				return err
 			}
-			if rec == nil || !matches(rec, p) {
+			if rec == nil || !f.Match(&rec.Job, now) {
 				continue
 			}
 			if len(res.Jobs) == limit {
@@ -491,19 +492,6 @@ func (s *Store) List(ctx context.Context, p rpc.ListParams) (*rpc.ListResult, er
 		return nil, err
 	}
 	return res, nil
-}
-
-// matches reports whether rec passes the queue and label filters of p.
-func matches(rec *rpc.Record, p rpc.ListParams) bool {
-	if p.Queue != "" && rec.Queue != p.Queue {
-		return false
-	}
-	for k, v := range p.Labels {
-		if got, ok := rec.Labels[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
 }
 
 // Unfinished reads every queued or running job, with its spec, in id order, from

@@ -23,6 +23,7 @@ type indexed struct {
 	Run      struct {
 		CancelReason *string `json:"cancel_reason"`
 		Epoch        int64   `json:"epoch"`
+		Held         bool    `json:"held"`
 	} `json:"run"`
 }
 
@@ -43,7 +44,7 @@ func (b *txb) getIndexed(id int64) (*rpc.Record, error) {
 		return nil, fmt.Errorf("decode job %d: %w", id, err)
 	}
 	return &rpc.Record{Job: rpc.Job{ID: f.ID, Queue: f.Queue, Priority: f.Priority, State: f.State, After: f.After, Key: f.Key, NotBefore: f.NotBefore, PausedAt: f.PausedAt},
-		Run: rpc.RunState{CancelReason: f.Run.CancelReason, Epoch: f.Run.Epoch}}, nil
+		Run: rpc.RunState{CancelReason: f.Run.CancelReason, Epoch: f.Run.Epoch, Held: f.Run.Held}}, nil
 }
 
 // sameIndex reports whether two versions of a record have the same index entries.

@@ -107,7 +107,8 @@ func (w *writer) put(old, rec *rpc.Record) error {
 
 	keep := old != nil && old.State == rpc.StateQueued && rec.State == rpc.StateQueued &&
 		old.Queue == rec.Queue && old.Priority == rec.Priority && sameTime(old.NotBefore, rec.NotBefore) &&
-		slices.Equal(old.After, rec.After) && sameTime(old.PausedAt, rec.PausedAt)
+		slices.Equal(old.After, rec.After) && old.Run.Held == rec.Run.Held &&
+		sameTime(old.PausedAt, rec.PausedAt)
 	if old == nil || old.State != rec.State || old.Queue != rec.Queue || (rec.State == rpc.StateQueued && !keep) {
 		w.moved = true
 	}
@@ -157,8 +158,8 @@ func (w *writer) put(old, rec *rpc.Record) error {
 }
 
 // place files a queued job by its dependencies: claimable (bReady, or bTimers
-// when it has a not_before), waiting for a dependency (nowhere), or to fail at
-// at because a dependency did not succeed.
+// when it has a not_before), waiting for a dependency or held (nowhere), or to
+// fail at at because a dependency did not succeed (held or not).
 func (w *writer) place(rec *rpc.Record, at time.Time) error {
 	failed, waiting, err := w.b.deps(rec.After)
 	if err != nil {
@@ -168,7 +169,7 @@ func (w *writer) place(rec *rpc.Record, at time.Time) error {
 	case failed != 0:
 		w.work = append(w.work, task{fail: true, id: rec.ID, dep: failed, at: at})
 		return nil
-	case waiting, rec.PausedAt != nil:
+	case waiting || rec.Run.Held || rec.PausedAt != nil:
 		// A paused job (reaped while paused) is claimable only once resumed.
 		return nil
 	}
@@ -547,6 +548,9 @@ func (b *txb) waiting(rec *rpc.Record, now time.Time) (*string, error) {
 		return nil, nil
 	}
 	why := func(s string) (*string, error) { return &s, nil }
+	if rec.Run.Held {
+		return why(rpc.WaitingHeld)
+	}
 	if rec.PausedAt != nil {
 		return why("job_paused")
 	}
@@ -614,7 +618,7 @@ func buildSched(b *txb, now time.Time) error {
 		switch {
 		case failed != 0:
 			w.work = append(w.work, task{fail: true, id: id, dep: failed, at: now})
-		case !waiting && rec.PausedAt == nil:
+		case !waiting && !rec.Run.Held && rec.PausedAt == nil:
 			if err := b.ready1(rec); err != nil {
 				return err
 			}

@@ -22,7 +22,7 @@ import (
 
 // commandList is every command, in the order the help lists them.
 func commandList() []command {
-	list := []command{
+	cmds := []command{
 		{name: "submit", args: "[flags] -- CMD [ARG...]  |  submit -f FILE|-", summary: "submit a command (or a job spec) as a job; prints its id", strict: true, define: defineSubmit,
 			long: "Submit a command as a one-step job, run in the current directory with this shell's\n" +
 				"environment (unless --no-env), or submit the job spec (or array of specs) in a file.\n" +
@@ -31,10 +31,11 @@ func commandList() []command {
 				"  spool submit --name nightly --queue builds --retry 3 --timeout 2h -- ./build.sh\n" +
 				"  spool submit -r 3 -t 90s --after 1 -- make deploy\n" +
 				"  spool submit -f pipeline.json"},
-		{name: "status", args: "[ID...] [flags]", summary: "list jobs", ids: true, define: defineStatus,
-			long: "List the newest jobs (oldest first on the screen), or the jobs named by id.\n" +
-				"Ids that are not found are reported, and the exit code is then 1.",
-			example: "  spool status\n  spool status --state running,queued --queue builds\n  spool status 3 4 5\n  spool status --all --label team=web"},
+		{name: "status", args: "[ID... | FILTER...] [flags]", summary: "list jobs", ids: true, define: defineStatus, complete: completeFilterArgs,
+			long: "List the newest jobs (oldest first on the screen), the jobs named by id, or the\n" +
+				"jobs a filter selects. Ids that are not found are reported, and the exit code is then 1.\n" + filterHelp,
+			example: "  spool status\n  spool status --state running,queued --queue builds\n  spool status 3 4 5\n  spool status --all --label team=web\n" +
+				"  spool status state=failed queue=build label:team=infra 'name=nightly-*' 'age<2h'"},
 		{name: "show", args: "ID [--env]", summary: "show a job with its steps and result", ids: true, define: defineShow,
 			example: "  spool show 7\n  spool show 7 --env   # with the job's environment\n  spool --json show 7"},
 		{name: "watch", args: "[ID...]", summary: "follow the events of jobs (or of all jobs) as they happen", ids: true, waits: true, define: defineWatch,
@@ -42,17 +43,24 @@ func commandList() []command {
 				"succeeded), or with no ids the events of every job, until Ctrl-C. On a terminal\n" +
 				"each running job has a live line at the bottom: its name, progress or last output.",
 			example: "  spool watch          # every job, live\n  spool watch 7 8\n  spool --json watch 7  # JSON lines"},
-		{name: "wait", args: "ID... [--timeout D]", summary: "wait until jobs are final; exit 0 when all succeeded", ids: true, waits: true, define: defineWait,
-			example: "  spool wait 7 && echo green\n  spool wait 7 8 --timeout 10m"},
-		{name: "cancel", args: "ID... [--reason R]", summary: "cancel jobs", ids: true, waits: true, define: defineCancel,
-			example: "  spool cancel 7\n  spool cancel 7 8 --reason \"wrong branch\""},
+		{name: "wait", args: "ID... | FILTER... | --all [--timeout D]", summary: "wait until jobs are final; exit 0 when all succeeded", ids: true, waits: true, define: defineWait, complete: completeFilterArgs,
+			long: "Wait for the jobs named by id, or for every job a filter selects that is queued or\n" +
+				"running now (--all: every such job), in one call; then sum up how they ended.\n" + filterHelp,
+			example: "  spool wait 7 && echo green\n  spool wait 7 8 --timeout 10m\n  spool wait queue=build\n  spool wait --all"},
+		{name: "cancel", args: "ID... | FILTER... | --all [--reason R] [--yes]", summary: "cancel jobs", ids: true, waits: true, define: defineCancel, complete: completeFilterArgs,
+			long: "Cancel the jobs named by id, or every queued or running job a filter selects (--all:\n" +
+				"every one), in one call. Cancelling more than one job by a filter asks first, or\n" +
+				"needs --yes when there is no terminal to ask on.\n" + filterHelp,
+			example: "  spool cancel 7\n  spool cancel 7 8 --reason \"wrong branch\"\n  spool cancel queue=build --yes\n  spool cancel label:team=infra"},
 		{name: "logs", args: "[-f] ID [STEP]", summary: "print the log of a job's step (-f: follow it)", waits: true, define: defineLogs, complete: completeLogsArgs,
 			long: "Print the log of a job's step: STEP is a name or an index, by default the current\n" +
 				"(or last) step. -f follows the log as it grows until the step ends; without STEP\n" +
 				"it follows every step of the job, each under a header, until the job ends.",
 			example: "  spool logs 7\n  spool logs -f 7\n  spool logs 7 build"},
-		{name: "retry", args: "ID", summary: "submit a final job again as a new job", ids: true, define: defineRetry,
-			example: "  spool retry 7"},
+		{name: "retry", args: "ID | --failed [FILTER...] | FILTER...", summary: "submit a final job again as a new job", ids: true, define: defineRetry, complete: completeFilterArgs,
+			long: "Submit a final job again as a new job, or every failed (--failed) or failed and\n" +
+				"cancelled job a filter selects, in one call: all or none. Prints each new id.\n" + filterHelp,
+			example: "  spool retry 7\n  spool retry --failed\n  spool retry --failed queue=build 'age<1d'"},
 		{name: "rm", args: "ID...", summary: "remove final jobs", ids: true, define: defineRemove,
 			example: "  spool rm 7 8"},
 		{name: "prune", args: "[--state S]... [--older-than D]", summary: "remove final jobs by state and age", define: definePrune, complete: noArgs,
@@ -69,9 +77,11 @@ func commandList() []command {
 			example: "  source <(spool completion bash)\n  spool completion fish | source\n  spool completion zsh > ~/.local/share/zsh/site-functions/_spool"},
 		{name: "version", args: "", summary: "print the versions of spool and of the daemon", define: defineVersion, complete: noArgs},
 	}
-	// pause, resume and signal come after cancel.
-	at := slices.IndexFunc(list, func(c command) bool { return c.name == "cancel" }) + 1
-	return slices.Insert(list, at, pauseCommands()...)
+	// After cancel: the commands that change queued jobs, then pause, resume
+	// and signal.
+	at := slices.IndexFunc(cmds, func(c command) bool { return c.name == "cancel" }) + 1
+	cmds = slices.Insert(cmds, at, editCommands()...)
+	return slices.Insert(cmds, at+len(editCommands()), pauseCommands()...)
 }
 
 // printJobs prints one job, or {"jobs": [...]} for several.
@@ -97,6 +107,14 @@ func defineStatus(a *app, fs *pflag.FlagSet) runner {
 	limit := fs.IntP("limit", "n", 50, "show the newest `N` jobs at most (1 to 1000)")
 	all := fs.BoolP("all", "a", false, "show every job")
 	return func(ctx context.Context, args []string) error {
+		var f rpc.Filter
+		if isFilter(args) {
+			f = rpc.Filter{State: states, Queue: *queue, Labels: labels.m}
+			if err := parseFilter(args, &f); err != nil {
+				return err
+			}
+			args = nil
+		}
 		ids, err := parseIDs(args)
 		if err != nil {
 			return err
@@ -126,6 +144,10 @@ func defineStatus(a *app, fs *pflag.FlagSet) runner {
 			}
 		} else {
 			p := rpc.ListParams{State: states, Queue: *queue, Labels: labels.m, Limit: *limit, Order: "desc"}
+			if f.Narrows() || len(f.State) > 0 {
+				p = f.ListParams(*limit)
+				p.Order = "desc"
+			}
 			if *all {
 				p.Limit = 1000
 			}
@@ -420,9 +442,17 @@ func resultText(raw json.RawMessage) string {
 func defineWait(a *app, fs *pflag.FlagSet) runner {
 	var timeout time.Duration
 	durationVarP(fs, &timeout, "timeout", "t", "give up after `D`, e.g. 90s, 2m (the jobs then count as not succeeded)")
+	all := fs.BoolP("all", "a", false, "wait for every job queued or running now")
 	return func(ctx context.Context, args []string) error {
+		if *all || isFilter(args) {
+			var f rpc.Filter
+			if err := parseFilter(args, &f); err != nil {
+				return err
+			}
+			return a.waitFilter(ctx, f, timeout)
+		}
 		if len(args) == 0 {
-			return usagef("wait takes at least one job id")
+			return usagef("wait takes job ids, a filter, or --all")
 		}
 		ids, err := parseIDs(args)
 		if err != nil {
@@ -495,9 +525,18 @@ func (a *app) printOutcome(j *rpc.Job) {
 
 func defineCancel(a *app, fs *pflag.FlagSet) runner {
 	reason := fs.StringP("reason", "r", "", "why (`TEXT`), stored as the job's error")
+	all := fs.BoolP("all", "a", false, "cancel every job queued or running now")
+	yes := fs.BoolP("yes", "y", false, "cancel every job the filter selects without asking")
 	return func(ctx context.Context, args []string) error {
+		if *all || isFilter(args) {
+			var f rpc.Filter
+			if err := parseFilter(args, &f); err != nil {
+				return err
+			}
+			return a.cancelFilter(ctx, f, *reason, *yes)
+		}
 		if len(args) == 0 {
-			return usagef("cancel takes at least one job id")
+			return usagef("cancel takes job ids, a filter, or --all")
 		}
 		ids, err := parseIDs(args)
 		if err != nil {
@@ -548,7 +587,18 @@ func defineCancel(a *app, fs *pflag.FlagSet) runner {
 }
 
 func defineRetry(a *app, fs *pflag.FlagSet) runner {
+	failed := fs.Bool("failed", false, "retry every failed job the filter (if any) selects")
 	return func(ctx context.Context, args []string) error {
+		if *failed || isFilter(args) {
+			var f rpc.Filter
+			if *failed {
+				f.State = []rpc.State{rpc.StateFailed}
+			}
+			if err := parseFilter(args, &f); err != nil {
+				return err
+			}
+			return a.retryFilter(ctx, f)
+		}
 		id, c, err := a.oneJob(ctx, "retry", args)
 		if err != nil {
 			return err

@@ -243,6 +243,7 @@ func Finalize(rec *rpc.Record, state rpc.State, errText string, now time.Time) r
 	rec.Waiting = nil
 	rec.PausedAt = nil
 	rec.Run.Procs = nil
+	rec.Run.Held = false
 	typ := map[rpc.State]string{rpc.StateSucceeded: rpc.EventSucceeded, rpc.StateFailed: rpc.EventFailed, rpc.StateCancelled: rpc.EventCancelled}[state]
 	ev := rpc.Event{Time: now, Job: rec.ID, Type: typ, State: state, Error: errText}
 	if state == rpc.StateSucceeded {
@@ -272,12 +273,12 @@ func JobResult(rec *rpc.Record) json.RawMessage {
 }
 
 // Runnable reports whether a queued job may be claimed now as far as its own
-// record says: it is queued and its not_before is due. Dependencies and queue
+// record says: it is queued, not held, and its not_before is due. Dependencies and queue
 // limits are the store's to check. A queued job with a cancel stored (one reaped
 // after its cancel was stored: Interrupt queues it) is runnable on purpose: its
 // claimant's runner stores the cancel before any process starts, and nothing
 // else would end it. A paused job (paused_at set: paused while it ran, then
 // reaped) is not runnable until Resume.
 func Runnable(rec *rpc.Record, now time.Time) bool {
-	return rec.State == rpc.StateQueued && rec.PausedAt == nil && (rec.NotBefore == nil || !rec.NotBefore.After(now))
+	return rec.State == rpc.StateQueued && !rec.Run.Held && rec.PausedAt == nil && (rec.NotBefore == nil || !rec.NotBefore.After(now))
 }

@@ -747,6 +747,20 @@ func (w *walker) moves(rec *rpc.Record) []move {
 		if rec.PausedAt != nil {
 			ms = append(ms, move{"Resume", "resume (a paused job reaped)", machine.Resume})
 		}
+		switch {
+		case rec.Run.Held:
+			ms = append(ms, move{"Release", "job.release", machine.Release})
+		case rec.Run.CancelReason == nil: // a store refuses to hold a job with a cancel stored
+			ms = append(ms, move{"Hold", "job.hold", machine.Hold})
+		}
+		ms = append(ms, move{"Edit", "job.edit", func(r *rpc.Record, now time.Time) []rpc.Event {
+			p := r.Priority + 1 + w.rng.IntN(3)
+			evs, err := machine.Edit(r, rpc.EditParams{ID: r.ID, Priority: &p}, now)
+			if err != nil {
+				panic(err)
+			}
+			return evs
+		}})
 		if rec.StartedAt == nil { // only a job that never ran can lose a dependency
 			ms = append(ms, move{"EndUnstarted", "store cascade", func(r *rpc.Record, now time.Time) []rpc.Event {
 				return machine.EndUnstarted(r, machine.DependencyFailed(r.ID-1), rpc.StateFailed, now)
@@ -930,7 +944,8 @@ func (w *walker) walk(t *testing.T, is *is.I, id int64, jobRows, stepRows, seenJ
 					is.Equal(*e.Step, rec.CurrentStep) // a pause names the current step
 					continue
 				}
-				if e.Type == rpc.EventStarted || e.Type == rpc.EventSucceeded || e.Type == rpc.EventFailed || e.Type == rpc.EventCancelled {
+				if e.Type == rpc.EventStarted || e.Type == rpc.EventSucceeded || e.Type == rpc.EventFailed || e.Type == rpc.EventCancelled ||
+					e.Type == rpc.EventHeld || e.Type == rpc.EventReleased || e.Type == rpc.EventEdited {
 					is.Equal(e.Step, nil) // job events name no step
 					continue
 				}

@@ -63,6 +63,15 @@ func runSeam(t *testing.T, h Harness) {
 		{"OracleReplay", testOracleReplay},
 		{"OracleParallel", testOracleParallel},
 		{"OracleTailers", testOracleTailers},
+		{"HoldGuarded", testHoldGuarded},
+		{"HoldNeverClaimed", testHoldNeverClaimed},
+		{"HoldKeepsPlace", testHoldKeepsPlace},
+		{"HoldDependency", testHoldDependency},
+		{"EditOrder", testEditOrder},
+		{"EditAfter", testEditAfter},
+		{"BulkCancel", testBulkCancel},
+		{"BulkRetryAllOrNone", testBulkRetryAllOrNone},
+		{"ListFilter", testListFilter},
 		{"Pause", testPause},
 	}
 	for _, c := range cases {
