@@ -404,6 +404,16 @@ func (e *Event) appendJSON(b []byte) ([]byte, error) {
 		b = append(b, `,"data":`...)
 		b = appendString(b, *e.Data)
 	}
+	if e.Schedule != "" {
+		b = append(b, `,"schedule":`...)
+		b = appendString(b, e.Schedule)
+	}
+	if e.Slot != nil {
+		b = append(b, `,"slot":`...)
+		if b, err = appendTime(b, *e.Slot); err != nil {
+			return b, err
+		}
+	}
 	return append(b, '}'), nil
 }
 

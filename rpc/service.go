@@ -57,6 +57,7 @@ type Service interface {
 	TemplateRun(ctx context.Context, p TemplateRunParams) (*Job, error)
 	Info(ctx context.Context) (*Info, error)
 	Shutdown(ctx context.Context, p ShutdownParams) error
+	ScheduleService
 }
 
 // Watcher is one watch: its response, then its events in order.

@@ -277,6 +277,9 @@ type Event struct {
 	LastLine *string         `json:"last_line,omitempty"`
 	Offset   *int64          `json:"offset,omitempty"`
 	Data     *string         `json:"data,omitempty"`
+	// Schedule and Slot name the schedule and slot of a schedule_fired event.
+	Schedule string     `json:"schedule,omitempty"`
+	Slot     *time.Time `json:"slot,omitempty"`
 
 	// raw is the event's encoding once frozen; copies of the event share it.
 	raw []byte

@@ -34,6 +34,12 @@ func Calls(svc rpc.Service, dec *Decoder) map[string]Call {
 		rpc.MethodTemplateRun:    withParams(dec, svc.TemplateRun),
 		rpc.MethodInfo:           noParams(dec, svc.Info),
 		rpc.MethodShutdown:       withParams(dec, noResult(svc.Shutdown)),
+		rpc.MethodSchedulePut:    withParams(dec, svc.SchedulePut),
+		rpc.MethodScheduleGet:    withParams(dec, svc.ScheduleGet),
+		rpc.MethodScheduleList:   noParams(dec, svc.ScheduleList),
+		rpc.MethodScheduleRemove: withParams(dec, noResult(svc.ScheduleRemove)),
+		rpc.MethodSchedulePause:  withParams(dec, svc.SchedulePause),
+		rpc.MethodScheduleResume: withParams(dec, svc.ScheduleResume),
 	}
 }
 
