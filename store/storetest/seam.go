@@ -63,6 +63,9 @@ func runSeam(t *testing.T, h Harness) {
 		{"OracleReplay", testOracleReplay},
 		{"OracleParallel", testOracleParallel},
 		{"OracleTailers", testOracleTailers},
+		{"ScheduleFire", testScheduleFire},
+		{"SchedulePauseRemove", testSchedulePauseRemove},
+		{"ScheduleFireRace", testScheduleFireRace},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
