@@ -316,6 +316,9 @@ func (d *Daemon) SchedulePut(ctx context.Context, p rpc.SchedulePutParams) (*rpc
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
+	if err := d.waitReady(ctx); err != nil {
+		return nil, err
+	}
 	if p.TZ == "" {
 		p.TZ = "Local"
 	}
