@@ -40,7 +40,7 @@ func TestSchema3Upgrade(t *testing.T) {
 	is.NoErr(s.Close())
 	is.Equal(schemaVersion(t, path), "4") // upgraded
 	s = open(t, path, store.Options{NoSync: true})
-	is.NoErr(s.Check(ctx))                // consistent
+	is.NoErr(s.Check(ctx)) // consistent
 	got, err := s.Get(ctx, recs[0].ID)
 	is.NoErr(err)                        // the job is there
 	is.Equal(got.State, rpc.StateQueued) // as it was

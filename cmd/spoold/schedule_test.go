@@ -74,5 +74,5 @@ func TestE2EScheduleKill9(t *testing.T) {
 	runCLI(t, p, 0, "schedule", "rm", "tick2")
 	out = runCLI(t, p, 0, "schedule", "list")
 	is.True(strings.Contains(out, "no schedules")) // removed
-	runCLI(t, p, 1, "schedule", "show", "tick2")    // unknown now
+	runCLI(t, p, 1, "schedule", "show", "tick2")   // unknown now
 }
