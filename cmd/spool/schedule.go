@@ -52,10 +52,6 @@ func defineSchedule(a *app, fs *pflag.FlagSet) runner {
 			}
 			return nil
 		}
-		c, err := a.client(ctx)
-		if err != nil {
-			return err
-		}
 		switch sub {
 		case "add", "put":
 			if err := want(1, "add NAME --cron EXPR|--every D --template T [--param k=v]..."); err != nil {
@@ -75,6 +71,10 @@ func defineSchedule(a *app, fs *pflag.FlagSet) runner {
 			if *tpl == "" {
 				return usagef("schedule add: say which template it runs, with --template")
 			}
+			c, err := a.client(ctx)
+			if err != nil {
+				return err
+			}
 			p := rpc.SchedulePutParams{Name: args[0], Cron: expr, TZ: *tz, Template: *tpl, Params: params.m,
 				CatchUp: *catchUp, CatchUpMax: *catchUpMax, Paused: *paused}
 			sc, err := c.SchedulePut(ctx, p)
@@ -86,6 +86,10 @@ func defineSchedule(a *app, fs *pflag.FlagSet) runner {
 			})
 		case "list", "ls":
 			if err := want(0, "list"); err != nil {
+				return err
+			}
+			c, err := a.client(ctx)
+			if err != nil {
 				return err
 			}
 			r, err := c.ScheduleList(ctx)
@@ -126,6 +130,10 @@ func defineSchedule(a *app, fs *pflag.FlagSet) runner {
 			if err := want(1, "show NAME"); err != nil {
 				return err
 			}
+			c, err := a.client(ctx)
+			if err != nil {
+				return err
+			}
 			sc, err := c.ScheduleGet(ctx, rpc.ScheduleNameParams{Name: args[0]})
 			if err != nil {
 				return err
@@ -133,6 +141,10 @@ func defineSchedule(a *app, fs *pflag.FlagSet) runner {
 			return a.result(sc, func() { a.printSchedule(sc) })
 		case "pause", "resume":
 			if err := want(1, sub+" NAME"); err != nil {
+				return err
+			}
+			c, err := a.client(ctx)
+			if err != nil {
 				return err
 			}
 			call := c.SchedulePause
@@ -152,6 +164,10 @@ func defineSchedule(a *app, fs *pflag.FlagSet) runner {
 			})
 		case "rm", "remove":
 			if err := want(1, "rm NAME"); err != nil {
+				return err
+			}
+			c, err := a.client(ctx)
+			if err != nil {
 				return err
 			}
 			if err := c.ScheduleRemove(ctx, rpc.ScheduleNameParams{Name: args[0]}); err != nil {
