@@ -34,7 +34,7 @@ func scheduleCommand() command {
 func defineSchedule(a *app, fs *pflag.FlagSet) runner {
 	var params pairsFlag
 	cronExpr := fs.String("cron", "", "a cron `EXPR`: five fields, or @daily, @hourly, @every 10m")
-	every := fs.Duration("every", 0, "fire every `D` (90s, 10m, 1h): the same as --cron '@every D'")
+	every := fs.String("every", "", "fire every `D` (90s, 10m, 1h): the same as --cron '@every D'")
 	tz := fs.String("tz", "", "the time `ZONE` the expression is read in (an IANA name; default the daemon's)")
 	tpl := fs.String("template", "", "the `TEMPLATE` each slot runs")
 	fs.Var(&params, "param", "a param `k=v` of the template (repeatable)")
@@ -59,12 +59,13 @@ func defineSchedule(a *app, fs *pflag.FlagSet) runner {
 			}
 			expr := *cronExpr
 			switch {
-			case expr != "" && *every != 0:
+			case expr != "" && *every != "":
 				return usagef("schedule add: give --cron or --every, not both")
-			case *every > 0:
-				expr = "@every " + every.String()
-			case *every < 0:
-				return usagef("schedule add: --every must be positive")
+			case *every != "":
+				if d, err := time.ParseDuration(*every); err != nil || d <= 0 {
+					return usagef("schedule add: --every %q is not a positive duration (90s, 10m, 1h)", *every)
+				}
+				expr = "@every " + *every
 			case expr == "":
 				return usagef("schedule add: say when, with --cron '0 3 * * *' or --every 10m")
 			}
@@ -202,8 +203,13 @@ func (a *app) nextText(sc *rpc.Schedule) string {
 	case sc.NextSlot == nil:
 		return "with no next slot"
 	}
+	return "next at " + a.slotWhen(sc)
+}
+
+// slotWhen is a running schedule's next slot and how far off it is.
+func (a *app) slotWhen(sc *rpc.Schedule) string {
 	d := sc.NextSlot.Sub(a.now()).Round(time.Second)
-	return fmt.Sprintf("next at %s (in %s)", a.slotText(*sc.NextSlot, sc.TZ), max(d, 0))
+	return fmt.Sprintf("%s (in %s)", a.slotText(*sc.NextSlot, sc.TZ), max(d, 0))
 }
 
 // pairsText is params as k=v, sorted.
@@ -225,7 +231,12 @@ func (a *app) printSchedule(sc *rpc.Schedule) {
 		cu += fmt.Sprintf(" (at most %d)", sc.CatchUpMax)
 	}
 	row("catch-up", cu)
-	row("next", a.nextText(sc))
+	switch {
+	case sc.Paused:
+		row("next", a.term.paint(styleYellow, "paused"))
+	case sc.NextSlot != nil:
+		row("next", a.slotWhen(sc))
+	}
 	if sc.LastSlot != nil {
 		last := a.slotText(*sc.LastSlot, sc.TZ)
 		if sc.LastJob != nil {
