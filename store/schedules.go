@@ -213,3 +213,22 @@ func (s *Store) FireSchedule(ctx context.Context, name string, slot time.Time, j
 	}
 	return rec, evs, nil
 }
+
+// checkSchedules checks that each stored schedule decodes, under its own name,
+// with last_slot and last_job set together.
+func checkSchedules(b *txb, report func(string, ...any)) {
+	_ = b.schedules.ForEach(func(k, v []byte) error {
+		var sc rpc.Schedule
+		if err := json.Unmarshal(v, &sc); err != nil {
+			report("schedule %q: %v", k, err)
+			return nil
+		}
+		if sc.Name != string(k) {
+			report("schedule %q: stored as %q", sc.Name, k)
+		}
+		if (sc.LastSlot == nil) != (sc.LastJob == nil) {
+			report("schedule %q: last_slot and last_job must be set together", k)
+		}
+		return nil
+	})
+}
