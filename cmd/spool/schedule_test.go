@@ -3,8 +3,11 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
+
+	"spool/rpc"
 )
 
 // TestScheduleCompletion: completion knows schedule's subcommands and the
@@ -52,4 +55,15 @@ func TestScheduleUsage(t *testing.T) {
 			is.True(strings.Contains(r.stderr, c.want)) // saying what is wrong
 		})
 	}
+}
+
+// TestScheduleFiredLine: watch shows a fire with its schedule and slot.
+func TestScheduleFiredLine(t *testing.T) {
+	is := is.New(t)
+	a := &app{}
+	slot := time.Date(2026, 12, 8, 2, 0, 0, 0, time.UTC)
+	line := a.eventLine(&rpc.Event{Seq: 9, Time: slot, Job: 31, Type: rpc.EventScheduleFired, Schedule: "nightly", Slot: &slot})
+	is.True(strings.Contains(line, "schedule_fired"))                                   // the type
+	is.True(strings.Contains(line, "schedule nightly"))                                 // the schedule
+	is.True(strings.Contains(line, "slot "+slot.Local().Format("2006-01-02 15:04:05"))) // its slot
 }
