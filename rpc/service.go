@@ -65,6 +65,7 @@ type Service interface {
 	JobsWait(ctx context.Context, p JobsWaitParams) (*JobsResult, error)
 	JobsRetry(ctx context.Context, p JobsRetryParams) (*JobsRetryResult, error)
 	JobsCancel(ctx context.Context, p JobsCancelParams) (*JobsResult, error)
+	ScheduleService
 }
 
 // Watcher is one watch: its response, then its events in order.

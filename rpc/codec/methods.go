@@ -40,6 +40,12 @@ func Calls(svc rpc.Service, dec *Decoder) map[string]Call {
 		rpc.MethodJobsWait:       withParams(dec, svc.JobsWait),
 		rpc.MethodJobsRetry:      withParams(dec, svc.JobsRetry),
 		rpc.MethodJobsCancel:     withParams(dec, svc.JobsCancel),
+		rpc.MethodSchedulePut:    withParams(dec, svc.SchedulePut),
+		rpc.MethodScheduleGet:    withParams(dec, svc.ScheduleGet),
+		rpc.MethodScheduleList:   noParams(dec, svc.ScheduleList),
+		rpc.MethodScheduleRemove: withParams(dec, noResult(svc.ScheduleRemove)),
+		rpc.MethodSchedulePause:  withParams(dec, svc.SchedulePause),
+		rpc.MethodScheduleResume: withParams(dec, svc.ScheduleResume),
 	}
 }
 
