@@ -334,14 +334,28 @@ func (d *Daemon) TemplateRun(ctx context.Context, p rpc.TemplateRunParams) (*rpc
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	t, err := d.store.Template(ctx, p.Name)
+	nj, err := d.templateJob(ctx, p)
 	if err != nil {
 		return nil, err
+	}
+	recs, err := d.submit(ctx, []rpc.NewJob{nj})
+	if err != nil {
+		return nil, err
+	}
+	return &recs[0].Job, nil
+}
+
+// templateJob makes the new job that template.run with p submits (schedules
+// fire through it too), checking p's params against the template.
+func (d *Daemon) templateJob(ctx context.Context, p rpc.TemplateRunParams) (rpc.NewJob, error) {
+	t, err := d.store.Template(ctx, p.Name)
+	if err != nil {
+		return rpc.NewJob{}, err
 	}
 	values := map[string]string{}
 	for _, name := range slices.Sorted(maps.Keys(p.Params)) {
 		if _, ok := t.Params[name]; !ok {
-			return nil, rpc.InvalidParams("params."+name, fmt.Sprintf("template %q has no param %q", p.Name, name))
+			return rpc.NewJob{}, rpc.InvalidParams("params."+name, fmt.Sprintf("template %q has no param %q", p.Name, name))
 		}
 		values[name] = p.Params[name]
 	}
@@ -355,13 +369,13 @@ func (d *Daemon) TemplateRun(ctx context.Context, p rpc.TemplateRunParams) (*rpc
 			continue
 		}
 		if prm.Required {
-			return nil, rpc.InvalidParams("params."+name, "is required")
+			return rpc.NewJob{}, rpc.InvalidParams("params."+name, "is required")
 		}
 		values[name] = ""
 	}
 	spec, err := d.decodeSpec(expandTemplate(t.Spec, values), "spec")
 	if err != nil {
-		return nil, err
+		return rpc.NewJob{}, err
 	}
 	if p.Queue != nil {
 		spec.Queue = *p.Queue
@@ -382,14 +396,10 @@ func (d *Daemon) TemplateRun(ctx context.Context, p rpc.TemplateRunParams) (*rpc
 		spec.Key = *p.Key
 	}
 	if err := rpc.NormalizeSpec("job", spec); err != nil {
-		return nil, err
+		return rpc.NewJob{}, err
 	}
 	now := d.clock.Now()
 	nr := newRecord(spec, now)
 	nr.Template = &rpc.TemplateRef{Name: t.Name, Params: values}
-	recs, err := d.submit(ctx, []rpc.NewJob{{Record: nr, Event: rpc.Event{Time: now, Type: rpc.EventSubmitted, State: rpc.StateQueued}, Field: "job"}})
-	if err != nil {
-		return nil, err
-	}
-	return &recs[0].Job, nil
+	return rpc.NewJob{Record: nr, Event: rpc.Event{Time: now, Type: rpc.EventSubmitted, State: rpc.StateQueued}, Field: "job"}, nil
 }

@@ -106,6 +106,8 @@ type Daemon struct {
 	queueMu sync.Mutex
 	// bursts hands back the memory a burst of submits took.
 	bursts bursts
+	// sched is the schedules' loop (schedules.go).
+	sched *schedState
 
 	mu        sync.Mutex
 	jobs      map[int64]*jobState // the jobs this daemon claimed and runs
@@ -187,6 +189,7 @@ func New(cfg Config) (*Daemon, error) {
 		done:      make(chan struct{}),
 		wake:      make(chan struct{}, 1),
 		stop:      make(chan struct{}),
+		sched:     newSchedState(),
 		start:     cfg.Clock.Now(), // set here, not in Run: Info may be served before Run begins
 	}
 	for _, dir := range []string{cfg.StateDir, d.logDir, d.resDir} {
@@ -271,7 +274,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	close(d.ready)
 	d.log.Info("daemon ready", "node", d.owner.Node, "epoch", d.owner.Epoch, "max_parallel", d.cfg.MaxParallel)
-	d.bg.Add(3)
+	d.bg.Add(4)
+	go func() { defer d.bg.Done(); d.runSchedules(runCtx) }()
 	go func() { defer d.bg.Done(); d.maintain(runCtx) }()
 	go func() { defer d.bg.Done(); d.tail(runCtx) }()
 	go func() { defer d.bg.Done(); d.keepLease(runCtx) }()
@@ -324,8 +328,8 @@ func (d *Daemon) shutdown(drain bool) {
 
 // Wake makes the scheduler claim again at once. The scheduler wakes by itself on
 // every change of the store and when the next not_before falls due by the clock;
-// Wake is for clocks that jump (tests, tools).
-func (d *Daemon) Wake() { d.kick() }
+// Wake is for clocks that jump (tests, tools). It wakes the schedules too.
+func (d *Daemon) Wake() { d.kick(); d.sched.kick() }
 
 // Housekeep does now what the hourly maintenance does: it trims the event log past
 // Config.EventRetention and removes the final jobs past Config.Retain, by the

@@ -149,6 +149,24 @@ type Store interface {
 	Hold(ctx context.Context, id int64, now time.Time) (*rpc.Record, []rpc.Event, error)
 	Release(ctx context.Context, id int64, now time.Time) (*rpc.Record, []rpc.Event, error)
 	Edit(ctx context.Context, p rpc.EditParams, now time.Time) (*rpc.Record, []rpc.Event, error)
+	// PutSchedule stores a schedule, replacing one of the same name but keeping
+	// its created_at, last_slot and last_job; it returns it as stored.
+	PutSchedule(ctx context.Context, sc rpc.Schedule) (*rpc.Schedule, error)
+	// Schedule reads a schedule; 1001 when unknown.
+	Schedule(ctx context.Context, name string) (*rpc.Schedule, error)
+	// Schedules reads every schedule in name order.
+	Schedules(ctx context.Context) ([]rpc.Schedule, error)
+	// RemoveSchedule removes a schedule; 1001 when unknown.
+	RemoveSchedule(ctx context.Context, name string) error
+	// PauseSchedule sets a schedule's paused flag and its updated_at to now;
+	// 1001 when unknown. It returns it as stored.
+	PauseSchedule(ctx context.Context, name string, paused bool, now time.Time) (*rpc.Schedule, error)
+	// FireSchedule fires a slot in one transaction: it submits job as Submit
+	// does, appends a schedule_fired event (schedule, slot, job) and sets the
+	// schedule's last_slot and last_job. An unknown schedule answers 1001; a
+	// paused one, or one whose last_slot is not before slot, 1002 and nothing
+	// is stored: a slot fires once, whichever daemon tries.
+	FireSchedule(ctx context.Context, name string, slot time.Time, job rpc.NewJob) (rpc.Record, []rpc.Event, error)
 
 	// Resume lets a queued paused job go (machine.Resume: a job paused while it
 	// ran, queued again by Reap with its paused_at kept, which Claim never

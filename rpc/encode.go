@@ -417,6 +417,16 @@ func (e *Event) appendJSON(b []byte) ([]byte, error) {
 			return b, err
 		}
 	}
+	if e.Schedule != "" {
+		b = append(b, `,"schedule":`...)
+		b = appendString(b, e.Schedule)
+	}
+	if e.Slot != nil {
+		b = append(b, `,"slot":`...)
+		if b, err = appendTime(b, *e.Slot); err != nil {
+			return b, err
+		}
+	}
 	return append(b, '}'), nil
 }
 

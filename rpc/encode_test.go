@@ -123,6 +123,7 @@ func encodeEvents() []Event {
 		RetryAt: &ts[3], Result: json.RawMessage(` {"x" : "<>"} `),
 		Progress: &Progress{Done: ptr(int64(1)), Percent: ptr(50.0), At: ts[4]},
 		Elapsed:  Duration(1500 * time.Microsecond), LastLine: ptr(oddStrings[5]), Offset: ptr(int64(-1)), Data: ptr(oddStrings[4]),
+		Schedule: oddStrings[3], Slot: &ts[5],
 	}
 	frozen := full
 	frozen.Freeze()

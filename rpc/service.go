@@ -65,6 +65,7 @@ type Service interface {
 	JobsWait(ctx context.Context, p JobsWaitParams) (*JobsResult, error)
 	JobsRetry(ctx context.Context, p JobsRetryParams) (*JobsRetryResult, error)
 	JobsCancel(ctx context.Context, p JobsCancelParams) (*JobsResult, error)
+	ScheduleService
 	// Pauser: job.pause, job.resume, job.signal.
 	Pauser
 }

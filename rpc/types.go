@@ -281,6 +281,9 @@ type Event struct {
 	Data     *string         `json:"data,omitempty"`
 	// Changes is what an edited event changed: {"field": {"from": ..., "to": ...}}.
 	Changes json.RawMessage `json:"changes,omitempty"`
+	// Schedule and Slot name the schedule and slot of a schedule_fired event.
+	Schedule string     `json:"schedule,omitempty"`
+	Slot     *time.Time `json:"slot,omitempty"`
 
 	// raw is the event's encoding once frozen; copies of the event share it.
 	raw []byte

@@ -53,6 +53,7 @@ func (s *Store) Check(ctx context.Context) error {
 			return err
 		}
 		checkEvents(b, report)
+		checkSchedules(b, report)
 		return nil
 	})
 	if err != nil {

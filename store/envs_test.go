@@ -59,7 +59,7 @@ func downgrade(t *testing.T, path string, specs map[int64]*rpc.Spec) {
 				return err
 			}
 		}
-		for _, name := range []string{"envs", "env_refs", "ready", "timers", "queue_counts", "cancels"} {
+		for _, name := range []string{"envs", "env_refs", "ready", "timers", "queue_counts", "cancels", "schedules"} {
 			if err := tx.DeleteBucket([]byte(name)); err != nil {
 				return err
 			}
@@ -120,7 +120,7 @@ func TestSchema1Upgrade(t *testing.T) {
 	s, err = store.Open(path, store.Options{NoSync: true})
 	is.NoErr(err)                         // a version 1 database opens
 	is.NoErr(s.Close())                   // closed
-	is.Equal(schemaVersion(t, path), "3") // upgraded
+	is.Equal(schemaVersion(t, path), "4") // upgraded
 	s = open(t, path, store.Options{NoSync: true})
 	is.NoErr(s.Check(ctx)) // and it is consistent
 	for _, r := range recs {
@@ -165,7 +165,7 @@ func downgrade2(t *testing.T, path string) {
 	db, err := bbolt.Open(path, 0o600, nil)
 	is.NoErr(err) // bbolt opens it
 	is.NoErr(db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range []string{"ready", "timers", "queue_counts", "cancels"} {
+		for _, name := range []string{"ready", "timers", "queue_counts", "cancels", "schedules"} {
 			if err := tx.DeleteBucket([]byte(name)); err != nil {
 				return err
 			}
@@ -208,7 +208,7 @@ func downgrade2(t *testing.T, path string) {
 	is.NoErr(db.Close()) // closed
 }
 
-// TestSchema2Upgrade: a database of schema version 2 opens as version 3 with its
+// TestSchema2Upgrade: a database of schema version 2 opens as version 4 with its
 // scheduling buckets built from its records: claimable, waiting for a time or a
 // dependency, paused, running with a cancel stored; queue counts; and its
 // running jobs, of no epoch, are reaped and claimed again in order.
@@ -252,7 +252,7 @@ func TestSchema2Upgrade(t *testing.T) {
 
 	s = open(t, path, store.Options{NoSync: true})
 	is.NoErr(s.Close())
-	is.Equal(schemaVersion(t, path), "3") // upgraded
+	is.Equal(schemaVersion(t, path), "4") // upgraded
 	s = open(t, path, store.Options{NoSync: true})
 	is.NoErr(s.Check(ctx)) // and consistent: the new buckets match the records
 	qs, err := s.Queues(ctx)

@@ -66,6 +66,9 @@ const (
 	// bCancels holds the id of every unfinished job with a cancel stored
 	// (Run.CancelReason), for Renew (schema 3).
 	bCancels = "cancels"
+	// bSchedules maps a schedule name to its JSON, with its last fired slot
+	// (schema 4; see schedules.go).
+	bSchedules = "schedules"
 )
 
 // bucketNames lists every bucket of the layout.
@@ -82,6 +85,9 @@ func bucketsOf(v int) []string {
 	}
 	if v >= 3 {
 		names = append(names, bReady, bTimers, bQueueCounts, bCancels)
+	}
+	if v >= 4 {
+		names = append(names, bSchedules)
 	}
 	return names
 }
@@ -124,6 +130,7 @@ type txb struct {
 	timers     *bbolt.Bucket
 	qcounts    *bbolt.Bucket
 	cancels    *bbolt.Bucket
+	schedules  *bbolt.Bucket
 	// dec decodes stored JSON (records, specs, events): the store's decoder.
 	dec *codec.Decoder
 }
@@ -139,6 +146,7 @@ func buckets(tx *bbolt.Tx) (*txb, error) {
 		{bDependents, &b.dependents}, {bEvents, &b.events}, {bQueues, &b.queues}, {bTemplates, &b.templates},
 		{bEnvs, &b.envs}, {bEnvRefs, &b.envRefs},
 		{bReady, &b.ready}, {bTimers, &b.timers}, {bQueueCounts, &b.qcounts}, {bCancels, &b.cancels},
+		{bSchedules, &b.schedules},
 	} {
 		*p.dst = tx.Bucket([]byte(p.name))
 		if *p.dst == nil {

@@ -34,7 +34,8 @@ import (
 // version 1 database by adding them, leaving its specs as they are. Version 3
 // added bReady, bTimers, bQueueCounts, bCancels and the epoch counter (the store
 // decides what runs); Open builds them from the records of an older database.
-const schemaVersion = 3
+// Version 4 added bSchedules; Open adds it, empty, to an older database.
+const schemaVersion = 4
 
 // Bounds of one group commit: the requests drained into one transaction.
 const (
@@ -281,8 +282,16 @@ func checkLayout(tx *bbolt.Tx) (int, error) {
 // scheduling buckets, builds them from the unfinished jobs (see buildSched), at
 // time now, and drops the queue index and the unfinished set, which bReady and
 // bByState's ranges replace.
-func (s *Store) upgrade(tx *bbolt.Tx, now time.Time) error {
-	for _, name := range []string{bEnvs, bEnvRefs, bReady, bTimers, bQueueCounts, bCancels} {
+//
+// From 3, it adds the schedules' bucket, empty.
+func (s *Store) upgrade(tx *bbolt.Tx, from int, now time.Time) error {
+	if from >= 3 {
+		if _, err := tx.CreateBucketIfNotExists([]byte(bSchedules)); err != nil {
+			return fmt.Errorf("create bucket %s: %w", bSchedules, err)
+		}
+		return tx.Bucket([]byte(bMeta)).Put([]byte(metaVersion), []byte(strconv.Itoa(schemaVersion)))
+	}
+	for _, name := range []string{bEnvs, bEnvRefs, bReady, bTimers, bQueueCounts, bCancels, bSchedules} {
 		if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
@@ -342,7 +351,7 @@ func (s *Store) setup() error {
 	}
 	if !fresh {
 		if version < schemaVersion {
-			if err := s.db.Update(func(tx *bbolt.Tx) error { return s.upgrade(tx, s.clock()) }); err != nil {
+			if err := s.db.Update(func(tx *bbolt.Tx) error { return s.upgrade(tx, version, s.clock()) }); err != nil {
 				return fmt.Errorf("upgrade database from schema version %d: %w", version, err)
 			}
 		}

@@ -270,7 +270,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 	db, err := bbolt.Open(path, 0o600, nil)
 	is.NoErr(err) // bbolt opens it
 	is.NoErr(db.Update(func(tx *bbolt.Tx) error {
-		return tx.Bucket([]byte("meta")).Put([]byte("version"), []byte("4"))
+		return tx.Bucket([]byte("meta")).Put([]byte("version"), []byte("5"))
 	})) // a later version wrote it
 	is.NoErr(db.Close()) // closed
 	before, err := os.ReadFile(path)
@@ -278,7 +278,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 
 	_, err = store.Open(path, store.Options{})
 	is.True(err != nil)                                 // a newer schema is refused
-	is.True(strings.Contains(err.Error(), "version 4")) // saying which version
+	is.True(strings.Contains(err.Error(), "version 5")) // saying which version
 	is.True(strings.Contains(err.Error(), "newer"))     // and why
 	after, err := os.ReadFile(path)
 	is.NoErr(err)                           // readable

@@ -201,6 +201,7 @@ func (a *app) flagCompletions(cc *cobra.Command) {
 			_ = cc.RegisterFlagCompletionFunc(name, cobra.NoFileCompletions)
 		}
 	}
+	a.scheduleFlagCompletions(cc)
 }
 
 // flagError turns pflag's errors into usage errors that quote the flag as typed,

@@ -71,6 +71,7 @@ func commandList() []command {
 			example: "  spool template put backup backup.json\n  spool template list\n  spool template get backup"},
 		{name: "run", args: "TEMPLATE [k=v...] [flags]", summary: "submit a job made from a template", define: defineRun, complete: completeRunArgs,
 			example: "  spool run backup dir=/home\n  spool run backup dir=/srv --queue nightly"},
+		scheduleCommand(),
 		{name: "info", args: "", summary: "describe the running daemon", define: defineInfo, complete: noArgs},
 		{name: "rpc", args: "", summary: "relay standard input and output to the daemon's socket (for editors)", waits: true, define: defineRPC, complete: noArgs},
 		{name: "completion", args: "bash|zsh|fish|powershell", summary: "print a shell completion script", define: defineCompletion, complete: completeShells,

@@ -272,6 +272,11 @@ func (a *app) eventLine(ev *rpc.Event) string {
 		if ev.RetryAt != nil {
 			extra = append(extra, "retry at "+ev.RetryAt.Local().Format("15:04:05"))
 		}
+	case rpc.EventScheduleFired:
+		extra = append(extra, "schedule "+ev.Schedule)
+		if ev.Slot != nil {
+			extra = append(extra, "slot "+ev.Slot.Local().Format("2006-01-02 15:04:05"))
+		}
 	default:
 		if ev.ExitCode != nil {
 			extra = append(extra, "exit "+strconv.Itoa(*ev.ExitCode))

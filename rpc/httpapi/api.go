@@ -29,7 +29,8 @@ func methods(svc rpc.Service, dec *codec.Decoder) map[string]method {
 	read := map[string]bool{
 		rpc.MethodGet: true, rpc.MethodList: true, rpc.MethodWait: true, rpc.MethodLogs: true,
 		rpc.MethodQueueList: true, rpc.MethodTemplateGet: true, rpc.MethodTemplateList: true, rpc.MethodInfo: true,
-		rpc.MethodJobsWait: true,
+		rpc.MethodJobsWait:    true,
+		rpc.MethodScheduleGet: true, rpc.MethodScheduleList: true,
 	}
 	out := map[string]method{}
 	for name, call := range codec.Calls(svc, dec) {

@@ -108,7 +108,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 
 	methods := h.api.Methods()
 	sort.Strings(methods)
-	is.Equal(len(methods), 28) // every protocol method but job.watch, which is a stream
+	is.Equal(len(methods), 34) // every protocol method but job.watch, which is a stream
 	for _, m := range methods {
 		op, ok := doc.Paths["/api/v1/"+m]["post"]
 		is.True(ok) // every method has a path

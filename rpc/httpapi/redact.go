@@ -32,6 +32,14 @@ func redact(res any) any {
 		return out
 	case *rpc.Template:
 		return redactTemplate(v)
+	case *rpc.Schedule:
+		return redactSchedule(v)
+	case *rpc.ScheduleListResult:
+		out := &rpc.ScheduleListResult{Schedules: make([]rpc.Schedule, len(v.Schedules))}
+		for i := range v.Schedules {
+			out.Schedules[i] = *redactSchedule(&v.Schedules[i])
+		}
+		return out
 	case *rpc.TemplateListResult:
 		out := &rpc.TemplateListResult{Templates: make([]rpc.Template, len(v.Templates))}
 		for i := range v.Templates {
@@ -136,4 +144,12 @@ func hideIn(v any) {
 			hideIn(e)
 		}
 	}
+}
+
+// redactSchedule hides the values of a schedule's params, which reach its
+// jobs' steps as SPOOL_PARAM_*.
+func redactSchedule(sc *rpc.Schedule) *rpc.Schedule {
+	c := *sc
+	c.Params = hide(sc.Params)
+	return &c
 }

@@ -72,6 +72,9 @@ func runSeam(t *testing.T, h Harness) {
 		{"BulkCancel", testBulkCancel},
 		{"BulkRetryAllOrNone", testBulkRetryAllOrNone},
 		{"ListFilter", testListFilter},
+		{"ScheduleFire", testScheduleFire},
+		{"SchedulePauseRemove", testSchedulePauseRemove},
+		{"ScheduleFireRace", testScheduleFireRace},
 		{"Pause", testPause},
 	}
 	for _, c := range cases {
