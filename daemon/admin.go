@@ -381,6 +381,10 @@ func (d *Daemon) TemplateRun(ctx context.Context, p rpc.TemplateRunParams) (*rpc
 	if p.Key != nil {
 		spec.Key = *p.Key
 	}
+	if p.NotBefore != nil {
+		at := *p.NotBefore
+		spec.NotBefore = &at
+	}
 	if err := rpc.NormalizeSpec("job", spec); err != nil {
 		return nil, err
 	}

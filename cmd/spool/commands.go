@@ -30,7 +30,12 @@ func commandList() []command {
 			example: "  spool submit -- make test\n" +
 				"  spool submit --name nightly --queue builds --retry 3 --timeout 2h -- ./build.sh\n" +
 				"  spool submit -r 3 -t 90s --after 1 -- make deploy\n" +
-				"  spool submit -f pipeline.json"},
+				"  spool submit -f pipeline.json\n" +
+				"  spool submit --delay 10m -- ./backup.sh           # not before 10 minutes from now\n" +
+				"  spool submit --at 14:30 -- ./report.sh            # today at 14:30 (tomorrow if that has passed)\n" +
+				"  spool submit --at 'tomorrow 09:00' -- make release\n" +
+				"  spool submit --at '2026-12-24 18:00 Europe/Paris' -- ./greet.sh\n" +
+				"  spool submit --notify -- make test                # a desktop notification when it is over"},
 		{name: "status", args: "[ID...] [flags]", summary: "list jobs", ids: true, define: defineStatus,
 			long: "List the newest jobs (oldest first on the screen), or the jobs named by id.\n" +
 				"Ids that are not found are reported, and the exit code is then 1.",
@@ -42,15 +47,17 @@ func commandList() []command {
 				"succeeded), or with no ids the events of every job, until Ctrl-C. On a terminal\n" +
 				"each running job has a live line at the bottom: its name, progress or last output.",
 			example: "  spool watch          # every job, live\n  spool watch 7 8\n  spool --json watch 7  # JSON lines"},
-		{name: "wait", args: "ID... [--timeout D]", summary: "wait until jobs are final; exit 0 when all succeeded", ids: true, waits: true, define: defineWait,
-			example: "  spool wait 7 && echo green\n  spool wait 7 8 --timeout 10m"},
+		{name: "wait", args: "ID... [--timeout D] [--notify]", summary: "wait until jobs are final; exit 0 when all succeeded", ids: true, waits: true, define: defineWait,
+			example: "  spool wait 7 && echo green\n  spool wait 7 8 --timeout 10m\n  spool wait --notify 7   # a desktop notification (notify-send) when it is final"},
 		{name: "cancel", args: "ID... [--reason R]", summary: "cancel jobs", ids: true, waits: true, define: defineCancel,
 			example: "  spool cancel 7\n  spool cancel 7 8 --reason \"wrong branch\""},
-		{name: "logs", args: "[-f] ID [STEP]", summary: "print the log of a job's step (-f: follow it)", waits: true, define: defineLogs, complete: completeLogsArgs,
+		{name: "logs", args: "[-f] [-n N] [--stderr] ID [STEP]", summary: "print the log of a job's step (-f: follow it)", waits: true, define: defineLogs, complete: completeLogsArgs,
 			long: "Print the log of a job's step: STEP is a name or an index, by default the current\n" +
 				"(or last) step. -f follows the log as it grows until the step ends; without STEP\n" +
-				"it follows every step of the job, each under a header, until the job ends.",
-			example: "  spool logs 7\n  spool logs -f 7\n  spool logs 7 build"},
+				"it follows every step of the job, each under a header, until the job ends.\n" +
+				"-n N prints only the last N lines (with -f: follows from them, from the current\n" +
+				"step). The log holds stdout and stderr merged; --stderr reads stderr alone.",
+			example: "  spool logs 7\n  spool logs -f 7\n  spool logs 7 build\n  spool logs -n 20 7\n  spool logs -f -n 5 7\n  spool logs --stderr 7 build"},
 		{name: "retry", args: "ID", summary: "submit a final job again as a new job", ids: true, define: defineRetry,
 			example: "  spool retry 7"},
 		{name: "rm", args: "ID...", summary: "remove final jobs", ids: true, define: defineRemove,
@@ -62,7 +69,7 @@ func commandList() []command {
 		{name: "template", args: "put NAME FILE | get NAME | list | rm NAME", summary: "store, show, list and remove job templates", define: defineTemplate, complete: completeTemplateArgs,
 			example: "  spool template put backup backup.json\n  spool template list\n  spool template get backup"},
 		{name: "run", args: "TEMPLATE [k=v...] [flags]", summary: "submit a job made from a template", define: defineRun, complete: completeRunArgs,
-			example: "  spool run backup dir=/home\n  spool run backup dir=/srv --queue nightly"},
+			example: "  spool run backup dir=/home\n  spool run backup dir=/srv --queue nightly\n  spool run backup dir=/home --at 02:00"},
 		{name: "info", args: "", summary: "describe the running daemon", define: defineInfo, complete: noArgs},
 		{name: "rpc", args: "", summary: "relay standard input and output to the daemon's socket (for editors)", waits: true, define: defineRPC, complete: noArgs},
 		{name: "completion", args: "bash|zsh|fish|powershell", summary: "print a shell completion script", define: defineCompletion, complete: completeShells,
@@ -414,6 +421,7 @@ func resultText(raw json.RawMessage) string {
 func defineWait(a *app, fs *pflag.FlagSet) runner {
 	var timeout time.Duration
 	durationVarP(fs, &timeout, "timeout", "t", "give up after `D`, e.g. 90s, 2m (the jobs then count as not succeeded)")
+	notify := fs.Bool("notify", false, "show a desktop notification (notify-send) as each job is final")
 	return func(ctx context.Context, args []string) error {
 		if len(args) == 0 {
 			return usagef("wait takes at least one job id")
@@ -421,6 +429,12 @@ func defineWait(a *app, fs *pflag.FlagSet) runner {
 		ids, err := parseIDs(args)
 		if err != nil {
 			return err
+		}
+		notifyProg := ""
+		if *notify {
+			if notifyProg, err = a.findNotifySend(); err != nil {
+				return err
+			}
 		}
 		c, err := a.client(ctx)
 		if err != nil {
@@ -432,8 +446,15 @@ func defineWait(a *app, fs *pflag.FlagSet) runner {
 		}
 		jobs := make([]*rpc.Job, 0, len(ids))
 		ok := true
+		wait := func(_ int, id int64) (*rpc.Job, error) { return a.waitOne(ctx, c, id, deadline) }
+		if notifyProg != "" {
+			// Each job's notification comes as it is final, whatever the order.
+			var stop func()
+			wait, stop = a.notifyEach(ctx, c, ids, deadline, notifyProg)
+			defer stop()
+		}
 		for i, id := range ids {
-			j, err := a.waitOne(ctx, c, id, deadline)
+			j, err := wait(i, id)
 			if err != nil {
 				if ctx.Err() != nil { // interrupted: the jobs are not cancelled
 					a.goesOn(ids[i:], "watch")
