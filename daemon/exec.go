@@ -395,8 +395,12 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	// Stderr also goes, alone, to a log of its own (made at its first byte),
 	// written before the merged log: when a watcher sees a chunk of output, the
 	// stderr log already holds what of it came from stderr.
-	errw := d.newStderrLog(rec.ID, i, marker)
-	defer errw.Close()
+	var errw io.Writer = logw
+	if !d.cfg.NoStderrLog {
+		stderrLog := d.newStderrLog(rec.ID, i, marker)
+		defer stderrLog.Close()
+		errw = io.MultiWriter(stderrLog, logw)
+	}
 
 	var fds [6]*os.File // stdout, stderr and progress: read end, write end
 	for k := 0; k < len(fds); k += 2 {
@@ -448,7 +452,7 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	// Each reader says when it is done: the step ends once all three are.
 	drained := make(chan struct{}, 3)
 	go func() { _, _ = io.Copy(io.MultiWriter(logw, result), outR); drained <- struct{}{} }()
-	go func() { _, _ = io.Copy(io.MultiWriter(errw, logw), errR); drained <- struct{}{} }()
+	go func() { _, _ = io.Copy(errw, errR); drained <- struct{}{} }()
 	go func() { readProgress(progR, live); drained <- struct{}{} }()
 
 	// The process runs: store the step's start with what reaches its processes

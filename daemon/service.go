@@ -426,6 +426,9 @@ func (d *Daemon) Logs(ctx context.Context, p rpc.LogsParams) (*rpc.LogsResult, e
 	f, err := os.Open(d.streamLogPath(p.ID, step, p.Stream))
 	if err != nil {
 		if os.IsNotExist(err) {
+			if p.Stream == rpc.StreamStderr && d.cfg.NoStderrLog {
+				return nil, rpc.InvalidParams("stream", "this daemon keeps no stderr logs (spoold --stderr-log=false): read the merged log")
+			}
 			res.EOF = over
 			return res, nil
 		}
