@@ -78,9 +78,9 @@ func TestTailStartOnALargeLog(t *testing.T) {
 		start, err := tailStart(cr, int64(len(data)), n)
 		is.NoErr(err)
 		is.Equal(string(data[start:]), string(naiveTail(data, n))) // the last n lines
-		want := int64(n*210 + tailChunk)                            // lines are at most ~210 bytes
-		is.True(cr.read.Load() <= want)                             // only the end was read
-		is.True(cr.lowest.Load() >= int64(len(data))-want)          // from the end
+		want := int64(n*210 + tailChunk)                           // lines are at most ~210 bytes
+		is.True(cr.read.Load() <= want)                            // only the end was read
+		is.True(cr.lowest.Load() >= int64(len(data))-want)         // from the end
 	}
 }
 
