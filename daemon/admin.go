@@ -395,6 +395,10 @@ func (d *Daemon) templateJob(ctx context.Context, p rpc.TemplateRunParams) (rpc.
 	if p.Key != nil {
 		spec.Key = *p.Key
 	}
+	if p.NotBefore != nil {
+		at := *p.NotBefore
+		spec.NotBefore = &at
+	}
 	if err := rpc.NormalizeSpec("job", spec); err != nil {
 		return rpc.NewJob{}, err
 	}

@@ -49,6 +49,10 @@ type Config struct {
 	KillGrace time.Duration
 	// MaxLog caps one step's log (default 64 MiB).
 	MaxLog int64
+	// NoStderrLog keeps no stderr log beside each step's merged log (spoold
+	// --stderr-log=false): steps that write on stderr then make one file
+	// fewer.
+	NoStderrLog bool
 	// EventRetention trims stored events older than this (default 30 days; <0: never).
 	EventRetention time.Duration
 	// Retain removes final jobs this long after they finished (0: never).

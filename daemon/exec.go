@@ -70,15 +70,17 @@ type logWriter struct {
 	max     int64
 	dropped int64
 	live    *liveState
+	path    string // the file: the merged log, or the stderr log
+	prefix  []byte // written before the first bytes, then dropped
 }
 
 func (d *Daemon) newLog(id int64, step int, live *liveState) *logWriter {
-	return &logWriter{d: d, id: id, step: step, max: d.cfg.MaxLog, live: live}
+	return &logWriter{d: d, id: id, step: step, max: d.cfg.MaxLog, live: live, path: d.logPath(id, step)}
 }
 
 // open opens the log for appending, making its folder if need be; w.mu held.
 func (w *logWriter) open() error {
-	path := w.d.logPath(w.id, w.step)
+	path := w.path
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(w.d.jobLogDir(w.id), 0o700); err != nil {
@@ -109,18 +111,28 @@ func (w *logWriter) fail(err error) {
 func (w *logWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n := len(p)
+	if w.prefix != nil && len(p) > 0 {
+		prefix := w.prefix
+		w.prefix = nil
+		w.write(prefix)
+	}
+	w.write(p)
+	return len(p), nil
+}
+
+// write appends p to the log, up to the cap; w.mu held.
+func (w *logWriter) write(p []byte) {
 	if w.err != nil {
-		return n, nil
+		return
 	}
 	if w.size >= w.max {
-		w.dropped += int64(n)
-		return n, nil
+		w.dropped += int64(len(p))
+		return
 	}
 	if w.f == nil {
 		if err := w.open(); err != nil {
 			w.fail(err)
-			return n, nil
+			return
 		}
 	}
 	if room := w.max - w.size; int64(len(p)) > room {
@@ -136,7 +148,6 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	if err != nil {
 		w.fail(fmt.Errorf("write step log: %w", err))
 	}
-	return n, nil
 }
 
 // Close writes the marker of dropped output, if any, and closes the file.
@@ -371,11 +382,24 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	}
 	logw := d.newLog(rec.ID, i, live)
 	defer logw.Close()
+	marker := ""
 	switch {
 	case sp.again:
-		fmt.Fprintf(logw, "[spool: attempt %d again: the daemon stopped while it ran]\n", rec.Steps[i].Attempt)
+		marker = fmt.Sprintf("[spool: attempt %d again: the daemon stopped while it ran]\n", rec.Steps[i].Attempt)
 	case rec.Steps[i].Attempt > 1:
-		fmt.Fprintf(logw, "[spool: attempt %d]\n", rec.Steps[i].Attempt)
+		marker = fmt.Sprintf("[spool: attempt %d]\n", rec.Steps[i].Attempt)
+	}
+	if marker != "" {
+		io.WriteString(logw, marker)
+	}
+	// Stderr also goes, alone, to a log of its own (made at its first byte),
+	// written before the merged log: when a watcher sees a chunk of output, the
+	// stderr log already holds what of it came from stderr.
+	var errw io.Writer = logw
+	if !d.cfg.NoStderrLog {
+		stderrLog := d.newStderrLog(rec.ID, i, marker)
+		defer stderrLog.Close()
+		errw = io.MultiWriter(stderrLog, logw)
 	}
 
 	var fds [6]*os.File // stdout, stderr and progress: read end, write end
@@ -428,7 +452,7 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	// Each reader says when it is done: the step ends once all three are.
 	drained := make(chan struct{}, 3)
 	go func() { _, _ = io.Copy(io.MultiWriter(logw, result), outR); drained <- struct{}{} }()
-	go func() { _, _ = io.Copy(logw, errR); drained <- struct{}{} }()
+	go func() { _, _ = io.Copy(errw, errR); drained <- struct{}{} }()
 	go func() { readProgress(progR, live); drained <- struct{}{} }()
 
 	// The process runs: store the step's start with what reaches its processes

@@ -423,24 +423,38 @@ func (d *Daemon) Logs(ctx context.Context, p rpc.LogsParams) (*rpc.LogsResult, e
 	}
 	over := rec.Steps[step].State.Final() || rec.State.Final() || (rec.State == rpc.StateQueued && rec.Steps[step].State == rpc.StatePending)
 	res := &rpc.LogsResult{Offset: p.Offset, Step: step}
-	f, err := os.Open(d.logPath(p.ID, step))
+	f, err := os.Open(d.streamLogPath(p.ID, step, p.Stream))
 	if err != nil {
 		if os.IsNotExist(err) {
+			if p.Stream == rpc.StreamStderr && d.cfg.NoStderrLog {
+				return nil, rpc.InvalidParams("stream", "this daemon keeps no stderr logs (spoold --stderr-log=false): read the merged log")
+			}
 			res.EOF = over
 			return res, nil
 		}
 		return nil, fmt.Errorf("open step log: %w", err)
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat step log: %w", err)
+	}
+	if p.Lines > 0 {
+		if p.Offset, err = tailStart(f, fi.Size(), p.Lines); err != nil {
+			return nil, err
+		}
+	}
 	buf := make([]byte, p.Limit)
 	n, err := f.ReadAt(buf, p.Offset)
 	if err != nil && err != io.EOF {
 		return nil, fmt.Errorf("read step log: %w", err)
 	}
 	buf = buf[:n]
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("stat step log: %w", err)
+	if end := p.Offset + int64(n); end > fi.Size() {
+		// The log grew since the stat: what was read is there.
+		if fi, err = f.Stat(); err != nil {
+			return nil, fmt.Errorf("stat step log: %w", err)
+		}
 	}
 	if p.Encoding == "base64" {
 		res.Data = base64.StdEncoding.EncodeToString(buf)

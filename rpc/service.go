@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"encoding/json"
+	"time"
 )
 
 // Method names of the protocol.
@@ -230,7 +231,19 @@ type LogsParams struct {
 	Offset   int64   `json:"offset"`
 	Limit    int     `json:"limit"`
 	Encoding string  `json:"encoding"`
+	// Stream picks the log: "all" (the default: stdout and stderr merged, as
+	// written) or "stderr" (the step's stderr alone).
+	Stream string `json:"stream,omitempty"`
+	// Lines, when not 0, reads from the start of the log's last Lines lines
+	// (as tail -n does) instead of from Offset, which must then be 0.
+	Lines int `json:"lines,omitempty"`
 }
+
+// Log streams of job.logs.
+const (
+	StreamAll    = "all"
+	StreamStderr = "stderr"
+)
 
 // LogsResult is a chunk of a step's log.
 type LogsResult struct {
@@ -328,6 +341,8 @@ type TemplateRunParams struct {
 	Labels   map[string]string `json:"labels"`
 	After    []int64           `json:"after"`
 	Key      *string           `json:"key"`
+	// NotBefore replaces the template spec's not_before.
+	NotBefore *time.Time `json:"not_before,omitempty"`
 }
 
 // ShutdownParams stops the daemon.

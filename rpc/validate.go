@@ -488,6 +488,17 @@ func (p LogsParams) Validate() error {
 	default:
 		return InvalidParams("encoding", `must be "text" or "base64"`)
 	}
+	switch p.Stream {
+	case "", StreamAll, StreamStderr:
+	default:
+		return InvalidParams("stream", `must be "all" or "stderr"`)
+	}
+	if p.Lines < 0 {
+		return InvalidParams("lines", "must not be negative")
+	}
+	if p.Lines > 0 && p.Offset != 0 {
+		return InvalidParams("offset", "must be 0 with lines (lines reads from the start of the last lines)")
+	}
 	return nil
 }
 

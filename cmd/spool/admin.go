@@ -276,11 +276,23 @@ func defineRun(a *app, fs *pflag.FlagSet) runner {
 	key := fs.StringP("key", "k", "", "idempotency `KEY`")
 	fs.VarP(&labels, "label", "l", "a label `k=v` (repeatable)")
 	fs.VarP(&after, "after", "a", "run after job `ID` succeeded (repeatable)")
+	var when whenFlags
+	when.register(fs)
+	notify := fs.Bool("notify", false, "show a desktop notification (notify-send) when the job is final; a background spool wait --notify waits for it")
 	return func(ctx context.Context, args []string) error {
 		if len(args) == 0 {
 			return usagef("run takes a template name, then its params as k=v")
 		}
 		p := rpc.TemplateRunParams{Name: args[0], Params: map[string]string{}, Labels: labels.m, After: []int64(after)}
+		var err error
+		if p.NotBefore, err = a.notBefore(&when); err != nil {
+			return err
+		}
+		if *notify {
+			if _, err := a.findNotifySend(); err != nil {
+				return err
+			}
+		}
 		for _, kv := range args[1:] {
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok || k == "" {
@@ -306,7 +318,13 @@ func defineRun(a *app, fs *pflag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		return a.result(j, func() { a.printf("%d\n", j.ID) })
+		if err := a.result(j, func() { a.printf("%d\n", j.ID) }); err != nil {
+			return err
+		}
+		if *notify {
+			return a.notifyLater([]int64{j.ID})
+		}
+		return nil
 	}
 }
 

@@ -196,7 +196,7 @@ func (a *app) flagCompletions(cc *cobra.Command) {
 	if fs.Lookup("queue") != nil {
 		_ = cc.RegisterFlagCompletionFunc("queue", a.completeQueues)
 	}
-	for _, name := range []string{"name", "key", "label", "env", "reason", "priority", "retry", "timeout", "older-than", "limit", "parallel", "not-before", "delay"} {
+	for _, name := range []string{"name", "key", "label", "env", "reason", "priority", "retry", "timeout", "older-than", "limit", "parallel", "not-before", "delay", "at", "lines"} {
 		if fs.Lookup(name) != nil {
 			_ = cc.RegisterFlagCompletionFunc(name, cobra.NoFileCompletions)
 		}

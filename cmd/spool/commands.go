@@ -30,7 +30,12 @@ func commandList() []command {
 			example: "  spool submit -- make test\n" +
 				"  spool submit --name nightly --queue builds --retry 3 --timeout 2h -- ./build.sh\n" +
 				"  spool submit -r 3 -t 90s --after 1 -- make deploy\n" +
-				"  spool submit -f pipeline.json"},
+				"  spool submit -f pipeline.json\n" +
+				"  spool submit --delay 10m -- ./backup.sh           # not before 10 minutes from now\n" +
+				"  spool submit --at 14:30 -- ./report.sh            # today at 14:30 (tomorrow if that has passed)\n" +
+				"  spool submit --at 'tomorrow 09:00' -- make release\n" +
+				"  spool submit --at '2026-12-24 18:00 Europe/Paris' -- ./greet.sh\n" +
+				"  spool submit --notify -- make test                # a desktop notification when it is over"},
 		{name: "status", args: "[ID... | FILTER...] [flags]", summary: "list jobs", ids: true, define: defineStatus, complete: completeFilterArgs,
 			long: "List the newest jobs (oldest first on the screen), the jobs named by id, or the\n" +
 				"jobs a filter selects. Ids that are not found are reported, and the exit code is then 1.\n" + filterHelp,
@@ -43,20 +48,22 @@ func commandList() []command {
 				"succeeded), or with no ids the events of every job, until Ctrl-C. On a terminal\n" +
 				"each running job has a live line at the bottom: its name, progress or last output.",
 			example: "  spool watch          # every job, live\n  spool watch 7 8\n  spool --json watch 7  # JSON lines"},
-		{name: "wait", args: "ID... | FILTER... | --all [--timeout D]", summary: "wait until jobs are final; exit 0 when all succeeded", ids: true, waits: true, define: defineWait, complete: completeFilterArgs,
+		{name: "wait", args: "ID... | FILTER... | --all [--timeout D] [--notify]", summary: "wait until jobs are final; exit 0 when all succeeded", ids: true, waits: true, define: defineWait, complete: completeFilterArgs,
 			long: "Wait for the jobs named by id, or for every job a filter selects that is queued or\n" +
 				"running now (--all: every such job), in one call; then sum up how they ended.\n" + filterHelp,
-			example: "  spool wait 7 && echo green\n  spool wait 7 8 --timeout 10m\n  spool wait queue=build\n  spool wait --all"},
+			example: "  spool wait 7 && echo green\n  spool wait 7 8 --timeout 10m\n  spool wait queue=build\n  spool wait --all\n  spool wait --notify 7   # a desktop notification (notify-send) when it is final"},
 		{name: "cancel", args: "ID... | FILTER... | --all [--reason R] [--yes]", summary: "cancel jobs", ids: true, waits: true, define: defineCancel, complete: completeFilterArgs,
 			long: "Cancel the jobs named by id, or every queued or running job a filter selects (--all:\n" +
 				"every one), in one call. Cancelling more than one job by a filter asks first, or\n" +
 				"needs --yes when there is no terminal to ask on.\n" + filterHelp,
 			example: "  spool cancel 7\n  spool cancel 7 8 --reason \"wrong branch\"\n  spool cancel queue=build --yes\n  spool cancel label:team=infra"},
-		{name: "logs", args: "[-f] ID [STEP]", summary: "print the log of a job's step (-f: follow it)", waits: true, define: defineLogs, complete: completeLogsArgs,
+		{name: "logs", args: "[-f] [-n N] [--stderr] ID [STEP]", summary: "print the log of a job's step (-f: follow it)", waits: true, define: defineLogs, complete: completeLogsArgs,
 			long: "Print the log of a job's step: STEP is a name or an index, by default the current\n" +
 				"(or last) step. -f follows the log as it grows until the step ends; without STEP\n" +
-				"it follows every step of the job, each under a header, until the job ends.",
-			example: "  spool logs 7\n  spool logs -f 7\n  spool logs 7 build"},
+				"it follows every step of the job, each under a header, until the job ends.\n" +
+				"-n N prints only the last N lines (with -f: follows from them, from the current\n" +
+				"step). The log holds stdout and stderr merged; --stderr reads stderr alone.",
+			example: "  spool logs 7\n  spool logs -f 7\n  spool logs 7 build\n  spool logs -n 20 7\n  spool logs -f -n 5 7\n  spool logs --stderr 7 build"},
 		{name: "retry", args: "ID | --failed [FILTER...] | FILTER...", summary: "submit a final job again as a new job", ids: true, define: defineRetry, complete: completeFilterArgs,
 			long: "Submit a final job again as a new job, or every failed (--failed) or failed and\n" +
 				"cancelled job a filter selects, in one call: all or none. Prints each new id.\n" + filterHelp,
@@ -70,7 +77,7 @@ func commandList() []command {
 		{name: "template", args: "put NAME FILE | get NAME | list | rm NAME", summary: "store, show, list and remove job templates", define: defineTemplate, complete: completeTemplateArgs,
 			example: "  spool template put backup backup.json\n  spool template list\n  spool template get backup"},
 		{name: "run", args: "TEMPLATE [k=v...] [flags]", summary: "submit a job made from a template", define: defineRun, complete: completeRunArgs,
-			example: "  spool run backup dir=/home\n  spool run backup dir=/srv --queue nightly"},
+			example: "  spool run backup dir=/home\n  spool run backup dir=/srv --queue nightly\n  spool run backup dir=/home --at 02:00"},
 		scheduleCommand(),
 		{name: "info", args: "", summary: "describe the running daemon", define: defineInfo, complete: noArgs},
 		{name: "rpc", args: "", summary: "relay standard input and output to the daemon's socket (for editors)", waits: true, define: defineRPC, complete: noArgs},
@@ -444,8 +451,12 @@ func defineWait(a *app, fs *pflag.FlagSet) runner {
 	var timeout time.Duration
 	durationVarP(fs, &timeout, "timeout", "t", "give up after `D`, e.g. 90s, 2m (the jobs then count as not succeeded)")
 	all := fs.BoolP("all", "a", false, "wait for every job queued or running now")
+	notify := fs.Bool("notify", false, "show a desktop notification (notify-send) as each job is final")
 	return func(ctx context.Context, args []string) error {
 		if *all || isFilter(args) {
+			if *notify {
+				return usagef("--notify: wait for job ids with it, not for a filter or --all")
+			}
 			var f rpc.Filter
 			if err := parseFilter(args, &f); err != nil {
 				return err
@@ -459,6 +470,12 @@ func defineWait(a *app, fs *pflag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
+		notifyProg := ""
+		if *notify {
+			if notifyProg, err = a.findNotifySend(); err != nil {
+				return err
+			}
+		}
 		c, err := a.client(ctx)
 		if err != nil {
 			return a.cutShort(ctx, err, ids, "watch", exitFailure)
@@ -469,8 +486,15 @@ func defineWait(a *app, fs *pflag.FlagSet) runner {
 		}
 		jobs := make([]*rpc.Job, 0, len(ids))
 		ok := true
+		wait := func(_ int, id int64) (*rpc.Job, error) { return a.waitOne(ctx, c, id, deadline) }
+		if notifyProg != "" {
+			// Each job's notification comes as it is final, whatever the order.
+			var stop func()
+			wait, stop = a.notifyEach(ctx, c, ids, deadline, notifyProg)
+			defer stop()
+		}
 		for i, id := range ids {
-			j, err := a.waitOne(ctx, c, id, deadline)
+			j, err := wait(i, id)
 			if err != nil {
 				if ctx.Err() != nil { // interrupted: the jobs are not cancelled
 					a.goesOn(ids[i:], "watch")

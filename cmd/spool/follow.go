@@ -409,9 +409,13 @@ func (p *progressLine) clear() {
 
 func defineLogs(a *app, fs *pflag.FlagSet) runner {
 	follow := fs.BoolP("follow", "f", false, "follow the log as it grows, until the step ends (or without STEP, the job ends)")
+	lines, stderr := logsFlags(fs)
 	return func(ctx context.Context, args []string) error {
 		if len(args) < 1 || len(args) > 2 {
-			return usagef("usage: spool logs [-f] ID [STEP]")
+			return usagef("usage: spool logs [-f] [-n N] [--stderr] ID [STEP]")
+		}
+		if fs.Changed("lines") && *lines < 1 {
+			return usagef("--lines %d: must be 1 or more (the last N lines)", *lines)
 		}
 		ids, err := parseIDs(args[:1])
 		if err != nil {
@@ -433,7 +437,10 @@ func defineLogs(a *app, fs *pflag.FlagSet) runner {
 			}
 			return err
 		}
-		l := &logFollower{a: a, c: c, id: ids[0], step: -1, shown: -1}
+		l := &logFollower{a: a, c: c, id: ids[0], step: -1, shown: -1, lines: *lines}
+		if *stderr {
+			l.stream = rpc.StreamStderr
+		}
 		if !*follow {
 			return l.print(ctx, ref)
 		}
@@ -459,6 +466,10 @@ type logFollower struct {
 	// shown: the step whose header was printed last.
 	steps []rpc.StepStatus
 	shown int
+	// lines: the first read starts at the last lines of the log (logs --lines),
+	// then 0; stream: the log read (logs --stderr), "" for the merged one.
+	lines  int
+	stream string
 }
 
 // header prints the header of the step being followed, once, when following
@@ -488,10 +499,16 @@ func (l *logFollower) print(ctx context.Context, ref rpc.StepRef) error {
 // per chunk (otherwise the chunks are kept for one document at the end).
 func (l *logFollower) drain(ctx context.Context, ref rpc.StepRef, until int64, stream bool) (eof bool, err error) {
 	for {
-		p := rpc.LogsParams{ID: l.id, Step: ref, Offset: l.offset, Limit: logChunk, Encoding: "text"}
+		p := rpc.LogsParams{ID: l.id, Step: ref, Offset: l.offset, Limit: logChunk, Encoding: "text", Stream: l.stream}
 		if l.step >= 0 {
 			idx := l.step
 			p.Step = rpc.StepRef{Index: &idx}
+		}
+		if l.lines > 0 && until < 0 {
+			// The daemon finds where the last lines start, reading the log
+			// from its end.
+			p.Lines, p.Offset = l.lines, 0
+			l.lines = 0
 		}
 		if until >= 0 {
 			if until <= l.offset {
@@ -560,6 +577,10 @@ func (l *logFollower) follow(ctx context.Context, ref rpc.StepRef) error {
 		l.steps = job.Steps
 		if steps > 0 {
 			l.step = 0
+			if l.lines > 0 {
+				// The last lines of the step under way, then the steps after it.
+				l.step = min(max(job.CurrentStep, 0), steps-1)
+			}
 		}
 	}
 	ended, err := l.drain(ctx, ref, -1, true)
@@ -600,6 +621,14 @@ func (l *logFollower) follow(ctx context.Context, ref rpc.StepRef) error {
 		}
 		switch ev.Type {
 		case rpc.EventOutput:
+			if l.stream != "" && ev.Step != nil && *ev.Step == l.step {
+				// Output events carry the merged log: the stderr log holds
+				// its part of them already, read it from there.
+				if _, err := l.drain(ctx, ref, -1, true); err != nil {
+					return err
+				}
+				continue
+			}
 			if ev.Step != nil && *ev.Step == l.step && ev.Offset != nil && ev.Data != nil {
 				if err := l.output(ctx, ref, *ev.Offset, *ev.Data); err != nil {
 					return err

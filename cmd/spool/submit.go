@@ -28,6 +28,8 @@ type submitOptions struct {
 	env      stringsFlag
 	noEnv    bool
 	file     string
+	when     whenFlags
+	notify   bool
 }
 
 func (o *submitOptions) register(fs *pflag.FlagSet) {
@@ -42,6 +44,8 @@ func (o *submitOptions) register(fs *pflag.FlagSet) {
 	fs.VarP(&o.env, "env", "e", "set `K=V` in the job's environment (repeatable)")
 	fs.BoolVar(&o.noEnv, "no-env", false, "do not pass this shell's environment to the job")
 	fs.StringVarP(&o.file, "file", "f", "", "submit the job spec (or array of specs) in `FILE` (- for standard input)")
+	o.when.register(fs)
+	fs.BoolVar(&o.notify, "notify", false, "show a desktop notification (notify-send) when the job is final; a background spool wait --notify waits for it")
 }
 
 func defineSubmit(a *app, fs *pflag.FlagSet) runner {
@@ -52,6 +56,12 @@ func defineSubmit(a *app, fs *pflag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
+		if o.notify {
+			// Said before anything is submitted.
+			if _, err := a.findNotifySend(); err != nil {
+				return err
+			}
+		}
 		c, err := a.client(ctx)
 		if err != nil {
 			return err
@@ -61,7 +71,13 @@ func defineSubmit(a *app, fs *pflag.FlagSet) runner {
 			if err != nil {
 				return err
 			}
-			return a.printJSON(res)
+			if err := a.printJSON(res); err != nil {
+				return err
+			}
+			if o.notify {
+				return a.notifyLater(submittedIDs(res))
+			}
+			return nil
 		}
 		ids, err := c.SubmitIDs(ctx, *params)
 		if err != nil {
@@ -69,6 +85,9 @@ func defineSubmit(a *app, fs *pflag.FlagSet) runner {
 		}
 		for _, id := range ids {
 			a.printf("%d\n", id)
+		}
+		if o.notify {
+			return a.notifyLater(ids)
 		}
 		return nil
 	}
@@ -79,7 +98,7 @@ func (a *app) submitParams(fs *pflag.FlagSet, o *submitOptions, args []string) (
 	if o.file != "" {
 		var others []string
 		fs.Visit(func(f *pflag.Flag) {
-			if f.Name != "file" && f.Name != "json" && f.Name != "socket" {
+			if f.Name != "file" && f.Name != "json" && f.Name != "socket" && f.Name != "notify" {
 				others = append(others, "--"+f.Name)
 			}
 		})
@@ -104,6 +123,9 @@ func (a *app) submitParams(fs *pflag.FlagSet, o *submitOptions, args []string) (
 	}
 	spec, err := buildSpec(o, args, environ, cwd)
 	if err != nil {
+		return nil, err
+	}
+	if spec.NotBefore, err = a.notBefore(&o.when); err != nil {
 		return nil, err
 	}
 	return &rpc.SubmitParams{Job: spec}, nil

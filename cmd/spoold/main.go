@@ -46,6 +46,7 @@ type options struct {
 	eventRetention time.Duration
 	retain         time.Duration
 	maxLog         int64
+	stderrLog      bool
 	writeStall     time.Duration
 	logLevel       slog.Level
 	showVersion    bool
@@ -74,6 +75,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.StringVar(&eventRetention, "event-retention", "30d", "keep stored events this long (0: forever)")
 	fs.StringVar(&retain, "retain", "0", "remove final jobs this long after they finished (0: never)")
 	fs.StringVar(&maxLog, "max-log", "64MiB", "largest log kept per step")
+	fs.BoolVar(&o.stderrLog, "stderr-log", true, "keep each step's stderr, alone, in a log of its own too (spool logs --stderr); a file more per step that writes on stderr")
 	fs.DurationVar(&o.writeStall, "write-stall", 60*time.Second, "close a connection whose writes are blocked this long")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
@@ -324,7 +326,7 @@ func serve(o *options, sm serviceManager, log *slog.Logger) error {
 
 	d, err := daemon.New(daemon.Config{
 		Store: dstore, StateDir: o.stateDir, Socket: socket, Version: o.version,
-		MaxParallel: o.maxParallel, KillGrace: o.killGrace, MaxLog: o.maxLog, Subreaper: true, Containment: o.containment, Node: o.node,
+		MaxParallel: o.maxParallel, KillGrace: o.killGrace, MaxLog: o.maxLog, NoStderrLog: !o.stderrLog, Subreaper: true, Containment: o.containment, Node: o.node,
 		EventRetention: eventRetention(o.eventRetention), Retain: o.retain, Log: log,
 	})
 	if err != nil {
