@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 	"testing"
 
 	"github.com/matryer/is"
@@ -95,6 +96,10 @@ func TestCLIBulk(t *testing.T) {
 		var out bytes.Buffer
 		cmd.Stdout = &out
 		is.NoErr(cmd.Start())
+		// The wait covers the jobs unfinished when its call arrives: open the
+		// gate only once the CLI is connected to the daemon, and a moment more.
+		waitConnected(t, cmd.Process.Pid)
+		time.Sleep(300 * time.Millisecond)
 		is.NoErr(os.WriteFile(gate, nil, 0o600))
 		err := cmd.Wait()
 		is.True(err != nil) // one job of x failed: exit 1
@@ -172,3 +177,20 @@ func listIDs(jobs []rpc.Job) []int64 {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// waitConnected waits until process pid holds a socket (the CLI dialled the
+// daemon), failing the test after a generous limit.
+func waitConnected(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("process %d never connected to the daemon", pid)
+}
