@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"spool/rpc"
+	"spool/rpc/tmpl"
 )
 
 // Retry submits a final job's stored spec again as a new job.
@@ -134,7 +135,12 @@ func (d *Daemon) QueueSet(ctx context.Context, p rpc.QueueSetParams) (*rpc.Queue
 	if p.Paused != nil {
 		next.Paused = *p.Paused
 	}
-	if err := d.store.PutQueue(ctx, rpc.Queue{Name: next.Name, Parallel: next.Parallel, Paused: next.Paused}); err != nil {
+	if p.OnFinish != nil {
+		if err := d.setQueueHook(ctx, &next, p.OnFinish); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.store.PutQueue(ctx, rpc.Queue{Name: next.Name, Parallel: next.Parallel, Paused: next.Paused, OnFinish: next.OnFinish}); err != nil {
 		return nil, err
 	}
 	out, err := d.queue(ctx, p.Name)
@@ -145,102 +151,15 @@ func (d *Daemon) QueueSet(ctx context.Context, p rpc.QueueSetParams) (*rpc.Queue
 	return &out, nil
 }
 
-// expandTemplate replaces each {{name}} of a declared param in the raw spec with
-// its value, escaped for a JSON string. It is one pass over the spec: a value is
-// text, and a "{{other}}" inside it, or one it forms with the text around it, is
-// left as it is.
-func expandTemplate(raw []byte, values map[string]string) []byte {
-	if len(values) == 0 {
-		return raw
-	}
-	pairs := make([]string, 0, 2*len(values))
-	for _, name := range slices.Sorted(maps.Keys(values)) {
-		q, _ := json.Marshal(values[name])
-		pairs = append(pairs, "{{"+name+"}}", string(q[1:len(q)-1]))
-	}
-	return []byte(strings.NewReplacer(pairs...).Replace(string(raw)))
-}
+// expandTemplate is tmpl.Expand.
+func expandTemplate(raw []byte, values map[string]string) []byte { return tmpl.Expand(raw, values) }
 
-// sampleOpenParams replaces, in a template's spec, each string (value or object
-// key) that holds a placeholder of one of the params named by open with a value
-// that is valid for the field it stands in, so that the rest of the spec can be
-// validated before the params' values are known.
-func sampleOpenParams(raw []byte, open []string) ([]byte, error) {
-	if len(open) == 0 {
-		return raw, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	holds := func(s string) bool {
-		for _, name := range open {
-			if strings.Contains(s, "{{"+name+"}}") {
-				return true
-			}
-		}
-		return false
-	}
-	n := 0
-	sample := func(field string) string {
-		switch field {
-		case "dir":
-			return "/"
-		case "url":
-			return "http://localhost/"
-		case "not_before":
-			return "2000-01-01T00:00:00Z"
-		case "timeout", "duration", "backoff", "max_backoff":
-			return "1s"
-		case "method":
-			return "GET"
-		case "result":
-			return rpc.ResultText
-		case "on_interrupt":
-			return rpc.OnInterruptRetry
-		}
-		// Names must be unique among steps: each stand-in is a new one.
-		n++
-		return fmt.Sprintf("sample-%d", n)
-	}
-	var walk func(field string, v any) any
-	walk = func(field string, v any) any {
-		switch x := v.(type) {
-		case map[string]any:
-			out := make(map[string]any, len(x))
-			for _, k := range slices.Sorted(maps.Keys(x)) {
-				nk := k
-				if holds(k) {
-					n++
-					nk = fmt.Sprintf("SAMPLE_%d", n)
-				}
-				out[nk] = walk(k, x[k])
-			}
-			return out
-		case []any:
-			for i := range x {
-				x[i] = walk(field, x[i])
-			}
-			return x
-		case string:
-			if holds(x) {
-				return sample(field)
-			}
-		}
-		return v
-	}
-	return json.Marshal(walk("", v))
-}
+// sampleOpenParams is tmpl.SampleOpen.
+func sampleOpenParams(raw []byte, open []string) ([]byte, error) { return tmpl.SampleOpen(raw, open) }
 
 // decodeSpec decodes a spec strictly: unknown fields are errors naming their path.
 func (d *Daemon) decodeSpec(raw []byte, field string) (*rpc.Spec, error) {
-	var s rpc.Spec
-	if err := d.specs.Strict(raw, &s, field); err != nil {
-		return nil, err
-	}
-	return &s, nil
+	return tmpl.Decode(d.specs, raw, field)
 }
 
 // TemplatePut validates and stores a template.
@@ -338,6 +257,9 @@ func (d *Daemon) TemplateRun(ctx context.Context, p rpc.TemplateRunParams) (*rpc
 	if err != nil {
 		return nil, err
 	}
+	if err := d.checkHook(ctx, "job.on_finish", nj.Record.Spec.OnFinish); err != nil {
+		return nil, err
+	}
 	recs, err := d.submit(ctx, []rpc.NewJob{nj})
 	if err != nil {
 		return nil, err
@@ -352,58 +274,5 @@ func (d *Daemon) templateJob(ctx context.Context, p rpc.TemplateRunParams) (rpc.
 	if err != nil {
 		return rpc.NewJob{}, err
 	}
-	values := map[string]string{}
-	for _, name := range slices.Sorted(maps.Keys(p.Params)) {
-		if _, ok := t.Params[name]; !ok {
-			return rpc.NewJob{}, rpc.InvalidParams("params."+name, fmt.Sprintf("template %q has no param %q", p.Name, name))
-		}
-		values[name] = p.Params[name]
-	}
-	for _, name := range slices.Sorted(maps.Keys(t.Params)) {
-		prm := t.Params[name]
-		if _, ok := values[name]; ok {
-			continue
-		}
-		if prm.Default != nil {
-			values[name] = *prm.Default
-			continue
-		}
-		if prm.Required {
-			return rpc.NewJob{}, rpc.InvalidParams("params."+name, "is required")
-		}
-		values[name] = ""
-	}
-	spec, err := d.decodeSpec(expandTemplate(t.Spec, values), "spec")
-	if err != nil {
-		return rpc.NewJob{}, err
-	}
-	if p.Queue != nil {
-		spec.Queue = *p.Queue
-	}
-	if p.Priority != nil {
-		spec.Priority = *p.Priority
-	}
-	if p.Labels != nil {
-		if spec.Labels == nil {
-			spec.Labels = map[string]string{}
-		}
-		maps.Copy(spec.Labels, p.Labels)
-	}
-	if p.After != nil {
-		spec.After = append(spec.After, p.After...)
-	}
-	if p.Key != nil {
-		spec.Key = *p.Key
-	}
-	if p.NotBefore != nil {
-		at := *p.NotBefore
-		spec.NotBefore = &at
-	}
-	if err := rpc.NormalizeSpec("job", spec); err != nil {
-		return rpc.NewJob{}, err
-	}
-	now := d.clock.Now()
-	nr := newRecord(spec, now)
-	nr.Template = &rpc.TemplateRef{Name: t.Name, Params: values}
-	return rpc.NewJob{Record: nr, Event: rpc.Event{Time: now, Type: rpc.EventSubmitted, State: rpc.StateQueued}, Field: "job"}, nil
+	return tmpl.Job(d.specs, t, p, d.clock.Now())
 }

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"spool/rpc"
+	"spool/rpc/tmpl"
 )
 
 var _ rpc.Service = (*Daemon)(nil)
@@ -46,6 +47,9 @@ func (d *Daemon) Submit(ctx context.Context, p rpc.SubmitParams) (*rpc.SubmitRes
 		// Normalizing fills in defaults: work on a copy, never on the caller's spec.
 		s := cloneSpec(specs[i])
 		if err := rpc.NormalizeSpec(fields[i], &s); err != nil {
+			return nil, err
+		}
+		if err := d.checkHook(ctx, fields[i]+".on_finish", s.OnFinish); err != nil {
 			return nil, err
 		}
 		for k, idx := range s.AfterIndex {
@@ -150,26 +154,7 @@ func cloneSpec(s rpc.Spec) rpc.Spec {
 }
 
 // newRecord builds the record of a job about to be submitted.
-func newRecord(s *rpc.Spec, now time.Time) rpc.Record {
-	j := rpc.Job{
-		Name: s.Name, Queue: s.Queue, Priority: s.Priority, Labels: s.Labels,
-		NotBefore: s.NotBefore, State: rpc.StateQueued, SubmittedAt: now, Spec: s,
-		After: []int64{},
-	}
-	if s.Key != "" {
-		k := s.Key
-		j.Key = &k
-	}
-	if s.NotBefore != nil {
-		nb := s.NotBefore.UTC()
-		j.NotBefore = &nb
-	}
-	j.Steps = make([]rpc.StepStatus, len(s.Steps))
-	for i, st := range s.Steps {
-		j.Steps[i] = rpc.StepStatus{Name: st.Name, Kind: st.Kind(), State: rpc.StatePending}
-	}
-	return rpc.Record{Job: j}
-}
+func newRecord(s *rpc.Spec, now time.Time) rpc.Record { return tmpl.NewRecord(s, now) }
 
 // waitReady waits until recovery at start-up is over.
 func (d *Daemon) waitReady(ctx context.Context) error {

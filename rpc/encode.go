@@ -326,6 +326,14 @@ func (r *RunState) appendJSON(b []byte) ([]byte, error) {
 	if r.Held {
 		b = append(b, `,"held":true`...)
 	}
+	if r.OnFinish != nil {
+		b = append(b, `,"on_finish":`...)
+		b = r.OnFinish.appendJSON(b)
+	}
+	if r.HookDepth != 0 {
+		b = append(b, `,"hook_depth":`...)
+		b = strconv.AppendInt(b, int64(r.HookDepth), 10)
+	}
 	return append(b, '}'), nil
 }
 
@@ -426,6 +434,10 @@ func (e *Event) appendJSON(b []byte) ([]byte, error) {
 		if b, err = appendTime(b, *e.Slot); err != nil {
 			return b, err
 		}
+	}
+	if e.FollowUp != nil {
+		b = append(b, `,"follow_up":`...)
+		b = strconv.AppendInt(b, *e.FollowUp, 10)
 	}
 	return append(b, '}'), nil
 }
@@ -615,4 +627,25 @@ func appendRaw(b []byte, raw json.RawMessage) ([]byte, error) {
 	out := bytes.NewBuffer(b)
 	json.HTMLEscape(out, compact.Bytes())
 	return out.Bytes(), nil
+}
+
+// appendJSON appends the encoding of o.
+func (o *OnFinish) appendJSON(b []byte) []byte {
+	b = append(b, `{"template":`...)
+	b = appendString(b, o.Template)
+	if len(o.Params) > 0 {
+		b = append(b, `,"params":`...)
+		b = appendStringMap(b, o.Params)
+	}
+	if len(o.States) > 0 {
+		b = append(b, `,"states":[`...)
+		for i, st := range o.States {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, string(st))
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}')
 }

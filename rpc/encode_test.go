@@ -138,6 +138,8 @@ func encodeEvents() []Event {
 	}
 	for _, t := range ts {
 		events = append(events, Event{Time: t, RetryAt: &t})
+		id := int64(len(events))
+		events = append(events, Event{Time: t, Type: EventOnFinish, Job: 1, FollowUp: &id})
 	}
 	return events
 }
@@ -154,6 +156,10 @@ func encodeRecords() []Record {
 		}},
 		{Run: RunState{Node: oddStrings[1], Epoch: math.MaxInt64}},
 		{Run: RunState{Epoch: -1}},
+		{Run: RunState{OnFinish: &OnFinish{Template: oddStrings[1]}, HookDepth: 3}},
+		{Run: RunState{OnFinish: &OnFinish{Template: "t", Params: map[string]string{oddStrings[2]: oddStrings[1], "a": ""},
+			States: []State{StateFailed, State(oddStrings[0])}}}},
+		{Run: RunState{OnFinish: &OnFinish{Template: "t", Params: map[string]string{}, States: []State{}}, HookDepth: -1}},
 	}
 	for _, j := range encodeJobs() {
 		recs = append(recs, Record{Job: j, Run: RunState{Deadline: &j.SubmittedAt}})

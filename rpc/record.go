@@ -33,6 +33,12 @@ type RunState struct {
 	// Held says a queued job is held (job.hold): no claim takes it until it
 	// is released.
 	Held bool `json:"held,omitempty"`
+	// OnFinish is the job's own hook, copied from its spec at submit so that
+	// the store reads it without the spec.
+	OnFinish *OnFinish `json:"on_finish,omitempty"`
+	// HookDepth counts the hooks that led to this job (0 for one submitted
+	// otherwise); see MaxHookDepth.
+	HookDepth int `json:"hook_depth,omitempty"`
 }
 
 // Proc identifies the processes of a running step: the cgroup that holds them all,

@@ -313,6 +313,8 @@ type QueueSetParams struct {
 	Name     string `json:"name"`
 	Parallel *int   `json:"parallel"`
 	Paused   *bool  `json:"paused"`
+	// OnFinish sets the queue's hook; one with an empty template removes it.
+	OnFinish *OnFinish `json:"on_finish,omitempty"`
 }
 
 // TemplatePutParams stores a template.

@@ -102,6 +102,8 @@ type Spec struct {
 	Dir        string            `json:"dir"`
 	Env        map[string]string `json:"env"`
 	Steps      []Step            `json:"steps"`
+	// OnFinish is the job's hook when it ends (see OnFinish).
+	OnFinish *OnFinish `json:"on_finish,omitempty"`
 }
 
 // Step is one step of a job spec; exactly one of Exec, Shell, Sleep and HTTP is set.
@@ -284,6 +286,8 @@ type Event struct {
 	// Schedule and Slot name the schedule and slot of a schedule_fired event.
 	Schedule string     `json:"schedule,omitempty"`
 	Slot     *time.Time `json:"slot,omitempty"`
+	// FollowUp is the job an on_finish event's hook submitted.
+	FollowUp *int64 `json:"follow_up,omitempty"`
 
 	// raw is the event's encoding once frozen; copies of the event share it.
 	raw []byte
@@ -351,6 +355,8 @@ type Queue struct {
 	Paused   bool   `json:"paused"`
 	Queued   int    `json:"queued"`
 	Running  int    `json:"running"`
+	// OnFinish is the hook of the queue's jobs that have none of their own.
+	OnFinish *OnFinish `json:"on_finish,omitempty"`
 }
 
 // TemplateParam declares one parameter of a template.

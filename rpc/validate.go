@@ -142,6 +142,11 @@ func NormalizeSpec(field string, s *Spec) error {
 		}
 		names[s.Steps[i].Name] = i
 	}
+	if s.OnFinish != nil {
+		if err := NormalizeOnFinish(field+".on_finish", s.OnFinish); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -548,6 +553,11 @@ func (p QueueSetParams) Validate() error {
 	}
 	if p.Parallel != nil && *p.Parallel < 0 {
 		return InvalidParams("parallel", "must not be negative (0 removes the queue's own limit, null keeps it)")
+	}
+	if p.OnFinish != nil && p.OnFinish.Template != "" {
+		if err := NormalizeOnFinish("on_finish", p.OnFinish); err != nil {
+			return err
+		}
 	}
 	return nil
 }

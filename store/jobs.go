@@ -168,6 +168,9 @@ func submitTx(w *writer, jobs []rpc.NewJob, specs []storedSpec) ([]rpc.Record, [
 		spec := *nj.Record.Spec
 		rec.ID = e.id
 		rec.After = e.after
+		if rec.Run.OnFinish == nil {
+			rec.Run.OnFinish = spec.OnFinish
+		}
 		if rec.Key == nil && spec.Key != "" {
 			key := spec.Key
 			rec.Key = &key

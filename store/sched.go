@@ -40,6 +40,11 @@ type writer struct {
 	// moved is set when a write changed a job's state or queue, or where it
 	// is filed: what Claim would give may have changed.
 	moved bool
+	// hooks are the on_finish hooks to fire (hooks.go); firing is set while
+	// they fire; qhooks caches the queues' hooks.
+	hooks  []hook
+	firing bool
+	qhooks map[string]*rpc.OnFinish
 }
 
 // task is a consequence of a write, for drain.
@@ -153,6 +158,9 @@ func (w *writer) put(old, rec *rpc.Record) error {
 			at = *rec.FinishedAt
 		}
 		w.work = append(w.work, task{id: rec.ID, state: rec.State, at: at})
+		if err := w.hookOf(rec, at); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -340,9 +348,16 @@ func (w *writer) failDependent(t task) error {
 	return nil
 }
 
-// finish drains the consequences and writes the per-state counts.
+// finish drains the consequences, fires the hooks and writes the per-state
+// counts. Within a hook's submit it only drains: the outer finish goes on.
 func (w *writer) finish() error {
 	if err := w.drain(); err != nil {
+		return err
+	}
+	if w.firing {
+		return nil
+	}
+	if err := w.fireHooks(); err != nil {
 		return err
 	}
 	return w.c.write(w.b)

@@ -47,13 +47,13 @@ func (s *Store) Queues(ctx context.Context) ([]rpc.Queue, error) {
 	return qs, nil
 }
 
-// PutQueue stores a queue's settings (name, parallel, paused), replacing the
+// PutQueue stores a queue's settings (name, parallel, paused, on_finish), replacing the
 // previous ones and keeping its counts.
 func (s *Store) PutQueue(ctx context.Context, q rpc.Queue) error {
 	if q.Name == "" {
 		return rpc.InvalidParams("name", "must not be empty")
 	}
-	raw, err := json.Marshal(rpc.Queue{Name: q.Name, Parallel: q.Parallel, Paused: q.Paused})
+	raw, err := json.Marshal(rpc.Queue{Name: q.Name, Parallel: q.Parallel, Paused: q.Paused, OnFinish: q.OnFinish})
 	if err != nil {
 		return rpc.Storage(fmt.Errorf("encode queue %q: %w", q.Name, err))
 	}

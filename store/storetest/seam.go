@@ -76,6 +76,11 @@ func runSeam(t *testing.T, h Harness) {
 		{"SchedulePauseRemove", testSchedulePauseRemove},
 		{"ScheduleFireRace", testScheduleFireRace},
 		{"Pause", testPause},
+		{"HookFinal", testHookFinal},
+		{"HookStates", testHookStates},
+		{"HookQueueCancel", testHookQueueCancel},
+		{"HookTemplateRemoved", testHookTemplateRemoved},
+		{"HookChainBound", testHookChainBound},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
