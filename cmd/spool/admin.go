@@ -24,12 +24,19 @@ func defineQueue(a *app, fs *pflag.FlagSet) runner {
 	parallel := fs.IntP("parallel", "p", 0, "run at most `N` of the queue's jobs at once (0: no limit of its own)")
 	pause := fs.Bool("pause", false, "start none of the queue's jobs until --resume")
 	resume := fs.Bool("resume", false, "start the queue's jobs again")
+	var hook hookFlags
+	hook.register(fs)
+	fs.Lookup("on-finish").Usage = "when a job of the queue without a hook of its own ends, submit a follow-up job from `TEMPLATE` (\"\" removes the queue's hook)"
 	return func(ctx context.Context, args []string) error {
 		if len(args) > 1 {
 			return usagef("queue takes at most one queue name")
 		}
 		if *pause && *resume {
 			return usagef("--pause and --resume exclude each other")
+		}
+		onFinish, err := hook.hook(fs)
+		if err != nil {
+			return err
 		}
 		parallelSet := fs.Changed("parallel")
 		if parallelSet && *parallel < 0 {
@@ -43,7 +50,7 @@ func defineQueue(a *app, fs *pflag.FlagSet) runner {
 		if err != nil {
 			return err
 		}
-		if parallelSet || *pause || *resume {
+		if parallelSet || *pause || *resume || onFinish != nil {
 			if name == "" {
 				return usagef("name the queue to change: spool queue NAME ...")
 			}
@@ -55,6 +62,7 @@ func defineQueue(a *app, fs *pflag.FlagSet) runner {
 				paused := *pause
 				p.Paused = &paused
 			}
+			p.OnFinish = onFinish
 			q, err := c.QueueSet(ctx, p)
 			if err != nil {
 				return err

@@ -202,6 +202,7 @@ func (a *app) flagCompletions(cc *cobra.Command) {
 		}
 	}
 	a.scheduleFlagCompletions(cc)
+	a.hookFlagCompletions(cc)
 }
 
 // flagError turns pflag's errors into usage errors that quote the flag as typed,

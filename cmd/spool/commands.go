@@ -31,6 +31,7 @@ func commandList() []command {
 				"  spool submit --name nightly --queue builds --retry 3 --timeout 2h -- ./build.sh\n" +
 				"  spool submit -r 3 -t 90s --after 1 -- make deploy\n" +
 				"  spool submit -f pipeline.json\n" +
+				"  spool submit --on-finish notify --on-finish-param to=ops -- ./deploy.sh  # a follow-up job from template notify when it ends\n" +
 				"  spool submit --delay 10m -- ./backup.sh           # not before 10 minutes from now\n" +
 				"  spool submit --at 14:30 -- ./report.sh            # today at 14:30 (tomorrow if that has passed)\n" +
 				"  spool submit --at 'tomorrow 09:00' -- make release\n" +
@@ -72,8 +73,8 @@ func commandList() []command {
 			example: "  spool rm 7 8"},
 		{name: "prune", args: "[--state S]... [--older-than D]", summary: "remove final jobs by state and age", define: definePrune, complete: noArgs,
 			example: "  spool prune --older-than 24h\n  spool prune --state succeeded"},
-		{name: "queue", args: "[NAME] [--parallel N] [--pause|--resume]", summary: "list queues, or change one", define: defineQueue, complete: completeQueueArg,
-			example: "  spool queue\n  spool queue builds --parallel 1\n  spool queue builds --pause"},
+		{name: "queue", args: "[NAME] [--parallel N] [--pause|--resume] [--on-finish TEMPLATE]", summary: "list queues, or change one", define: defineQueue, complete: completeQueueArg,
+			example: "  spool queue\n  spool queue builds --parallel 1\n  spool queue builds --pause\n  spool queue builds --on-finish notify --on-finish-state failed"},
 		{name: "template", args: "put NAME FILE | get NAME | list | rm NAME", summary: "store, show, list and remove job templates", define: defineTemplate, complete: completeTemplateArgs,
 			example: "  spool template put backup backup.json\n  spool template list\n  spool template get backup"},
 		{name: "run", args: "TEMPLATE [k=v...] [flags]", summary: "submit a job made from a template", define: defineRun, complete: completeRunArgs,

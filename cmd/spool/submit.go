@@ -30,6 +30,7 @@ type submitOptions struct {
 	file     string
 	when     whenFlags
 	notify   bool
+	hook     hookFlags
 }
 
 func (o *submitOptions) register(fs *pflag.FlagSet) {
@@ -46,6 +47,7 @@ func (o *submitOptions) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&o.file, "file", "f", "", "submit the job spec (or array of specs) in `FILE` (- for standard input)")
 	o.when.register(fs)
 	fs.BoolVar(&o.notify, "notify", false, "show a desktop notification (notify-send) when the job is final; a background spool wait --notify waits for it")
+	o.hook.register(fs)
 }
 
 func defineSubmit(a *app, fs *pflag.FlagSet) runner {
@@ -126,6 +128,9 @@ func (a *app) submitParams(fs *pflag.FlagSet, o *submitOptions, args []string) (
 		return nil, err
 	}
 	if spec.NotBefore, err = a.notBefore(&o.when); err != nil {
+		return nil, err
+	}
+	if spec.OnFinish, err = o.hook.hook(fs); err != nil {
 		return nil, err
 	}
 	return &rpc.SubmitParams{Job: spec}, nil
