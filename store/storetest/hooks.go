@@ -194,3 +194,40 @@ func testHookChainBound(t *testing.T, r *Rig) {
 		id = next
 	}
 }
+
+func testHookBulkAndReap(t *testing.T, r *Rig) {
+	is := is.New(t)
+	ctx := context.Background()
+	s := r.S
+	putNotify(t, s, "notify", "")
+
+	// A bulk cancel fires each job's hook, all in its one commit.
+	recs := submit(t, s, hooked("a", "notify"), hooked("b", "notify"))
+	_, last := bounds(t, s)
+	var n0 uint64
+	cs, commits := s.(committer)
+	if commits {
+		n0 = cs.Commits()
+	}
+	_, evs, err := s.CancelMany(ctx, ids(recs), "bulk", epoch())
+	is.NoErr(err)
+	if commits {
+		is.Equal(cs.Commits()-n0, uint64(1)) // one commit
+	}
+	is.True(consecutive(evs, last+1))
+	fa, fb := followUp(evs, recs[0].ID), followUp(evs, recs[1].ID)
+	is.True(fa != 0 && fb != 0 && fa != fb) // one follow-up each
+
+	// A job of a daemon that is gone, whose step fails on an interrupt, fails
+	// at the reap, and its hook fires there.
+	sp := hooked("reaped", "notify")
+	sp.Steps[0].OnInterrupt = rpc.OnInterruptFail
+	rec := submit(t, s, sp)[0]
+	apply(t, s, start(rec, epoch())) // running with no live lease
+	_, evs, err = s.Reap(ctx, epoch().Add(time.Minute))
+	is.NoErr(err)
+	is.Equal(get(t, s, rec.ID).State, rpc.StateFailed) // failed by its on_interrupt
+	next := followUp(evs, rec.ID)
+	is.True(next != 0) // the hook fired in the reap's transaction
+	is.Equal(get(t, s, next).Name, fmt.Sprintf("notify %d failed ops", rec.ID))
+}

@@ -81,6 +81,7 @@ func runSeam(t *testing.T, h Harness) {
 		{"HookQueueCancel", testHookQueueCancel},
 		{"HookTemplateRemoved", testHookTemplateRemoved},
 		{"HookChainBound", testHookChainBound},
+		{"HookBulkAndReap", testHookBulkAndReap},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
