@@ -359,6 +359,12 @@ func defineInfo(a *app, fs *pflag.FlagSet) runner {
 		row("socket", info.Socket)
 		row("state dir", info.StateDir)
 		row("store id", info.StoreID)
+		if info.Node != "" {
+			row("node", fmt.Sprintf("%s, epoch %d", info.Node, info.Epoch))
+		}
+		if info.Containment != "" {
+			row("containment", info.Containment)
+		}
 		row("max parallel", strconv.Itoa(info.MaxParallel))
 		var counts []string
 		for _, s := range []rpc.State{rpc.StateQueued, rpc.StateRunning, rpc.StateSucceeded, rpc.StateFailed, rpc.StateCancelled} {
