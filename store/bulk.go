@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"spool/rpc"
-	"spool/rpc/machine"
 )
 
 // CancelMany cancels many jobs in one transaction, as Cancel does one: each
@@ -39,28 +38,15 @@ func (s *Store) CancelMany(ctx context.Context, ids []int64, reason string, now 
 				// A queued dependent failed earlier in this call.
 				continue
 			}
-			old := *rec
-			retrying := rec.State == rpc.StateRunning && rec.Steps[rec.CurrentStep].State == rpc.StateRetrying
-			switch {
-			case rec.State == rpc.StateQueued || retrying:
-				why := reason
-				if rec.Run.CancelReason != nil {
-					why = *rec.Run.CancelReason
-				} else {
-					rec.Run.CancelReason = &why
-				}
-				if err := w.events(machine.EndUnstarted(rec, why, rpc.StateCancelled, now), id); err != nil {
-					return err
-				}
-				o.changed = true
-			case rec.Run.CancelReason != nil:
-				continue
-			default:
-				why := reason
-				rec.Run.CancelReason = &why
-			}
-			if err := w.put(&old, rec); err != nil {
+			did, ended, err := cancelOne(w, rec, reason, now)
+			if err != nil {
 				return err
+			}
+			if !did {
+				continue
+			}
+			if ended {
+				o.changed = true
 			}
 			// Dependents failed by an earlier cancel of this call are
 			// drained now, so that a later id sees them final.

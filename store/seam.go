@@ -234,33 +234,16 @@ func (s *Store) Cancel(ctx context.Context, id int64, reason string, now time.Ti
 			return err
 		}
 		w := newWriter(b, now)
-		old := *rec
 		state, evs = rec.State, []rpc.Event{}
-		// A queued job, or a running one between two attempts of a step (no
-		// process runs), ends at once; its owner finds it final.
-		retrying := rec.State == rpc.StateRunning && rec.Steps[rec.CurrentStep].State == rpc.StateRetrying
-		switch {
-		case rec.State == rpc.StateQueued || retrying:
-			why := reason
-			if rec.Run.CancelReason != nil {
-				why = *rec.Run.CancelReason
-			} else {
-				rec.Run.CancelReason = &why
-			}
-			if err := w.events(machine.EndUnstarted(rec, why, rpc.StateCancelled, now), id); err != nil {
-				return err
-			}
-			o.changed = true
-		case rec.Run.CancelReason != nil:
-			recs = []rpc.Record{*rec}
-			return errNoWrite
-		default:
-			why := reason
-			rec.Run.CancelReason = &why
-		}
-		if err := w.put(&old, rec); err != nil {
+		wrote, ended, err := cancelOne(w, rec, reason, now)
+		if err != nil {
 			return err
 		}
+		if !wrote {
+			recs = []rpc.Record{*rec}
+			return errNoWrite
+		}
+		o.changed = ended
 		if err := w.finish(); err != nil {
 			return err
 		}
@@ -363,4 +346,36 @@ func (s *Store) ApplyClaim(ctx context.Context, ts []rpc.Transition, o machine.O
 		return nil, nil, nil, err
 	}
 	return evs, recs, claimEvs, nil
+}
+
+// cancelOne applies a cancel to rec, read in w's transaction: a queued job, or a
+// running one between two attempts of a step (no process runs), ends at once,
+// keeping a reason stored before; a running one gets the request stored, for its
+// owner. It reports whether it wrote (a running job with a request already is
+// left as it is) and whether the job ended.
+func cancelOne(w *writer, rec *rpc.Record, reason string, now time.Time) (wrote, ended bool, err error) {
+	old := *rec
+	retrying := rec.State == rpc.StateRunning && rec.Steps[rec.CurrentStep].State == rpc.StateRetrying
+	switch {
+	case rec.State == rpc.StateQueued || retrying:
+		why := reason
+		if rec.Run.CancelReason != nil {
+			why = *rec.Run.CancelReason
+		} else {
+			rec.Run.CancelReason = &why
+		}
+		if err := w.events(machine.EndUnstarted(rec, why, rpc.StateCancelled, now), rec.ID); err != nil {
+			return false, false, err
+		}
+		ended = true
+	case rec.Run.CancelReason != nil:
+		return false, false, nil
+	default:
+		why := reason
+		rec.Run.CancelReason = &why
+	}
+	if err := w.put(&old, rec); err != nil {
+		return false, false, err
+	}
+	return true, ended, nil
 }
