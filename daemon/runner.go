@@ -114,7 +114,7 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 	now := d.clock.Now()
 	i := rec.CurrentStep
 	if reason := rec.Run.CancelReason; reason != nil {
-		return true, d.finishWith(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+		return true, d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
 			return cancelJob(r, *reason, now)
 		})
 	}
@@ -125,7 +125,7 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 	}
 	if dl := rec.Run.Deadline; dl != nil && !now.Before(*dl) {
 		reason := jobTimeout{rec.Spec.Timeout.D()}.Error()
-		return true, d.finishWith(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+		return true, d.update(parent, js, func(r *rpc.Record, now time.Time) []rpc.Event {
 			return machine.FailRunning(r, reason, now)
 		})
 	}
@@ -442,7 +442,7 @@ func (d *Daemon) stepSucceeded(ctx context.Context, js *jobState, i int, out out
 			return machine.StepSucceeded(r, i, out.machine(keep), now)
 		})
 	}
-	return true, d.finishWith(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+	return true, d.update(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
 		if reason := r.Run.CancelReason; reason != nil {
 			// A cancel stored before this success is the outcome.
 			return machine.EndStep(r, i, out.machine(false), rpc.StateCancelled, *reason, now)
@@ -451,19 +451,10 @@ func (d *Daemon) stepSucceeded(ctx context.Context, js *jobState, i int, out out
 	})
 }
 
-// finishWith makes the job final with fn, holding its lock.
-func (d *Daemon) finishWith(ctx context.Context, js *jobState, fn mutation) error {
-	if err := js.mu.lock(ctx); err != nil {
-		return err
-	}
-	defer js.mu.unlock()
-	return d.finish(ctx, js, fn)
-}
-
 // finishStep stores the end of step i in state (failed or cancelled) and the job's
 // final state with errText. A cancel stored meanwhile is the outcome.
 func (d *Daemon) finishStep(ctx context.Context, js *jobState, i int, out outcome, state rpc.State, errText string) error {
-	return d.finishWith(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
+	return d.update(ctx, js, func(r *rpc.Record, now time.Time) []rpc.Event {
 		if reason := r.Run.CancelReason; reason != nil {
 			state, errText = rpc.StateCancelled, *reason
 		}
