@@ -1,0 +1,378 @@
+// Package postgres is a daemon.Store on PostgreSQL, for several spoold sharing
+// one database: claims with FOR UPDATE SKIP LOCKED, leases that expire on the
+// database's clock, every write of a running job fenced by its owner's epoch,
+// and one gap-free event seq for the whole cluster, numbered by a counter row
+// whose lock orders the commits.
+//
+// A job is a row: the columns Claim, Reap, Renew and List select on, and the
+// record and spec as JSON. The store's logic (dependents failed or released,
+// hooks, queue limits) runs in Go within each call's transaction, on the
+// records it locked, using the pure transitions of rpc/machine.
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"spool/rpc"
+)
+
+// SchemaVersion is the version of the tables this package reads and writes;
+// Open creates them, migrates an older version and refuses a newer one.
+const SchemaVersion = 1
+
+// channel is the LISTEN/NOTIFY channel writers ping after a commit.
+const channel = "spool_changed"
+
+// Options tune a Store.
+type Options struct {
+	// LeaseTTL is how long a lease lasts after a Join or Renew (default 10 s).
+	LeaseTTL time.Duration
+	// Poll is how often the store signals Changed without a notification, for
+	// the notifications lost while the listening connection was down
+	// (default 500 ms).
+	Poll time.Duration
+	// Log receives the store's own troubles (the listener reconnecting); nil
+	// discards them.
+	Log *slog.Logger
+	// Clock is the time the store stamps on what it decides on its own (nil:
+	// time.Now).
+	Clock func() time.Time
+}
+
+// Store is a daemon.Store on a PostgreSQL database.
+type Store struct {
+	pool    *pgxpool.Pool
+	opts    Options
+	id      string
+	changed chan struct{}
+	notify  chan struct{}
+	log     *slog.Logger
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	queues map[string]bool // queues known to have a row
+}
+
+// Open connects to the database named by dsn (a PostgreSQL URL or key=value
+// string), creates or migrates the schema, and starts the listener that feeds
+// Changed.
+func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
+	if opts.LeaseTTL <= 0 {
+		opts.LeaseTTL = 10 * time.Second
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = 500 * time.Millisecond
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: parse %q: %w", redact(dsn), err)
+	}
+	if cfg.MaxConns < 8 {
+		cfg.MaxConns = 8
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	s := &Store{pool: pool, opts: opts, log: opts.Log, changed: make(chan struct{}, 1), notify: make(chan struct{}, 1), queues: map[string]bool{}}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.listen(lctx, cfg.ConnConfig.Copy()) }()
+	go func() { defer s.wg.Done(); s.notifier(lctx) }()
+	return s, nil
+}
+
+// redact hides a password in a connection string, for errors.
+func redact(dsn string) string {
+	if i := strings.Index(dsn, "password="); i >= 0 {
+		return dsn[:i] + "password=..."
+	}
+	return dsn
+}
+
+// Close stops the listener and closes the connections.
+func (s *Store) Close() error {
+	s.cancel()
+	s.wg.Wait()
+	s.pool.Close()
+	return nil
+}
+
+// StoreID is the random id made with the database.
+func (s *Store) StoreID() string { return s.id }
+
+// LeaseTTL is how long a lease lasts after a successful Join or Renew.
+func (s *Store) LeaseTTL() time.Duration { return s.opts.LeaseTTL }
+
+// Changed receives, lossily, after each commit of this or another daemon that
+// stored events or changed what Claim would give, and every Options.Poll.
+func (s *Store) Changed() <-chan struct{} { return s.changed }
+
+// signal wakes Changed's reader without blocking.
+func (s *Store) signal() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// committed tells this daemon at once, and the others through NOTIFY, that a
+// commit changed something.
+func (s *Store) committed() {
+	s.signal()
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// notifier sends one NOTIFY per burst of commits, in a transaction of its
+// own: NOTIFY takes a database-wide lock at commit, so it stays out of the
+// transactions that hold the counter row.
+func (s *Store) notifier(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.notify:
+		}
+		nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := s.pool.Exec(nctx, "SELECT pg_notify($1, '')", channel)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("postgres: notify the other daemons", "err", err)
+		}
+	}
+}
+
+// listen holds one connection of its own (LISTEN cannot use the pool's) and
+// turns notifications into Changed; it reconnects when the connection fails,
+// signalling once since notifications may have been lost meanwhile, and
+// signals every Poll besides.
+func (s *Store) listen(ctx context.Context, cfg *pgx.ConnConfig) {
+	poll := time.NewTicker(s.opts.Poll)
+	defer poll.Stop()
+	got := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		backoff := 50 * time.Millisecond
+		for ctx.Err() == nil {
+			err := s.listenOnce(ctx, cfg, got)
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("postgres: listener lost its connection, reconnecting", "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-got:
+		case <-poll.C:
+		}
+		s.signal()
+	}
+}
+
+// listenOnce connects, listens and forwards notifications until the
+// connection fails.
+func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig, got chan struct{}) error {
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+channel); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	// Whatever was committed while the listener was away.
+	select {
+	case got <- struct{}{}:
+	default:
+	}
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		select {
+		case got <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// migrate creates the tables, or checks the version of those there, under an
+// advisory lock so that daemons starting together do it once.
+func (s *Store) migrate(ctx context.Context) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(7345001)"); err != nil {
+			return err
+		}
+		var exists bool
+		if err := tx.QueryRow(ctx, "SELECT to_regclass('spool_meta') IS NOT NULL").Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			var b [16]byte
+			if _, err := rand.Read(b[:]); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, schema); err != nil {
+				return fmt.Errorf("create the tables: %w", err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO spool_meta (one, version, store_id) VALUES (true, $1, $2)", SchemaVersion, hex.EncodeToString(b[:])); err != nil {
+				return err
+			}
+		}
+		var version int
+		if err := tx.QueryRow(ctx, "SELECT version, store_id FROM spool_meta").Scan(&version, &s.id); err != nil {
+			return fmt.Errorf("read the schema version: %w", err)
+		}
+		if version > SchemaVersion {
+			return fmt.Errorf("the database has schema version %d, newer than this spoold's %d: run a newer spoold", version, SchemaVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: schema: %w", err)
+	}
+	return nil
+}
+
+// schema is version 1 of the tables.
+const schema = `
+CREATE TABLE spool_meta (
+	one boolean PRIMARY KEY CHECK (one),
+	version int NOT NULL,
+	store_id text NOT NULL,
+	last_seq bigint NOT NULL DEFAULT 0,
+	last_job bigint NOT NULL DEFAULT 0,
+	last_epoch bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE spool_jobs (
+	id bigint PRIMARY KEY,
+	state text NOT NULL,
+	queue text NOT NULL,
+	priority int NOT NULL,
+	key text UNIQUE,
+	finished_at timestamptz,
+	epoch bigint NOT NULL DEFAULT 0,
+	claimable boolean NOT NULL DEFAULT false,
+	not_before timestamptz,
+	cancel_pending boolean NOT NULL DEFAULT false,
+	rec bytea NOT NULL,
+	spec bytea NOT NULL
+);
+CREATE INDEX spool_jobs_claim ON spool_jobs (priority DESC, id) WHERE claimable;
+CREATE INDEX spool_jobs_timer ON spool_jobs (not_before) WHERE claimable AND not_before IS NOT NULL;
+CREATE INDEX spool_jobs_state ON spool_jobs (state, id);
+CREATE INDEX spool_jobs_live ON spool_jobs (queue, state) WHERE state IN ('queued', 'running');
+CREATE INDEX spool_jobs_owner ON spool_jobs (epoch) WHERE state = 'running';
+CREATE TABLE spool_deps (
+	dep bigint NOT NULL,
+	job bigint NOT NULL,
+	PRIMARY KEY (dep, job)
+);
+CREATE TABLE spool_events (
+	seq bigint PRIMARY KEY,
+	at timestamptz NOT NULL,
+	body bytea NOT NULL
+);
+CREATE TABLE spool_queues (
+	name text PRIMARY KEY,
+	settings bytea
+);
+CREATE TABLE spool_templates (
+	name text PRIMARY KEY,
+	body bytea NOT NULL
+);
+CREATE TABLE spool_schedules (
+	name text PRIMARY KEY,
+	body bytea NOT NULL
+);
+CREATE TABLE spool_leases (
+	epoch bigint PRIMARY KEY,
+	node text NOT NULL,
+	expires timestamptz NOT NULL
+);
+CREATE TABLE spool_logs (
+	job bigint NOT NULL,
+	step int NOT NULL,
+	stream smallint NOT NULL,
+	off bigint NOT NULL,
+	data bytea NOT NULL,
+	PRIMARY KEY (job, step, stream, off)
+);
+`
+
+// tx runs fn in a transaction and commits it, again from the start when
+// PostgreSQL says the transaction lost a race it may win next time (a
+// deadlock, a serialization failure, a key inserted meanwhile). An error that
+// is not an *rpc.Error becomes a storage error (1004).
+func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	var err error
+	for try := 0; ; try++ {
+		err = pgx.BeginFunc(ctx, s.pool, fn)
+		if err == nil || try >= 20 || !retryable(err) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(try+1) * time.Millisecond)
+	}
+	if err == nil {
+		return nil
+	}
+	var re *rpc.Error
+	if errors.As(err, &re) {
+		return re
+	}
+	return rpc.Storage(err)
+}
+
+// retryable reports whether err is a race PostgreSQL lost for the
+// transaction, which a new try may win.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch pe.Code {
+	case "40001", "40P01", "23505":
+		return true
+	}
+	return false
+}

@@ -1,0 +1,491 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"spool/rpc"
+	"spool/rpc/machine"
+)
+
+// leaseGone is 1002 for a lease that expired or was never given.
+func leaseGone(o machine.Owner) error {
+	return rpc.Errorf(rpc.CodeBadState, "the lease of node %q, epoch %d, is gone", o.Node, o.Epoch)
+}
+
+// Join makes node a member: a new epoch from the counter row and a lease that
+// expires LeaseTTL from now on the database's clock.
+func (s *Store) Join(ctx context.Context, node string, now time.Time) (machine.Owner, error) {
+	var epoch int64
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, "UPDATE spool_meta SET last_epoch = last_epoch + 1 RETURNING last_epoch").Scan(&epoch); err != nil {
+			return fmt.Errorf("take an epoch: %w", err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO spool_leases (epoch, node, expires) VALUES ($1, $2, now() + $3::interval)", epoch, node, s.opts.LeaseTTL); err != nil {
+			return fmt.Errorf("store the lease: %w", err)
+		}
+		// Leases long gone have no jobs left to reap.
+		_, err := tx.Exec(ctx, `DELETE FROM spool_leases l WHERE expires < now() - interval '1 hour'
+			AND NOT EXISTS (SELECT 1 FROM spool_jobs j WHERE j.state = 'running' AND j.epoch = l.epoch)`)
+		return err
+	})
+	if err != nil {
+		return machine.Owner{}, err
+	}
+	return machine.Owner{Node: node, Epoch: epoch}, nil
+}
+
+// Renew extends o's lease by LeaseTTL on the database's clock and returns the
+// ids of its running jobs that have a cancel stored, in id order; 1002 when
+// the lease expired (its jobs may be another daemon's by now).
+func (s *Store) Renew(ctx context.Context, o machine.Owner, now time.Time) ([]int64, error) {
+	tag, err := s.pool.Exec(ctx, "UPDATE spool_leases SET expires = now() + $3::interval WHERE epoch = $1 AND node = $2 AND expires > now()", o.Epoch, o.Node, s.opts.LeaseTTL)
+	if err != nil {
+		return nil, rpc.Storage(fmt.Errorf("renew the lease: %w", err))
+	}
+	if tag.RowsAffected() == 0 {
+		return nil, leaseGone(o)
+	}
+	rows, err := s.pool.Query(ctx, "SELECT id FROM spool_jobs WHERE state = 'running' AND epoch = $1 AND cancel_pending ORDER BY id", o.Epoch)
+	if err != nil {
+		return nil, rpc.Storage(fmt.Errorf("read cancels: %w", err))
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, rpc.Storage(fmt.Errorf("read cancels: %w", err))
+	}
+	if ids == nil {
+		ids = []int64{}
+	}
+	return ids, nil
+}
+
+// Reap takes the running jobs whose owner's lease expired: each gets
+// machine.Interrupt, queued again or failed with its queued dependents.
+func (s *Store) Reap(ctx context.Context, now time.Time) ([]rpc.Record, []rpc.Event, error) {
+	var recs []rpc.Record
+	var w *writer
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		w = s.newWriter(ctx, tx, now)
+		recs = []rpc.Record{}
+		rows, err := tx.Query(ctx, `SELECT id FROM spool_jobs j WHERE state = 'running'
+				AND NOT EXISTS (SELECT 1 FROM spool_leases l WHERE l.epoch = j.epoch AND l.expires > now())
+			ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED`)
+		if err != nil {
+			return fmt.Errorf("find jobs to reap: %w", err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return fmt.Errorf("find jobs to reap: %w", err)
+		}
+		if err := w.load(ids); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			rec, err := w.get(id)
+			if err != nil {
+				return err
+			}
+			if rec == nil || rec.State != rpc.StateRunning {
+				continue
+			}
+			w.events(machine.Interrupt(rec, now), id)
+			if err := w.put(rec); err != nil {
+				return err
+			}
+			recs = append(recs, *w.rows[id].rec)
+		}
+		if err := w.finish(); err != nil {
+			return err
+		}
+		for _, rec := range w.extra {
+			recs = append(recs, *rec)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	s.done(w)
+	return recs, w.evs, nil
+}
+
+// Claim moves up to limit claimable jobs to running, owned by o, in one
+// transaction: the best first (priority descending, then id) across the
+// queues that are not paused, rows other claimers hold skipped; each queue's
+// parallel limit is checked at the end, under its row's lock, against the
+// running jobs counted then. 1002 when o's lease expired.
+func (s *Store) Claim(ctx context.Context, o machine.Owner, limit int, now time.Time) ([]rpc.Record, []rpc.Event, error) {
+	return s.ClaimEarly(ctx, o, limit, now, nil)
+}
+
+// ClaimEarly is Claim; picked is told of the jobs claimed after the commit
+// (PostgreSQL gives nothing to gain by telling before it).
+func (s *Store) ClaimEarly(ctx context.Context, o machine.Owner, limit int, now time.Time, picked func([]rpc.Record)) ([]rpc.Record, []rpc.Event, error) {
+	_, recs, evs, err := s.ApplyClaim(ctx, nil, o, limit, now, picked)
+	return recs, evs, err
+}
+
+// ApplyClaim stores transitions as Apply does and, in the same transaction,
+// claims up to limit jobs as Claim does: a runner that ends a job hands its
+// slot to the next in one commit. When the transitions fail, nothing is
+// stored and nothing claimed.
+func (s *Store) ApplyClaim(ctx context.Context, ts []rpc.Transition, o machine.Owner, limit int, now time.Time, picked func([]rpc.Record)) ([]rpc.Event, []rpc.Record, []rpc.Event, error) {
+	if len(ts) == 0 {
+		// Most calls find nothing to claim: a read answers them.
+		var some bool
+		if err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM spool_jobs WHERE claimable AND (not_before IS NULL OR not_before <= $1))", now).Scan(&some); err != nil {
+			return nil, nil, nil, rpc.Storage(fmt.Errorf("look for claimable jobs: %w", err))
+		}
+		if !some || limit <= 0 {
+			var live bool
+			if err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM spool_leases WHERE epoch = $1 AND node = $2 AND expires > now())", o.Epoch, o.Node).Scan(&live); err != nil {
+				return nil, nil, nil, rpc.Storage(fmt.Errorf("read the lease: %w", err))
+			}
+			if !live {
+				return nil, nil, nil, leaseGone(o)
+			}
+			return []rpc.Event{}, []rpc.Record{}, []rpc.Event{}, nil
+		}
+	}
+	var recs []rpc.Record
+	var nApplied, nClaimed int
+	var w *writer
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		w = s.newWriter(ctx, tx, s.opts.Clock())
+		if len(ts) > 0 {
+			if err := w.apply(ts); err != nil {
+				return err
+			}
+			if err := w.drain(); err != nil {
+				return err
+			}
+		}
+		nApplied = len(w.evs)
+		live, err := liveEpochs(ctx, tx, []int64{o.Epoch})
+		if err != nil {
+			return err
+		}
+		recs = []rpc.Record{}
+		if live[o.Epoch] {
+			w.now = now
+			if recs, err = w.claim(o, limit, now); err != nil {
+				return err
+			}
+		} else if len(ts) == 0 {
+			return leaseGone(o)
+		}
+		nClaimed = len(w.evs)
+		return w.finish()
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	s.done(w)
+	if picked != nil && len(recs) > 0 {
+		picked(recs)
+	}
+	// The claim's events are those it made; the transitions' are the rest
+	// (hooks their ends fired are stored after the claim's).
+	evs := append(append([]rpc.Event{}, w.evs[:nApplied]...), w.evs[nClaimed:]...)
+	claimEvs := append([]rpc.Event{}, w.evs[nApplied:nClaimed]...)
+	return evs, recs, claimEvs, nil
+}
+
+// claim takes up to limit claimable jobs for o in w's transaction.
+func (w *writer) claim(o machine.Owner, limit int, now time.Time) ([]rpc.Record, error) {
+	recs := []rpc.Record{}
+	if limit <= 0 {
+		return recs, nil
+	}
+	// Queue settings: paused queues are left out, limited ones get a room,
+	// counted now and again at the end under the queue's lock.
+	settings, err := w.queueSettings()
+	if err != nil {
+		return nil, err
+	}
+	skip := []string{}
+	limited := map[string]int{}
+	for name, q := range settings {
+		switch {
+		case q.Paused:
+			skip = append(skip, name)
+		case q.Parallel != nil:
+			limited[name] = *q.Parallel
+		}
+	}
+	if len(limited) > 0 {
+		running, err := w.running(keys(limited))
+		if err != nil {
+			return nil, err
+		}
+		for name, par := range limited {
+			if running[name] >= par {
+				skip = append(skip, name)
+			}
+		}
+	}
+	rows, err := w.tx.Query(w.ctx, `SELECT id, queue FROM spool_jobs
+		WHERE claimable AND (not_before IS NULL OR not_before <= $1) AND NOT (queue = ANY($2))
+		ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED`, now, skip, limit)
+	if err != nil {
+		return nil, fmt.Errorf("find claimable jobs: %w", err)
+	}
+	type cand struct {
+		id    int64
+		queue string
+	}
+	var cands []cand
+	for rows.Next() {
+		var c cand
+		if err := rows.Scan(&c.id, &c.queue); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("find claimable jobs: %w", err)
+		}
+		cands = append(cands, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("find claimable jobs: %w", err)
+	}
+	// The limits, checked last: the queue's row lock orders the claimers of a
+	// limited queue, and the count read after it sees every claim committed
+	// before.
+	var lock []string
+	for _, c := range cands {
+		if _, ok := limited[c.queue]; ok && !contains(lock, c.queue) {
+			lock = append(lock, c.queue)
+		}
+	}
+	if len(lock) > 0 {
+		if _, err := w.tx.Exec(w.ctx, "SELECT 1 FROM spool_queues WHERE name = ANY($1) ORDER BY name FOR UPDATE", lock); err != nil {
+			return nil, fmt.Errorf("lock limited queues: %w", err)
+		}
+		running, err := w.running(lock)
+		if err != nil {
+			return nil, err
+		}
+		kept := cands[:0]
+		for _, c := range cands {
+			if par, ok := limited[c.queue]; ok {
+				if running[c.queue] >= par {
+					continue
+				}
+				running[c.queue]++
+			}
+			kept = append(kept, c)
+		}
+		cands = kept
+	}
+	ids := make([]int64, len(cands))
+	for i, c := range cands {
+		ids[i] = c.id
+	}
+	if err := w.load(ids); err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		rec, err := w.get(id)
+		if err != nil {
+			return nil, err
+		}
+		if rec == nil || rec.State != rpc.StateQueued {
+			return nil, fmt.Errorf("claimable job %d is not queued", id)
+		}
+		w.events(machine.Claim(rec, o, now), id)
+		if err := w.put(rec); err != nil {
+			return nil, err
+		}
+		recs = append(recs, *w.rows[id].rec)
+	}
+	return recs, nil
+}
+
+// queueSettings reads the settings of every queue that has some.
+func (w *writer) queueSettings() (map[string]*rpc.Queue, error) {
+	rows, err := w.tx.Query(w.ctx, "SELECT name, settings FROM spool_queues WHERE settings IS NOT NULL")
+	if err != nil {
+		return nil, fmt.Errorf("read queues: %w", err)
+	}
+	defer rows.Close()
+	m := map[string]*rpc.Queue{}
+	for rows.Next() {
+		var name string
+		var raw []byte
+		if err := rows.Scan(&name, &raw); err != nil {
+			return nil, fmt.Errorf("read queues: %w", err)
+		}
+		q := &rpc.Queue{Name: name}
+		if err := json.Unmarshal(raw, q); err != nil {
+			return nil, fmt.Errorf("decode queue %q: %w", name, err)
+		}
+		m[name] = q
+	}
+	return m, rows.Err()
+}
+
+// running counts the running jobs of queues names.
+func (w *writer) running(names []string) (map[string]int, error) {
+	rows, err := w.tx.Query(w.ctx, "SELECT queue, count(*) FROM spool_jobs WHERE state = 'running' AND queue = ANY($1) GROUP BY queue", names)
+	if err != nil {
+		return nil, fmt.Errorf("count running jobs: %w", err)
+	}
+	defer rows.Close()
+	m := map[string]int{}
+	for rows.Next() {
+		var name string
+		var n int
+		if err := rows.Scan(&name, &n); err != nil {
+			return nil, fmt.Errorf("count running jobs: %w", err)
+		}
+		m[name] = n
+	}
+	return m, rows.Err()
+}
+
+func keys(m map[string]int) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Cancel asks for job id to end as cancelled with reason: a queued job (or a
+// running one between two attempts) ends at once, its queued dependents
+// failed with it; a running one gets the request stored, which its owner
+// learns through Renew (and the notification that wakes it).
+func (s *Store) Cancel(ctx context.Context, id int64, reason string, now time.Time) (rpc.State, []rpc.Record, []rpc.Event, error) {
+	var state rpc.State
+	var recs []rpc.Record
+	var w *writer
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		w = s.newWriter(ctx, tx, now)
+		rec, err := w.get(id)
+		if err != nil {
+			return err
+		}
+		if rec == nil {
+			return rpc.NotFound(id)
+		}
+		if rec.State.Final() {
+			return rpc.BadState(id, rec.State, "already final")
+		}
+		if _, err := w.cancelOne(rec, reason, now); err != nil {
+			return err
+		}
+		if err := w.finish(); err != nil {
+			return err
+		}
+		r := w.rows[id].rec
+		state = r.State
+		recs = []rpc.Record{*r}
+		for _, x := range w.extra {
+			recs = append(recs, *x)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", nil, nil, err
+	}
+	s.done(w)
+	s.committed() // the owner of a running job learns sooner
+	return state, recs, w.evs, nil
+}
+
+// CancelMany cancels the jobs ids in one transaction, each as Cancel does;
+// unknown and final ones are skipped.
+func (s *Store) CancelMany(ctx context.Context, ids []int64, reason string, now time.Time) ([]rpc.Record, []rpc.Event, error) {
+	var recs []rpc.Record
+	var w *writer
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		w = s.newWriter(ctx, tx, now)
+		recs = []rpc.Record{}
+		if err := w.load(ids); err != nil {
+			return err
+		}
+		var changed []int64
+		for _, id := range ids {
+			rec, err := w.get(id)
+			if err != nil {
+				return err
+			}
+			if rec == nil || rec.State.Final() {
+				continue
+			}
+			wrote, err := w.cancelOne(rec, reason, now)
+			if err != nil {
+				return err
+			}
+			if wrote {
+				changed = append(changed, id)
+			}
+		}
+		if err := w.finish(); err != nil {
+			return err
+		}
+		for _, id := range changed {
+			recs = append(recs, *w.rows[id].rec)
+		}
+		for _, x := range w.extra {
+			recs = append(recs, *x)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	s.done(w)
+	s.committed()
+	return recs, w.evs, nil
+}
+
+// cancelOne applies a cancel to rec, read in w's transaction: a queued job,
+// or a running one between two attempts of a step (no process runs), ends at
+// once, keeping a reason stored before; a running one gets the request
+// stored, for its owner. It reports whether it wrote.
+func (w *writer) cancelOne(rec *rpc.Record, reason string, now time.Time) (bool, error) {
+	retrying := rec.State == rpc.StateRunning && rec.Steps[rec.CurrentStep].State == rpc.StateRetrying
+	switch {
+	case rec.State == rpc.StateQueued || retrying:
+		why := reason
+		if rec.Run.CancelReason != nil {
+			why = *rec.Run.CancelReason
+		} else {
+			rec.Run.CancelReason = &why
+		}
+		w.events(machine.EndUnstarted(rec, why, rpc.StateCancelled, now), rec.ID)
+	case rec.Run.CancelReason != nil:
+		return false, nil
+	default:
+		why := reason
+		rec.Run.CancelReason = &why
+	}
+	return true, w.put(rec)
+}
+
+// NextNotBefore is the earliest not_before of the claimable jobs that wait
+// only for it, or the zero time when there is none.
+func (s *Store) NextNotBefore(ctx context.Context) (time.Time, error) {
+	var at *time.Time
+	if err := s.pool.QueryRow(ctx, "SELECT min(not_before) FROM spool_jobs WHERE claimable AND not_before IS NOT NULL").Scan(&at); err != nil {
+		return time.Time{}, rpc.Storage(fmt.Errorf("read the next not_before: %w", err))
+	}
+	if at == nil {
+		return time.Time{}, nil
+	}
+	return *at, nil
+}

@@ -1,0 +1,578 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"spool/rpc"
+	"spool/rpc/machine"
+)
+
+// writer is one call's work in one transaction: the records it locked and
+// changed, the events it made, and the consequences to work off (dependents
+// failed or released, hooks fired), all written by flush at the end, the
+// events last, numbered by the counter row.
+type writer struct {
+	s   *Store
+	ctx context.Context
+	tx  pgx.Tx
+	now time.Time
+
+	rows  map[int64]*row
+	order []int64 // ids of rows to write, in the order first changed
+	evs   []rpc.Event
+	// extra are the records the store changed on its own (dependents failed),
+	// in the order changed, with their specs.
+	extra []*rpc.Record
+	work  []task
+	// moved is set when a write changed what Claim would give.
+	moved bool
+
+	hooks  []hook
+	firing bool
+	qset   map[string]*rpc.Queue
+	// jobIDs reserved by the counter row: next is the last given.
+	nextJob int64
+	newDeps [][2]int64
+	// queues are the queue names the new jobs go to.
+	queues map[string]bool
+}
+
+// row is a job locked (or made) by the transaction.
+type row struct {
+	rec   *rpc.Record // with its spec
+	spec  []byte      // the stored spec, as read or to insert
+	isNew bool
+	dirty bool
+	// claimable and final say where the row was filed when read.
+	wasFinal bool
+	// placed is set once the row's claimability is decided for this write.
+	claimable bool
+}
+
+// task is a consequence of a write, for drain.
+type task struct {
+	fail  bool
+	id    int64
+	dep   int64
+	state rpc.State
+	at    time.Time
+}
+
+func (s *Store) newWriter(ctx context.Context, tx pgx.Tx, now time.Time) *writer {
+	return &writer{s: s, ctx: ctx, tx: tx, now: now, rows: map[int64]*row{}, evs: []rpc.Event{}}
+}
+
+// load locks and reads the jobs ids that the writer has not read yet.
+func (w *writer) load(ids []int64) error {
+	var need []int64
+	for _, id := range ids {
+		if _, ok := w.rows[id]; !ok && !slices.Contains(need, id) {
+			need = append(need, id)
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	slices.Sort(need) // one order for every transaction, against deadlocks
+	rows, err := w.tx.Query(w.ctx, "SELECT id, rec, spec, claimable FROM spool_jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE", need)
+	if err != nil {
+		return fmt.Errorf("read jobs: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var raw, spec []byte
+		var claimable bool
+		if err := rows.Scan(&id, &raw, &spec, &claimable); err != nil {
+			return fmt.Errorf("read jobs: %w", err)
+		}
+		rec, err := decodeRecord(raw, spec)
+		if err != nil {
+			return fmt.Errorf("job %d: %w", id, err)
+		}
+		w.rows[id] = &row{rec: rec, spec: spec, wasFinal: rec.State.Final(), claimable: claimable}
+	}
+	return rows.Err()
+}
+
+// get is job id as the transaction sees it, locked, with its spec; nil when
+// there is no such job. The caller may change a copy and put it.
+func (w *writer) get(id int64) (*rpc.Record, error) {
+	if err := w.load([]int64{id}); err != nil {
+		return nil, err
+	}
+	r, ok := w.rows[id]
+	if !ok {
+		return nil, nil
+	}
+	rec := *r.rec
+	return &rec, nil
+}
+
+// decodeRecord decodes a stored record and its spec.
+func decodeRecord(raw, spec []byte) (*rpc.Record, error) {
+	var rec rpc.Record
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return nil, fmt.Errorf("decode record: %w", err)
+	}
+	if spec != nil {
+		var sp rpc.Spec
+		if err := json.Unmarshal(spec, &sp); err != nil {
+			return nil, fmt.Errorf("decode spec: %w", err)
+		}
+		rec.Spec = &sp
+	}
+	return &rec, nil
+}
+
+// event keeps ev for job id (when it names none), to be stored by flush.
+func (w *writer) event(ev rpc.Event, id int64) {
+	if ev.Job == 0 {
+		ev.Job = id
+	}
+	w.evs = append(w.evs, ev)
+}
+
+// events keeps evs for job id.
+func (w *writer) events(evs []rpc.Event, id int64) {
+	for _, ev := range evs {
+		w.event(ev, id)
+	}
+}
+
+// put records that job rec (read by get, changed) is now as rec says, and
+// queues what its dependents must undergo.
+func (w *writer) put(rec *rpc.Record) error {
+	r, ok := w.rows[rec.ID]
+	if !ok {
+		return fmt.Errorf("job %d written without being read", rec.ID)
+	}
+	old := r.rec
+	if rec.Spec == nil {
+		rec.Spec = old.Spec
+	}
+	keep := old.State == rpc.StateQueued && rec.State == rpc.StateQueued &&
+		old.Queue == rec.Queue && old.Priority == rec.Priority && sameTime(old.NotBefore, rec.NotBefore) &&
+		slices.Equal(old.After, rec.After) && old.Run.Held == rec.Run.Held && sameTime(old.PausedAt, rec.PausedAt)
+	if old.State != rec.State || old.Queue != rec.Queue || (rec.State == rpc.StateQueued && !keep) {
+		w.moved = true
+	}
+	cp := *rec
+	r.rec = &cp
+	if !r.dirty {
+		r.dirty = true
+		w.order = append(w.order, rec.ID)
+	}
+	if rec.State != rpc.StateQueued {
+		r.claimable = false
+	} else if !keep {
+		r.claimable = false
+		if err := w.place(r, w.now); err != nil {
+			return err
+		}
+	}
+	if rec.State.Final() && !old.State.Final() {
+		at := w.now
+		if rec.FinishedAt != nil {
+			at = *rec.FinishedAt
+		}
+		w.work = append(w.work, task{id: rec.ID, state: rec.State, at: at})
+		if err := w.hookOf(rec, at); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// insert adds a new job (its id given by the counter row) with its spec.
+func (w *writer) insert(rec *rpc.Record, spec []byte) error {
+	cp := *rec
+	r := &row{rec: &cp, spec: spec, isNew: true, dirty: true}
+	w.rows[rec.ID] = r
+	w.order = append(w.order, rec.ID)
+	w.moved = true
+	for _, dep := range rec.After {
+		w.newDeps = append(w.newDeps, [2]int64{dep, rec.ID})
+	}
+	if w.queues == nil {
+		w.queues = map[string]bool{}
+	}
+	w.queues[rec.Queue] = true
+	if rec.State == rpc.StateQueued {
+		return w.place(r, w.now)
+	}
+	if rec.State.Final() {
+		w.work = append(w.work, task{id: rec.ID, state: rec.State, at: w.now})
+		return w.hookOf(rec, w.now)
+	}
+	return nil
+}
+
+// place files a queued job by its dependencies: claimable, waiting for a
+// dependency or held (not claimable), or to fail at at because a dependency
+// did not succeed.
+func (w *writer) place(r *row, at time.Time) error {
+	failed, waiting, err := w.deps(r.rec.After)
+	if err != nil {
+		return fmt.Errorf("job %d: %w", r.rec.ID, err)
+	}
+	switch {
+	case failed != 0:
+		w.work = append(w.work, task{fail: true, id: r.rec.ID, dep: failed, at: at})
+	case waiting || r.rec.Run.Held || r.rec.PausedAt != nil:
+	default:
+		r.claimable = true
+	}
+	return nil
+}
+
+// deps looks at the jobs in after: failed is the first that is final and did
+// not succeed (0 when none), waiting says that one is unfinished. A
+// dependency that is not stored was removed, which only a final one can be:
+// it no longer matters.
+func (w *writer) deps(after []int64) (failed int64, waiting bool, err error) {
+	states, err := w.states(after)
+	if err != nil {
+		return 0, false, err
+	}
+	for _, dep := range after {
+		st := states[dep]
+		switch {
+		case st == "" || st == rpc.StateSucceeded:
+		case st.Final():
+			return dep, false, nil
+		default:
+			waiting = true
+		}
+	}
+	return 0, waiting, nil
+}
+
+// states reads the states of jobs ids, as the transaction sees them.
+func (w *writer) states(ids []int64) (map[int64]rpc.State, error) {
+	m := make(map[int64]rpc.State, len(ids))
+	var ask []int64
+	for _, id := range ids {
+		if r, ok := w.rows[id]; ok {
+			m[id] = r.rec.State
+		} else {
+			ask = append(ask, id)
+		}
+	}
+	if len(ask) == 0 {
+		return m, nil
+	}
+	rows, err := w.tx.Query(w.ctx, "SELECT id, state FROM spool_jobs WHERE id = ANY($1)", ask)
+	if err != nil {
+		return nil, fmt.Errorf("read states: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var st string
+		if err := rows.Scan(&id, &st); err != nil {
+			return nil, fmt.Errorf("read states: %w", err)
+		}
+		m[id] = rpc.State(st)
+	}
+	return m, rows.Err()
+}
+
+// drain works off the consequences of the writes: a job that became final
+// releases its queued dependents (succeeded) or fails them (otherwise),
+// transitively.
+func (w *writer) drain() error {
+	for len(w.work) > 0 {
+		t := w.work[0]
+		w.work = w.work[1:]
+		if t.fail {
+			if err := w.failDependent(t); err != nil {
+				return err
+			}
+			continue
+		}
+		ids, err := w.dependents(t.id)
+		if err != nil {
+			return err
+		}
+		if err := w.load(ids); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			r, ok := w.rows[id]
+			if !ok || r.rec.State != rpc.StateQueued {
+				continue
+			}
+			if t.state != rpc.StateSucceeded {
+				w.work = append(w.work, task{fail: true, id: id, dep: t.id, at: t.at})
+				continue
+			}
+			if r.rec.Run.Held || r.rec.PausedAt != nil {
+				continue
+			}
+			was := r.claimable
+			if err := w.place(r, t.at); err != nil {
+				return err
+			}
+			if r.claimable && !was {
+				w.moved = true
+				if !r.dirty {
+					r.dirty = true
+					w.order = append(w.order, id)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// dependents are the unfinished jobs that depend on job id, in id order.
+func (w *writer) dependents(id int64) ([]int64, error) {
+	var ids []int64
+	for _, d := range w.newDeps {
+		if d[0] == id {
+			ids = append(ids, d[1])
+		}
+	}
+	rows, err := w.tx.Query(w.ctx, "SELECT job FROM spool_deps WHERE dep = $1 ORDER BY job", id)
+	if err != nil {
+		return nil, fmt.Errorf("read dependents of job %d: %w", id, err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("read dependents of job %d: %w", id, err)
+	}
+	for _, j := range got {
+		if !slices.Contains(ids, j) {
+			ids = append(ids, j)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// failDependent fails the queued job t.id because t.dep did not succeed.
+func (w *writer) failDependent(t task) error {
+	rec, err := w.get(t.id)
+	if err != nil {
+		return err
+	}
+	if rec == nil || rec.State != rpc.StateQueued {
+		return nil
+	}
+	w.events(machine.EndUnstarted(rec, machine.DependencyFailed(t.dep), rpc.StateFailed, t.at), rec.ID)
+	if err := w.put(rec); err != nil {
+		return err
+	}
+	w.extra = append(w.extra, w.rows[rec.ID].rec)
+	return nil
+}
+
+// finish drains the consequences, fires the hooks and writes everything.
+// Within a hook's submit it only drains: the outer finish goes on.
+func (w *writer) finish() error {
+	if err := w.drain(); err != nil {
+		return err
+	}
+	if w.firing {
+		return nil
+	}
+	if err := w.fireHooks(); err != nil {
+		return err
+	}
+	return w.flush()
+}
+
+// flush writes the rows changed, the dependencies of new jobs, the queues
+// they go to, and the events, numbered last.
+func (w *writer) flush() error {
+	var ins, upd struct {
+		id                  []int64
+		state, queue        []string
+		priority            []int32
+		key                 []*string
+		finished, notBefore []*time.Time
+		epoch               []int64
+		claimable, cancel   []bool
+		rec, spec           [][]byte
+	}
+	var ended []int64
+	for _, id := range w.order {
+		r := w.rows[id]
+		rec := *r.rec
+		rec.Spec = nil
+		raw, err := rec.AppendJSON(nil)
+		if err != nil {
+			return fmt.Errorf("encode job %d: %w", id, err)
+		}
+		var nb *time.Time
+		if r.claimable {
+			nb = rec.NotBefore
+		}
+		x := &upd
+		if r.isNew {
+			x = &ins
+			x.key = append(x.key, rec.Key)
+			x.spec = append(x.spec, r.spec)
+		}
+		x.id = append(x.id, id)
+		x.state = append(x.state, string(rec.State))
+		x.queue = append(x.queue, rec.Queue)
+		x.priority = append(x.priority, int32(rec.Priority))
+		x.finished = append(x.finished, rec.FinishedAt)
+		x.notBefore = append(x.notBefore, nb)
+		x.epoch = append(x.epoch, rec.Run.Epoch)
+		x.claimable = append(x.claimable, r.claimable)
+		x.cancel = append(x.cancel, !rec.State.Final() && rec.Run.CancelReason != nil)
+		x.rec = append(x.rec, raw)
+		if rec.State.Final() && !r.wasFinal && !r.isNew {
+			ended = append(ended, id)
+		}
+	}
+	b := &pgx.Batch{}
+	if len(ins.id) > 0 {
+		b.Queue(`INSERT INTO spool_jobs (id, state, queue, priority, key, finished_at, not_before, epoch, claimable, cancel_pending, rec, spec)
+			SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::boolean[], $10::boolean[], $11::bytea[], $12::bytea[])`,
+			ins.id, ins.state, ins.queue, ins.priority, ins.key, ins.finished, ins.notBefore, ins.epoch, ins.claimable, ins.cancel, ins.rec, ins.spec)
+	}
+	if len(upd.id) > 0 {
+		b.Queue(`UPDATE spool_jobs j SET state = u.state, queue = u.queue, priority = u.priority, finished_at = u.finished,
+				not_before = u.not_before, epoch = u.epoch, claimable = u.claimable, cancel_pending = u.cancel, rec = u.rec
+			FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::timestamptz[], $7::bigint[], $8::boolean[], $9::boolean[], $10::bytea[])
+				AS u(id, state, queue, priority, finished, not_before, epoch, claimable, cancel, rec)
+			WHERE j.id = u.id`,
+			upd.id, upd.state, upd.queue, upd.priority, upd.finished, upd.notBefore, upd.epoch, upd.claimable, upd.cancel, upd.rec)
+	}
+	if len(w.newDeps) > 0 {
+		deps, jobs := make([]int64, 0, len(w.newDeps)), make([]int64, 0, len(w.newDeps))
+		for _, d := range w.newDeps {
+			if r, ok := w.rows[d[1]]; ok && r.rec.State.Final() {
+				continue // only unfinished jobs keep their dependencies
+			}
+			deps, jobs = append(deps, d[0]), append(jobs, d[1])
+		}
+		b.Queue("INSERT INTO spool_deps (dep, job) SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING", deps, jobs)
+	}
+	if len(ended) > 0 {
+		b.Queue("DELETE FROM spool_deps WHERE job = ANY($1)", ended)
+	}
+	if names := w.s.unknownQueues(w.queues); len(names) > 0 {
+		b.Queue("INSERT INTO spool_queues (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", names)
+	}
+	if b.Len() > 0 {
+		if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
+			return fmt.Errorf("write jobs: %w", err)
+		}
+	}
+	return w.storeEvents()
+}
+
+// storeEvents numbers the writer's events from the counter row and inserts
+// them: the row's lock, held until commit, makes seq order commit order and
+// leaves no hole.
+func (w *writer) storeEvents() error {
+	if len(w.evs) == 0 {
+		return nil
+	}
+	var last int64
+	if err := w.tx.QueryRow(w.ctx, "UPDATE spool_meta SET last_seq = last_seq + $1 RETURNING last_seq", len(w.evs)).Scan(&last); err != nil {
+		return fmt.Errorf("number events: %w", err)
+	}
+	first := last - int64(len(w.evs)) + 1
+	seqs := make([]int64, len(w.evs))
+	ats := make([]time.Time, len(w.evs))
+	bodies := make([][]byte, len(w.evs))
+	for i := range w.evs {
+		ev := &w.evs[i]
+		ev.Seq = first + int64(i)
+		if ev.Time.IsZero() {
+			ev.Time = w.now
+		}
+		raw, err := json.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("encode event: %w", err)
+		}
+		seqs[i], ats[i], bodies[i] = ev.Seq, ev.Time, raw
+	}
+	if _, err := w.tx.Exec(w.ctx, "INSERT INTO spool_events (seq, at, body) SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bytea[])", seqs, ats, bodies); err != nil {
+		return fmt.Errorf("store events: %w", err)
+	}
+	return nil
+}
+
+// unknownQueues are the names in names this handle has not yet seen stored.
+func (s *Store) unknownQueues(names map[string]bool) []string {
+	if len(names) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for n := range names {
+		if !s.queues[n] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// knowQueues remembers queue names as stored, after a commit.
+func (s *Store) knowQueues(names map[string]bool) {
+	if len(names) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for n := range names {
+		s.queues[n] = true
+	}
+}
+
+// queue reads queue name's settings, once per writer.
+func (w *writer) queue(name string) (*rpc.Queue, error) {
+	if q, ok := w.qset[name]; ok {
+		return q, nil
+	}
+	q, err := readQueue(w.ctx, w.tx, name)
+	if err != nil {
+		return nil, err
+	}
+	if w.qset == nil {
+		w.qset = map[string]*rpc.Queue{}
+	}
+	w.qset[name] = q
+	return q, nil
+}
+
+// querier is what reads need: a pool, a connection or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// readQueue reads queue name's settings (the defaults when it has none).
+func readQueue(ctx context.Context, q querier, name string) (*rpc.Queue, error) {
+	var raw []byte
+	err := q.QueryRow(ctx, "SELECT settings FROM spool_queues WHERE name = $1", name).Scan(&raw)
+	if err != nil && err != pgx.ErrNoRows {
+		return nil, fmt.Errorf("read queue %q: %w", name, err)
+	}
+	out := &rpc.Queue{Name: name}
+	if raw != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return nil, fmt.Errorf("decode queue %q: %w", name, err)
+		}
+	}
+	return out, nil
+}
+
+// sameTime reports whether two optional times are the same instant.
+func sameTime(a, b *time.Time) bool {
+	return (a == nil) == (b == nil) && (a == nil || a.Equal(*b))
+}
