@@ -42,6 +42,7 @@ type options struct {
 	killGrace      time.Duration
 	containment    string
 	node           string
+	store          string
 	maxMessage     int64
 	eventRetention time.Duration
 	retain         time.Duration
@@ -71,6 +72,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.DurationVar(&o.killGrace, "kill-grace", 10*time.Second, "time between SIGTERM and SIGKILL when a step is stopped")
 	fs.StringVar(&o.containment, "containment", "auto", "how a step's processes are kept together: auto (a cgroup per step where a writable cgroup v2 subtree exists, else process groups), cgroup (required), group")
 	fs.StringVar(&o.node, "node", "", "this daemon's name in its store (default the host name)")
+	fs.StringVar(&o.store, "store", "", "where jobs are kept: empty for the bbolt file in the state folder, or a PostgreSQL URL (postgres://...) that several spoold share")
 	fs.StringVar(&maxMessage, "max-message", "1MiB", "largest protocol message accepted")
 	fs.StringVar(&eventRetention, "event-retention", "30d", "keep stored events this long (0: forever)")
 	fs.StringVar(&retain, "retain", "0", "remove final jobs this long after they finished (0: never)")
@@ -130,6 +132,9 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	}
 	if err := checkHTTPFlags(o); err != nil {
 		return nil, err
+	}
+	if o.store != "" && !isPostgresURL(o.store) {
+		return nil, fmt.Errorf("--store: want a PostgreSQL URL such as postgres:///spool?host=/run/postgresql, got %q (leave it out for the bbolt file in the state folder)", o.store)
 	}
 	if o.socket == "" {
 		o.socket = rpc.DefaultSocketPath(getenv)
@@ -280,7 +285,7 @@ func openStore(stateDir string) (*store.Store, error) {
 }
 
 func serve(o *options, sm serviceManager, log *slog.Logger) error {
-	st, err := openStore(o.stateDir)
+	st, err := openAnyStore(o, log)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -65,6 +66,8 @@ type Store struct {
 
 	mu     sync.Mutex
 	queues map[string]bool // queues known to have a row
+
+	commits atomic.Uint64
 }
 
 // Open connects to the database named by dsn (a PostgreSQL URL or key=value
@@ -122,6 +125,9 @@ func (s *Store) Close() error {
 	s.pool.Close()
 	return nil
 }
+
+// Commits counts the transactions this handle committed.
+func (s *Store) Commits() uint64 { return s.commits.Load() }
 
 // StoreID is the random id made with the database.
 func (s *Store) StoreID() string { return s.id }
@@ -354,6 +360,7 @@ func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 		time.Sleep(time.Duration(try+1) * time.Millisecond)
 	}
 	if err == nil {
+		s.commits.Add(1)
 		return nil
 	}
 	var re *rpc.Error
