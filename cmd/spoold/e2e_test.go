@@ -23,6 +23,7 @@ import (
 
 	"spool/client"
 	"spool/rpc"
+	"spool/store/postgres/pgtest"
 )
 
 // bins holds the spoold and spool binaries built once for the end-to-end tests.
@@ -59,7 +60,9 @@ func sharedBinDir(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	pgServers = pgtest.NewPool(pgtest.Options{})
 	code := m.Run()
+	pgServers.Close()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}

@@ -28,6 +28,7 @@ import (
 	"spool/rpc/server"
 	"spool/rpc/unixsock"
 	"spool/store"
+	"spool/store/postgres"
 )
 
 func main() {
@@ -43,6 +44,7 @@ type options struct {
 	containment    string
 	node           string
 	store          string
+	lease          time.Duration
 	maxMessage     int64
 	eventRetention time.Duration
 	retain         time.Duration
@@ -72,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	fs.DurationVar(&o.killGrace, "kill-grace", 10*time.Second, "time between SIGTERM and SIGKILL when a step is stopped")
 	fs.StringVar(&o.containment, "containment", "auto", "how a step's processes are kept together: auto (a cgroup per step where a writable cgroup v2 subtree exists, else process groups), cgroup (required), group")
 	fs.StringVar(&o.node, "node", "", "this daemon's name in its store (default the host name)")
+	fs.DurationVar(&o.lease, "lease", 10*time.Second, "with --store postgres://...: how long this daemon's lease lasts unless renewed (renewed every fifth of it); its jobs are rescued by the others this long after it dies")
 	fs.StringVar(&o.store, "store", "", "where jobs are kept: empty for the bbolt file in the state folder, or a PostgreSQL URL (postgres://...) that several spoold share")
 	fs.StringVar(&maxMessage, "max-message", "1MiB", "largest protocol message accepted")
 	fs.StringVar(&eventRetention, "event-retention", "30d", "keep stored events this long (0: forever)")
@@ -89,7 +92,7 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
-			fmt.Fprintf(stderr, "usage: spoold [flags]\n       spoold check|compact [--state-dir DIR]\n       spoold version\n\nflags:\n")
+			fmt.Fprintf(stderr, "usage: spoold [flags]\n       spoold check [--state-dir DIR | --store URL]\n       spoold compact [--state-dir DIR]\n       spoold version\n\nflags:\n")
 			fs.PrintDefaults()
 		}
 		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
@@ -132,6 +135,9 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (*o
 	}
 	if err := checkHTTPFlags(o); err != nil {
 		return nil, err
+	}
+	if o.lease < time.Second {
+		return nil, fmt.Errorf("--lease: must be at least 1s, got %s", o.lease)
 	}
 	if o.store != "" && !isPostgresURL(o.store) {
 		return nil, fmt.Errorf("--store: want a PostgreSQL URL such as postgres:///spool?host=/run/postgresql, got %q (leave it out for the bbolt file in the state folder)", o.store)
@@ -333,6 +339,7 @@ func serve(o *options, sm serviceManager, log *slog.Logger) error {
 		Store: dstore, StateDir: o.stateDir, Socket: socket, Version: o.version,
 		MaxParallel: o.maxParallel, KillGrace: o.killGrace, MaxLog: o.maxLog, NoStderrLog: !o.stderrLog, Subreaper: true, Containment: o.containment, Node: o.node,
 		EventRetention: eventRetention(o.eventRetention), Retain: o.retain, Log: log,
+		LeaseEvery: o.lease / 5,
 	})
 	if err != nil {
 		ln.Close()
@@ -446,8 +453,29 @@ func offline(cmd string, args []string, stderr io.Writer, getenv func(string) st
 	fs := flag.NewFlagSet("spoold "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	stateDir := fs.String("state-dir", "", "state folder (default $XDG_STATE_HOME/spool)")
+	storeURL := fs.String("store", "", "check this PostgreSQL database (postgres://...) instead of the state folder's bbolt file")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *storeURL != "" {
+		if cmd != "check" || !isPostgresURL(*storeURL) {
+			fmt.Fprintf(stderr, "spoold %s: --store: want a PostgreSQL URL (postgres://...), and only check takes it\n", cmd)
+			return 2
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		st, err := postgres.Open(ctx, *storeURL, postgres.Options{})
+		if err != nil {
+			fmt.Fprintf(stderr, "spoold check: %v\n", err)
+			return 1
+		}
+		defer st.Close()
+		if err := st.Check(ctx); err != nil {
+			fmt.Fprintf(stderr, "spoold check: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "spoold check: the PostgreSQL store is consistent\n")
+		return 0
 	}
 	dir := *stateDir
 	if dir == "" {

@@ -43,7 +43,7 @@ func openAnyStore(o *options, log *slog.Logger) (servedStore, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := postgres.Open(ctx, o.store, postgres.Options{Log: log})
+	st, err := postgres.Open(ctx, o.store, postgres.Options{Log: log, LeaseTTL: o.lease})
 	if err != nil {
 		unlock()
 		return nil, fmt.Errorf("open the store: %w", err)

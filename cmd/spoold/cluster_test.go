@@ -1,0 +1,313 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"spool/client"
+	"spool/rpc"
+	"spool/store/postgres/pgtest"
+)
+
+// pgServers is the PostgreSQL server the cluster tests share; each test gets
+// a database of its own.
+var pgServers *pgtest.Pool
+
+// newNode starts a spoold of a cluster on the database dsn, named node.
+func newNode(t *testing.T, dsn, node string, args ...string) *daemonProc {
+	t.Helper()
+	return newDaemon(t, append([]string{"--store", dsn, "--node", node}, args...)...)
+}
+
+// collector keeps every stored event a watcher gets.
+type collector struct {
+	mu  sync.Mutex
+	evs []rpc.Event
+	err error
+}
+
+// collect watches everything from seq since on c until ctx ends.
+func collect(ctx context.Context, t *testing.T, c *client.Client, since int64) *collector {
+	t.Helper()
+	w, err := c.Watch(ctx, rpc.WatchParams{Since: rpc.Since(since)})
+	if err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	col := &collector{}
+	go func() {
+		for {
+			ev, err := w.Next(ctx)
+			if err != nil {
+				col.mu.Lock()
+				col.err = err
+				col.mu.Unlock()
+				return
+			}
+			if ev.Seq == 0 {
+				continue
+			}
+			col.mu.Lock()
+			col.evs = append(col.evs, *ev)
+			col.mu.Unlock()
+		}
+	}()
+	return col
+}
+
+// upTo waits until the collector holds the events up to seq last.
+func (col *collector) upTo(t *testing.T, last int64, within time.Duration) []rpc.Event {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		col.mu.Lock()
+		n := len(col.evs)
+		var top int64
+		if n > 0 {
+			top = col.evs[n-1].Seq
+		}
+		evs := slices.Clone(col.evs)
+		err := col.err
+		col.mu.Unlock()
+		if top >= last {
+			return evs
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("watcher stopped at seq %d of %d: %v", top, last, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// beat is one heartbeat line a step wrote: job, step, the node whose state
+// folder it ran from, and when.
+type beat struct {
+	job, step int
+	node      string
+	at        time.Time
+}
+
+// beatScript is a step that writes a heartbeat to file every 50 ms, n times.
+func beatScript(file string, step, n int) string {
+	return fmt.Sprintf(`i=0; while [ $i -lt %d ]; do echo "$SPOOL_JOB_ID %d $SPOOL_RESULTS_DIR $(date +%%s%%N)" >> %s; sleep 0.05; i=$((i+1)); done`, n, step, file)
+}
+
+// readBeats reads the heartbeats of file; the node is the name of the state
+// folder's parent (one per daemon).
+func readBeats(t *testing.T, file string, nodeOf func(dir string) string) []beat {
+	t.Helper()
+	var out []beat
+	for _, line := range readLines(t, file) {
+		f := strings.Fields(line)
+		if len(f) != 4 {
+			continue // a line cut by a kill
+		}
+		job, _ := strconv.Atoi(f[0])
+		step, _ := strconv.Atoi(f[1])
+		ns, _ := strconv.ParseInt(f[3], 10, 64)
+		out = append(out, beat{job: job, step: step, node: nodeOf(f[2]), at: time.Unix(0, ns)})
+	}
+	return out
+}
+
+// checkNoOverlap fails when a step of a job beat on two nodes at times that
+// overlap: it ran on two hosts at once.
+func checkNoOverlap(t *testing.T, beats []beat) {
+	t.Helper()
+	type key struct{ job, step int }
+	type span struct{ from, to time.Time }
+	spans := map[key]map[string]*span{}
+	for _, b := range beats {
+		k := key{b.job, b.step}
+		if spans[k] == nil {
+			spans[k] = map[string]*span{}
+		}
+		s := spans[k][b.node]
+		if s == nil {
+			spans[k][b.node] = &span{b.at, b.at}
+			continue
+		}
+		if b.at.Before(s.from) {
+			s.from = b.at
+		}
+		if b.at.After(s.to) {
+			s.to = b.at
+		}
+	}
+	for k, byNode := range spans {
+		var nodes []string
+		for n := range byNode {
+			nodes = append(nodes, n)
+		}
+		sort.Strings(nodes)
+		for i := range nodes {
+			for j := i + 1; j < len(nodes); j++ {
+				a, b := byNode[nodes[i]], byNode[nodes[j]]
+				if a.from.Before(b.to) && b.from.Before(a.to) {
+					t.Errorf("job %d step %d ran on %s (%s to %s) and %s (%s to %s) at once", k.job, k.step,
+						nodes[i], a.from.Format("15:04:05.000"), a.to.Format("15:04:05.000"), nodes[j], b.from.Format("15:04:05.000"), b.to.Format("15:04:05.000"))
+				}
+			}
+		}
+	}
+}
+
+// TestClusterE2E runs three spoold on one PostgreSQL: jobs submitted through
+// all three run on any, watchers on all three see the same stream 1..N, and a
+// kill -9 of a daemon running jobs has each of them rescued by another within
+// the lease plus a reaping, resumed at its first unfinished step, never on two
+// hosts at once.
+func TestClusterE2E(t *testing.T) {
+	dsn := pgServers.DB(t)
+	const lease = 4 * time.Second
+	nodes := []*daemonProc{}
+	for _, name := range []string{"a", "b", "c"} {
+		nodes = append(nodes, newNode(t, dsn, name, "--max-parallel", "4", "--lease", lease.String()))
+	}
+	nodeOf := func(dir string) string {
+		for i, p := range nodes {
+			if strings.HasPrefix(dir, p.state+string(filepath.Separator)) {
+				return []string{"a", "b", "c"}[i]
+			}
+		}
+		return "?" + dir
+	}
+	ctx := tctx(t)
+	clients := []*client.Client{nodes[0].client(), nodes[1].client(), nodes[2].client()}
+	watchers := []*collector{collect(ctx, t, nodes[0].client(), 0), collect(ctx, t, nodes[1].client(), 0), collect(ctx, t, nodes[2].client(), 0)}
+
+	dir := shortDir(t)
+	beats := filepath.Join(dir, "beats")
+	// Each job: a step of 2 s, then a step of 0.5 s, both beating.
+	var ids []int64
+	for i := range 24 {
+		spec := rpc.Spec{Name: fmt.Sprintf("job%d", i), Steps: []rpc.Step{
+			{Name: "long", Shell: &rpc.ShellStep{Script: beatScript(beats, 0, 40)}},
+			{Name: "short", Shell: &rpc.ShellStep{Script: beatScript(beats, 1, 10)}},
+		}}
+		res, err := clients[i%3].Submit(ctx, rpc.SubmitParams{Job: &spec})
+		if err != nil {
+			t.Fatalf("submit through node %d: %v", i%3, err)
+		}
+		ids = append(ids, res.Job.ID)
+	}
+
+	// Kill a while its jobs run their first step.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n := 0
+		for _, b := range readBeats(t, beats, nodeOf) {
+			if b.node == "a" {
+				n++
+			}
+		}
+		if n >= 8 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node a ran nothing")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	killed := time.Now()
+	nodes[0].kill9()
+	seenA := watchers[0]
+	seenA.mu.Lock()
+	lastA := int64(0)
+	if len(seenA.evs) > 0 {
+		lastA = seenA.evs[len(seenA.evs)-1].Seq
+	}
+	seenA.mu.Unlock()
+
+	// Every job ends, succeeded, as the two others say.
+	for _, id := range ids {
+		j, err := clients[1].Wait(ctx, rpc.WaitParams{ID: id, Timeout: rpc.Duration(60 * time.Second)})
+		if err != nil {
+			t.Fatalf("wait for job %d: %v", id, err)
+		}
+		if j.State != rpc.StateSucceeded {
+			t.Errorf("job %d ended %s: %s", id, j.State, j.Error)
+		}
+	}
+	var last int64
+	// The stream as the two survivors saw it: the same, whole, from 1.
+	evsB := watchers[1].upTo(t, 1, 10*time.Second)
+	for _, ev := range evsB {
+		last = max(last, ev.Seq)
+	}
+	time.Sleep(500 * time.Millisecond)
+	evsB = watchers[1].upTo(t, last, 10*time.Second)
+	evsC := watchers[2].upTo(t, last, 10*time.Second)
+	last = evsB[len(evsB)-1].Seq
+	evsC = watchers[2].upTo(t, last, 10*time.Second)
+	for i, ev := range evsB {
+		if ev.Seq != int64(i+1) {
+			t.Fatalf("node b: event %d has seq %d: a gap or a repeat", i, ev.Seq)
+		}
+		if i >= len(evsC) || evsC[i].Seq != ev.Seq || evsC[i].Type != ev.Type || evsC[i].Job != ev.Job {
+			t.Fatalf("nodes b and c differ at seq %d", ev.Seq)
+		}
+	}
+	// A watcher of the dead node resumes on another where it stopped.
+	resumed := collect(ctx, t, nodes[2].client(), lastA)
+	evsR := resumed.upTo(t, last, 10*time.Second)
+	if len(evsR) == 0 || evsR[0].Seq != lastA+1 || evsR[len(evsR)-1].Seq != last {
+		t.Fatalf("resumed from %d: got %d events", lastA, len(evsR))
+	}
+
+	// Rescue: the jobs node a ran were interrupted, then run by b or c.
+	var rescued []int64
+	var slowest time.Duration
+	for _, ev := range evsB {
+		if ev.Type == rpc.EventInterrupted && ev.Time.After(killed) {
+			rescued = append(rescued, ev.Job)
+			slowest = max(slowest, ev.Time.Sub(killed))
+		}
+	}
+	if len(rescued) == 0 {
+		t.Fatalf("no job was rescued from node a")
+	}
+	t.Logf("%d jobs rescued from node a, the last interrupted %s after its kill (lease %s)", len(rescued), slowest.Round(time.Millisecond), lease)
+	if slowest > lease+5*time.Second {
+		t.Errorf("rescue took %s, more than the lease %s and a reaping", slowest, lease)
+	}
+	all := readBeats(t, beats, nodeOf)
+	checkNoOverlap(t, all)
+	// A step that finished before the kill does not run again.
+	finished := map[[2]int]bool{}
+	for _, ev := range evsB {
+		if ev.Type == rpc.EventStepFinished && ev.State == rpc.StateSucceeded && ev.Time.Before(killed) {
+			finished[[2]int{int(ev.Job), *ev.Step}] = true
+		}
+	}
+	for _, b := range all {
+		if finished[[2]int{b.job, b.step}] && b.at.After(killed.Add(time.Second)) {
+			t.Errorf("job %d step %d finished before the kill and ran again after it (on %s)", b.job, b.step, b.node)
+		}
+	}
+	// Cancel through one daemon stops a job another runs.
+	spec := rpc.Spec{Name: "stop me", Steps: []rpc.Step{{Shell: &rpc.ShellStep{Script: beatScript(beats, 0, 600)}}}}
+	res, err := clients[1].Submit(ctx, rpc.SubmitParams{Job: &spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, clients[2], res.Job.ID)
+	if _, err := clients[2].Cancel(ctx, rpc.CancelParams{ID: res.Job.ID, Reason: "enough"}); err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	j, err := clients[1].Wait(ctx, rpc.WaitParams{ID: res.Job.ID, Timeout: rpc.Duration(20 * time.Second)})
+	if err != nil || j.State != rpc.StateCancelled {
+		t.Fatalf("cancelled job: %v %v", j, err)
+	}
+	if !t.Failed() {
+		os.Remove(beats)
+	}
+}
