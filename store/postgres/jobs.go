@@ -483,12 +483,14 @@ func (s *Store) Prune(ctx context.Context, states []rpc.State, cutoff time.Time,
 	}
 }
 
-// Events reads up to limit stored events with seq > after, in seq order.
+// Events reads up to limit stored events with seq > after, in seq order;
+// every one when limit is not positive.
 func (s *Store) Events(ctx context.Context, after int64, limit int) ([]rpc.Event, error) {
-	if limit <= 0 {
-		limit = 1000
+	var lim *int
+	if limit > 0 {
+		lim = &limit
 	}
-	rows, err := s.pool.Query(ctx, "SELECT body FROM spool_events WHERE seq > $1 ORDER BY seq LIMIT $2", after, limit)
+	rows, err := s.pool.Query(ctx, "SELECT body FROM spool_events WHERE seq > $1 ORDER BY seq LIMIT $2", after, lim)
 	if err != nil {
 		return nil, rpc.Storage(fmt.Errorf("read events: %w", err))
 	}
