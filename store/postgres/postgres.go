@@ -54,9 +54,12 @@ type Options struct {
 
 // Store is a daemon.Store on a PostgreSQL database.
 type Store struct {
-	pool    *pgxpool.Pool
-	opts    Options
-	id      string
+	pool *pgxpool.Pool
+	opts Options
+	id   string
+	// self is this handle's random name, the payload of its notifications:
+	// the listener skips its own, which committed signalled already.
+	self    string
 	changed chan struct{}
 	notify  chan struct{}
 	log     *slog.Logger
@@ -97,15 +100,28 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: connect: %w", err)
 	}
-	s := &Store{pool: pool, opts: opts, log: opts.Log, changed: make(chan struct{}, 1), notify: make(chan struct{}, 1), queues: map[string]bool{}}
+	var self [8]byte
+	if _, err := rand.Read(self[:]); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: name the handle: %w", err)
+	}
+	s := &Store{pool: pool, opts: opts, log: opts.Log, self: hex.EncodeToString(self[:]), changed: make(chan struct{}, 1), notify: make(chan struct{}, 1), queues: map[string]bool{}}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
 	}
+	// Listening before Open returns, every commit of another daemon from
+	// then on is signalled.
+	lcfg := cfg.ConnConfig.Copy()
+	conn, err := listenConn(ctx, lcfg)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
 	lctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(2)
-	go func() { defer s.wg.Done(); s.listen(lctx, cfg.ConnConfig.Copy()) }()
+	go func() { defer s.wg.Done(); s.listen(lctx, lcfg, conn) }()
 	go func() { defer s.wg.Done(); s.notifier(lctx) }()
 	return s, nil
 }
@@ -157,6 +173,16 @@ func (s *Store) committed() {
 	}
 }
 
+// tellOthers tells the other daemons, through NOTIFY only, of a commit that
+// changed nothing this one waits for (a cancel request their runner may
+// own).
+func (s *Store) tellOthers() {
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
 // notifier sends one NOTIFY per burst of commits, in a transaction of its
 // own: NOTIFY takes a database-wide lock at commit, so it stays out of the
 // transactions that hold the counter row.
@@ -168,7 +194,7 @@ func (s *Store) notifier(ctx context.Context) {
 		case <-s.notify:
 		}
 		nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := s.pool.Exec(nctx, "SELECT pg_notify($1, '')", channel)
+		_, err := s.pool.Exec(nctx, "SELECT pg_notify($1, $2)", channel, s.self)
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("postgres: notify the other daemons", "err", err)
@@ -176,11 +202,12 @@ func (s *Store) notifier(ctx context.Context) {
 	}
 }
 
-// listen holds one connection of its own (LISTEN cannot use the pool's) and
-// turns notifications into Changed; it reconnects when the connection fails,
+// listen holds one connection of its own (LISTEN cannot use the pool's),
+// conn first, and turns notifications into Changed; it reconnects when the
+// connection fails,
 // signalling once since notifications may have been lost meanwhile, and
 // signals every Poll besides.
-func (s *Store) listen(ctx context.Context, cfg *pgx.ConnConfig) {
+func (s *Store) listen(ctx context.Context, cfg *pgx.ConnConfig, conn *pgx.Conn) {
 	poll := time.NewTicker(s.opts.Poll)
 	defer poll.Stop()
 	got := make(chan struct{}, 1)
@@ -191,7 +218,8 @@ func (s *Store) listen(ctx context.Context, cfg *pgx.ConnConfig) {
 		defer wg.Done()
 		backoff := 50 * time.Millisecond
 		for ctx.Err() == nil {
-			err := s.listenOnce(ctx, cfg, got)
+			err := s.listenOnce(ctx, cfg, got, conn)
+			conn = nil
 			if ctx.Err() != nil {
 				return
 			}
@@ -215,25 +243,41 @@ func (s *Store) listen(ctx context.Context, cfg *pgx.ConnConfig) {
 	}
 }
 
-// listenOnce connects, listens and forwards notifications until the
-// connection fails.
-func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig, got chan struct{}) error {
+// listenConn connects and listens on the channel.
+func listenConn(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+		return nil, fmt.Errorf("connect the listener: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+channel); err != nil {
+		_ = conn.Close(context.Background())
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	return conn, nil
+}
+
+// listenOnce forwards the notifications of other handles until the
+// connection fails: on conn, the one Open made, or else on a new connection,
+// after signalling once for what was committed while the listener was away.
+func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig, got chan struct{}, conn *pgx.Conn) error {
+	if conn == nil {
+		var err error
+		if conn, err = listenConn(ctx, cfg); err != nil {
+			return err
+		}
+		select {
+		case got <- struct{}{}:
+		default:
+		}
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN "+channel); err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	// Whatever was committed while the listener was away.
-	select {
-	case got <- struct{}{}:
-	default:
-	}
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			return err
+		}
+		if n.Payload == s.self {
+			continue
 		}
 		select {
 		case got <- struct{}{}:

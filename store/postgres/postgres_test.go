@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"spool/daemon"
+	"spool/rpc"
 	"spool/store/postgres"
 	"spool/store/postgres/pgtest"
 	"spool/store/storetest"
@@ -27,10 +28,19 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// open opens a store on dsn with a short lease, closed when t ends.
+// open opens a store on dsn with a short lease, closed when t ends. Its poll
+// is an hour: Changed answers to commits only, as the suite expects (LISTEN
+// brings the other handles'); TestChangedPoll checks the poll.
 func open(t *testing.T, dsn string) *postgres.Store {
 	t.Helper()
-	s, err := postgres.Open(context.Background(), dsn, postgres.Options{LeaseTTL: 5 * time.Second, Poll: 50 * time.Millisecond})
+	return openPoll(t, dsn, time.Hour)
+}
+
+// openPoll opens a store on dsn with a short lease and poll as its
+// Options.Poll, closed when t ends.
+func openPoll(t *testing.T, dsn string, poll time.Duration) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), dsn, postgres.Options{LeaseTTL: 5 * time.Second, Poll: poll})
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -72,5 +82,59 @@ func expireLeases(t *testing.T, dsn string) {
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, "UPDATE spool_leases SET expires = now() - interval '1 second'"); err != nil {
 		t.Fatalf("expire leases: %v", err)
+	}
+}
+
+// changedWithin reports whether s signals Changed within d.
+func changedWithin(s *postgres.Store, d time.Duration) bool {
+	select {
+	case <-s.Changed():
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// drainChanged takes a signal Changed holds, if any.
+func drainChanged(s *postgres.Store) {
+	select {
+	case <-s.Changed():
+	default:
+	}
+}
+
+// TestChangedPoll checks that Changed signals every Options.Poll without a
+// commit, for the notifications a listener down may have missed.
+func TestChangedPoll(t *testing.T) {
+	s := openPoll(t, servers.DB(t), 50*time.Millisecond)
+	drainChanged(s)
+	for i := range 3 {
+		if !changedWithin(s, 2*time.Second) {
+			t.Fatalf("poll %d: Changed did not signal", i)
+		}
+	}
+}
+
+// TestChangedNotify checks that a commit of one handle signals Changed on
+// another on the same database, through LISTEN (the poll is an hour), and
+// that a handle's own commit signals it once, not again by its echo.
+func TestChangedNotify(t *testing.T) {
+	dsn := servers.DB(t)
+	a, b := open(t, dsn), open(t, dsn)
+	ctx := context.Background()
+	drainChanged(a)
+	drainChanged(b)
+	_, _, err := a.Submit(ctx, []rpc.NewJob{storetest.NewJob("jobs[0]", storetest.Spec("x"), time.Now())})
+	if err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	if !changedWithin(a, time.Second) {
+		t.Fatal("the handle that committed was not signalled")
+	}
+	if !changedWithin(b, 5*time.Second) {
+		t.Fatal("the other handle was not signalled")
+	}
+	if changedWithin(a, 500*time.Millisecond) {
+		t.Fatal("the handle that committed was signalled again by its own notification")
 	}
 }

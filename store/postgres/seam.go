@@ -64,6 +64,16 @@ func (s *Store) Renew(ctx context.Context, o machine.Owner, now time.Time) ([]in
 	return ids, nil
 }
 
+// leaseLive reports whether o holds a lease that has not expired: its epoch,
+// given to its node.
+func leaseLive(ctx context.Context, q querier, o machine.Owner) (bool, error) {
+	var live bool
+	if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM spool_leases WHERE epoch = $1 AND node = $2 AND expires > now())", o.Epoch, o.Node).Scan(&live); err != nil {
+		return false, fmt.Errorf("read the lease: %w", err)
+	}
+	return live, nil
+}
+
 // Reap takes the running jobs whose owner's lease expired: each gets
 // machine.Interrupt, queued again or failed with its queued dependents.
 func (s *Store) Reap(ctx context.Context, now time.Time) ([]rpc.Record, []rpc.Event, error) {
@@ -142,9 +152,9 @@ func (s *Store) ApplyClaim(ctx context.Context, ts []rpc.Transition, o machine.O
 			return nil, nil, nil, rpc.Storage(fmt.Errorf("look for claimable jobs: %w", err))
 		}
 		if !some || limit <= 0 {
-			var live bool
-			if err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM spool_leases WHERE epoch = $1 AND node = $2 AND expires > now())", o.Epoch, o.Node).Scan(&live); err != nil {
-				return nil, nil, nil, rpc.Storage(fmt.Errorf("read the lease: %w", err))
+			live, err := leaseLive(ctx, s.pool, o)
+			if err != nil {
+				return nil, nil, nil, rpc.Storage(err)
 			}
 			if !live {
 				return nil, nil, nil, leaseGone(o)
@@ -166,12 +176,12 @@ func (s *Store) ApplyClaim(ctx context.Context, ts []rpc.Transition, o machine.O
 			}
 		}
 		nApplied = len(w.evs)
-		live, err := liveEpochs(ctx, tx, []int64{o.Epoch})
+		live, err := leaseLive(ctx, tx, o)
 		if err != nil {
 			return err
 		}
 		recs = []rpc.Record{}
-		if live[o.Epoch] {
+		if live {
 			w.now = now
 			if recs, err = w.claim(o, limit, now); err != nil {
 				return err
@@ -402,7 +412,7 @@ func (s *Store) Cancel(ctx context.Context, id int64, reason string, now time.Ti
 		return "", nil, nil, err
 	}
 	s.done(w)
-	s.committed() // the owner of a running job learns sooner
+	s.tellOthers() // the owner of a running job learns sooner
 	return state, recs, w.evs, nil
 }
 
@@ -449,7 +459,7 @@ func (s *Store) CancelMany(ctx context.Context, ids []int64, reason string, now 
 		return nil, nil, err
 	}
 	s.done(w)
-	s.committed()
+	s.tellOthers()
 	return recs, w.evs, nil
 }
 
