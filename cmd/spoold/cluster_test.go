@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -245,9 +246,8 @@ func TestClusterE2E(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	evsB = watchers[1].upTo(t, last, 10*time.Second)
-	evsC := watchers[2].upTo(t, last, 10*time.Second)
 	last = evsB[len(evsB)-1].Seq
-	evsC = watchers[2].upTo(t, last, 10*time.Second)
+	evsC := watchers[2].upTo(t, last, 10*time.Second)
 	for i, ev := range evsB {
 		if ev.Seq != int64(i+1) {
 			t.Fatalf("node b: event %d has seq %d: a gap or a repeat", i, ev.Seq)
@@ -309,5 +309,109 @@ func TestClusterE2E(t *testing.T) {
 	}
 	if !t.Failed() {
 		os.Remove(beats)
+	}
+}
+
+// TestClusterPausedDaemonFenced stops a daemon (SIGSTOP) past its lease while
+// it runs jobs: another rescues them; once continued, the paused daemon's
+// late writes are refused, its processes are gone at once, and it goes on
+// with a new lease.
+func TestClusterPausedDaemonFenced(t *testing.T) {
+	dsn := pgServers.DB(t)
+	const lease = 3 * time.Second
+	a := newNode(t, dsn, "a", "--max-parallel", "2", "--lease", lease.String())
+	ctx := tctx(t)
+	ca := a.client()
+	dir := shortDir(t)
+	beats := filepath.Join(dir, "beats")
+	var ids []int64
+	for i := range 2 {
+		spec := rpc.Spec{Name: fmt.Sprintf("long%d", i), Steps: []rpc.Step{{Shell: &rpc.ShellStep{Script: beatScript(beats, 0, 160)}}}}
+		res, err := ca.Submit(ctx, rpc.SubmitParams{Job: &spec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.Job.ID)
+		waitRunning(t, ca, res.Job.ID)
+	}
+	b := newNode(t, dsn, "b", "--max-parallel", "2", "--lease", lease.String())
+	nodeOf := func(d string) string {
+		switch {
+		case strings.HasPrefix(d, a.state+"/"):
+			return "a"
+		case strings.HasPrefix(d, b.state+"/"):
+			return "b"
+		}
+		return "?"
+	}
+	cb := b.client()
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	// b takes both jobs over once a's lease is gone.
+	deadline := time.Now().Add(lease + 10*time.Second)
+	for {
+		onB := map[int]bool{}
+		for _, bt := range readBeats(t, beats, nodeOf) {
+			if bt.node == "b" {
+				onB[bt.job] = true
+			}
+		}
+		if len(onB) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = a.cmd.Process.Signal(syscall.SIGCONT)
+			t.Fatalf("b did not take the jobs of the paused a over")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("b took over %s after a stopped (lease %s)", time.Since(stopped).Round(time.Millisecond), lease)
+	if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	resumed := time.Now()
+	// a learns at its next renewal that its lease is gone and kills its
+	// processes: none of its beats come after that.
+	time.Sleep(lease)
+	var lastA time.Time
+	for _, bt := range readBeats(t, beats, nodeOf) {
+		if bt.node == "a" && bt.at.After(lastA) {
+			lastA = bt.at
+		}
+	}
+	if lastA.After(resumed.Add(lease / 2)) {
+		t.Errorf("a's processes still beat %s after it was continued", lastA.Sub(resumed).Round(time.Millisecond))
+	}
+	// Each job ends once, as b ran it: a's late writes were refused.
+	for _, id := range ids {
+		j, err := cb.Wait(ctx, rpc.WaitParams{ID: id, Timeout: rpc.Duration(30 * time.Second)})
+		if err != nil || j.State != rpc.StateSucceeded {
+			t.Fatalf("job %d: %v %v", id, j, err)
+		}
+	}
+	evs := replayEvents(ctx, t, cb)
+	ends := map[int64]int{}
+	for _, ev := range evs {
+		if ev.Type == rpc.EventStepFinished || ev.Type == rpc.EventSucceeded {
+			ends[ev.Job]++
+		}
+	}
+	for _, id := range ids {
+		if ends[id] != 2 {
+			t.Errorf("job %d has %d step_finished and succeeded events, want one each", id, ends[id])
+		}
+	}
+	// a goes on with a new lease: with b gone, a job submitted to a runs.
+	b.stop()
+	spec := rpc.Spec{Name: "after", Steps: []rpc.Step{{Shell: &rpc.ShellStep{Script: "true"}}}}
+	res, err := ca.Submit(ctx, rpc.SubmitParams{Job: &spec})
+	if err != nil {
+		t.Fatalf("submit to a after its pause: %v", err)
+	}
+	j, err := ca.Wait(ctx, rpc.WaitParams{ID: res.Job.ID, Timeout: rpc.Duration(30 * time.Second)})
+	if err != nil || j.State != rpc.StateSucceeded {
+		t.Fatalf("job after the pause: %v %v", j, err)
 	}
 }

@@ -36,8 +36,6 @@ type writer struct {
 	hooks  []hook
 	firing bool
 	qset   map[string]*rpc.Queue
-	// jobIDs reserved by the counter row: next is the last given.
-	nextJob int64
 	newDeps [][2]int64
 	// queues are the queue names the new jobs go to.
 	queues map[string]bool
