@@ -33,9 +33,9 @@ type writer struct {
 	// moved is set when a write changed what Claim would give.
 	moved bool
 
-	hooks  []hook
-	firing bool
-	qset   map[string]*rpc.Queue
+	hooks   []hook
+	firing  bool
+	qset    map[string]*rpc.Queue
 	newDeps [][2]int64
 	// queues are the queue names the new jobs go to.
 	queues map[string]bool
