@@ -20,19 +20,17 @@ func (s *Store) Apply(ctx context.Context, ts []rpc.Transition) ([]rpc.Event, er
 	if len(ts) == 0 {
 		return []rpc.Event{}, nil
 	}
-	var w *writer
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		w = s.newWriter(ctx, tx, s.opts.Clock())
+	op := &gop{run: func(w *writer) error {
+		w.now = s.opts.Clock()
 		if err := w.apply(ts); err != nil {
 			return err
 		}
-		return w.finish()
-	})
-	if err != nil {
+		return w.settle()
+	}}
+	if err := s.group(ctx, op); err != nil {
 		return nil, err
 	}
-	s.done(w)
-	return w.evs, nil
+	return op.evs, nil
 }
 
 // apply is Apply's work in w's transaction: every check, then every write.

@@ -71,6 +71,11 @@ type Store struct {
 	queues map[string]bool // queues known to have a row
 
 	commits atomic.Uint64
+
+	// The group commit of Submit and Apply (group.go).
+	gmu    sync.Mutex
+	gqueue []*gop
+	gbusy  bool
 }
 
 // Open connects to the database named by dsn (a PostgreSQL URL or key=value

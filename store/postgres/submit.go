@@ -35,20 +35,19 @@ func (s *Store) Submit(ctx context.Context, jobs []rpc.NewJob) ([]rpc.Record, []
 		specs[i] = raw
 	}
 	var recs []rpc.Record
-	var w *writer
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		w = s.newWriter(ctx, tx, s.opts.Clock())
+	op := &gop{run: func(w *writer) error {
+		w.now = s.opts.Clock()
 		var err error
-		if recs, err = w.submit(jobs, specs); err != nil {
+		recs, err = w.submit(jobs, specs)
+		if err != nil {
 			return err
 		}
-		return w.finish()
-	})
-	if err != nil {
+		return w.settle()
+	}}
+	if err := s.group(ctx, op); err != nil {
 		return nil, nil, err
 	}
-	s.done(w)
-	return recs, w.evs, nil
+	return recs, op.evs, nil
 }
 
 // done tells the daemons of a commit that changed something.

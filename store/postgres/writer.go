@@ -375,16 +375,25 @@ func (w *writer) failDependent(t task) error {
 // finish drains the consequences, fires the hooks and writes everything.
 // Within a hook's submit it only drains: the outer finish goes on.
 func (w *writer) finish() error {
+	if err := w.settle(); err != nil {
+		return err
+	}
+	if w.firing {
+		return nil
+	}
+	return w.flush()
+}
+
+// settle works off the consequences of the writes so far: the dependents,
+// then the hooks (unless a hook's own submit is settling).
+func (w *writer) settle() error {
 	if err := w.drain(); err != nil {
 		return err
 	}
 	if w.firing {
 		return nil
 	}
-	if err := w.fireHooks(); err != nil {
-		return err
-	}
-	return w.flush()
+	return w.fireHooks()
 }
 
 // flush writes the rows changed, the dependencies of new jobs, the queues
