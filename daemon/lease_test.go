@@ -35,6 +35,8 @@ type leaseStore struct {
 	// answer 1004 while set.
 	applyDown, claimDown bool
 	applyFails           int // the transitions refused with 1004
+	// applyHang makes Apply (ApplyClaim) hang until its context ends.
+	applyHang bool
 }
 
 var _ daemon.ExpiringLeases = (*leaseStore)(nil)
@@ -84,9 +86,15 @@ func (s *leaseStore) Renew(ctx context.Context, o machine.Owner, now time.Time) 
 	return s.Store.Renew(ctx, o, now)
 }
 
-func (s *leaseStore) applyFault(n int) error {
+func (s *leaseStore) applyFault(ctx context.Context, n int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.applyHang {
+		s.mu.Unlock()
+		<-ctx.Done()
+		s.mu.Lock()
+		return rpc.Storage(ctx.Err())
+	}
 	if s.applyDown {
 		s.applyFails += n
 		return errDown
@@ -104,7 +112,7 @@ func (s *leaseStore) claimFault() error {
 }
 
 func (s *leaseStore) Apply(ctx context.Context, ts []rpc.Transition) ([]rpc.Event, error) {
-	if err := s.applyFault(len(ts)); err != nil {
+	if err := s.applyFault(ctx, len(ts)); err != nil {
 		return nil, err
 	}
 	return s.Store.Apply(ctx, ts)
@@ -125,7 +133,7 @@ func (s *leaseStore) ClaimEarly(ctx context.Context, o machine.Owner, max int, n
 }
 
 func (s *leaseStore) ApplyClaim(ctx context.Context, ts []rpc.Transition, o machine.Owner, max int, now time.Time, picked func([]rpc.Record)) ([]rpc.Event, []rpc.Record, []rpc.Event, error) {
-	if err := s.applyFault(len(ts)); err != nil {
+	if err := s.applyFault(ctx, len(ts)); err != nil {
 		return nil, nil, nil, err
 	}
 	if err := s.claimFault(); err != nil {
@@ -320,5 +328,37 @@ func TestStoreOutageCostsOnlyDelay(t *testing.T) {
 		is.NoErr(err)
 		is.Equal(steps, len(rec.Steps)) // and each step's end once
 		is.True(!strings.Contains(rec.Error, "storage"))
+	}
+}
+
+// TestHungStoreCannotHoldTheFence: with renewals and transitions hanging (a
+// database that stopped answering), a runner waiting on its transition is let
+// go by the fence: its slot is free before the lease would expire, and nothing
+// of the job is stored.
+func TestHungStoreCannotHoldTheFence(t *testing.T) {
+	is := is.New(t)
+	const ttl = time.Second
+	h, ls := startLeased(t, ttl, nil)
+	g := newGate(t, h.dir, "gate")
+	j := submit(t, h.d, rpc.Spec{Steps: []rpc.Step{shell(g.wait()), shell("true")}})
+	eventually(t, "the job runs", func() bool { return len(jobProcs(h.dir, j.ID)) > 0 })
+	last := lastSeq(t, h)
+
+	ls.set(func(s *leaseStore) { s.applyHang = true })
+	g.open(t)
+	eventually(t, "the step ended", func() bool { return len(jobProcs(h.dir, j.ID)) == 0 })
+	cut := time.Now()
+	ls.set(func(s *leaseStore) { s.renew = "block" })
+	eventually(t, "the runner is let go", func() bool { return h.d.Stats().Running == 0 })
+	t.Logf("runner let go %v after the last renewal could start", time.Since(cut))
+	is.True(time.Since(cut) < ttl) // before the lease expires
+
+	ls.set(func(s *leaseStore) { s.applyHang, s.renew = false, "" })
+	epoch := info(t, h.d).Epoch
+	k := submit(t, h.d, rpc.Spec{Steps: []rpc.Step{shell("true")}})
+	is.Equal(wait(t, h.d, k.ID).State, rpc.StateSucceeded) // the daemon goes on
+	is.True(info(t, h.d).Epoch >= epoch)
+	for _, ev := range stored(t, h, j.ID) {
+		is.True(ev.Seq <= last) // nothing stored of the job
 	}
 }

@@ -75,19 +75,22 @@ func (d *Daemon) claim(ctx context.Context) {
 		if room <= 0 {
 			return
 		}
+		// The claim runs in the lease's context: a lease lost while a claim
+		// hangs ends it.
+		lctx := l.ctx
 		n, err := d.claimRound(l, func(begin func([]rpc.Record)) ([]rpc.Record, []rpc.Event, error) {
 			if early != nil {
-				return early.ClaimEarly(ctx, l.owner, room, d.clock.Now(), begin)
+				return early.ClaimEarly(lctx, l.owner, room, d.clock.Now(), begin)
 			}
-			recs, evs, err := d.store.Claim(ctx, l.owner, room, d.clock.Now())
+			recs, evs, err := d.store.Claim(lctx, l.owner, room, d.clock.Now())
 			if err == nil {
 				begin(recs)
 			}
 			return recs, evs, err
 		})
 		if err != nil {
-			if ctx.Err() != nil {
-				return
+			if ctx.Err() != nil || lctx.Err() != nil {
+				return // the daemon stops, or keepLease joins again and kicks
 			}
 			if rpc.CodeOf(err) == rpc.CodeBadState {
 				d.loseLease(l, fmt.Errorf("the store refused a claim: %w", err))
