@@ -40,6 +40,9 @@ type stepProcs struct {
 	released bool
 	// again says the attempt starts again: the daemon stopped while it ran.
 	again bool
+	// hurry is closed once the lease of the step's job is lost: what is left
+	// of the step is killed at once, grace or not.
+	hurry <-chan struct{}
 	// killed is set once cgroup.kill was written: the kernel then kills every
 	// process cloned into that cgroup later, so it is never used again.
 	killed bool
@@ -176,10 +179,11 @@ func (d *Daemon) escaped(sp *stepProcs) []int {
 }
 
 // stopStepProcs ends what is left of a step once its main process is gone: SIGTERM
-// to every process now, SIGKILL to those still there after the kill grace, then
-// the cgroup is removed. It returns a channel closed once none is left (or, for
-// a process that would not die, once it gave up and logged it).
-func (d *Daemon) stopStepProcs(sp *stepProcs) <-chan struct{} {
+// to every process now, SIGKILL to those still there after grace (at once when
+// grace is 0, or as soon as hurry is closed: the lease of the step's job is
+// lost), then the cgroup is removed. It returns a channel closed once none is
+// left (or, for a process that would not die, once it gave up and logged it).
+func (d *Daemon) stopStepProcs(sp *stepProcs, grace time.Duration, hurry <-chan struct{}) <-chan struct{} {
 	d.endPause(sp)
 	done := make(chan struct{})
 	if sp.released || !d.stepAlive(sp) {
@@ -187,24 +191,35 @@ func (d *Daemon) stopStepProcs(sp *stepProcs) <-chan struct{} {
 		close(done)
 		return done
 	}
-	d.signalStep(sp, syscall.SIGTERM)
+	if grace <= 0 {
+		d.signalStep(sp, syscall.SIGKILL)
+	} else {
+		d.signalStep(sp, syscall.SIGTERM)
+	}
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
 		defer close(done)
-		d.endStepProcs(sp, time.Now().Add(d.cfg.KillGrace))
+		d.endStepProcs(sp, time.Now().Add(grace), hurry)
 	}()
 	return done
 }
 
 // endStepProcs waits until the step's processes are gone, SIGKILLs them once the
-// deadline passed, and removes the step's cgroup.
-func (d *Daemon) endStepProcs(sp *stepProcs, deadline time.Time) {
+// deadline passed or hurry is closed (nil: never), and removes the step's
+// cgroup.
+func (d *Daemon) endStepProcs(sp *stepProcs, deadline time.Time, hurry <-chan struct{}) {
 	killed := false
 	giveUp := time.Time{}
 	for d.stepAlive(sp) {
 		now := time.Now()
-		if !killed && !now.Before(deadline) {
+		hurried := false
+		select {
+		case <-hurry:
+			hurried = true
+		default:
+		}
+		if !killed && (hurried || !now.Before(deadline)) {
 			killed = true
 			giveUp = now.Add(10 * time.Second)
 		}

@@ -4,7 +4,9 @@
 //
 // The store decides who runs what (Store.Claim, Cancel, Reap, and the cascade of
 // a dependency's failure); the daemon decides how many jobs it takes and what
-// happens while a step runs, and fences each write by the epoch it joined with.
+// happens while a step runs, and fences each write by the epoch the job was
+// claimed under. On a store whose leases expire it stops its jobs' processes
+// itself once it could not renew for most of its lease, and joins again.
 //
 // It imports rpc (the contract), rpc/codec and rpc/machine, never store or the
 // server: the Store it needs is an interface of its own, and cmd/spoold wires the
@@ -76,6 +78,14 @@ type Config struct {
 	// of cancels stored for its jobs elsewhere and reaps the jobs of owners that
 	// are gone (default 2s).
 	LeaseEvery time.Duration
+	// LeaseFence is, on a store whose leases expire (ExpiringLeases), how long
+	// the daemon keeps its jobs' processes running while no renewal succeeds:
+	// then it kills them and stores nothing more of them, before another daemon
+	// may rescue them, and joins again. It counts from the start of the last
+	// renewal that succeeded, on the local monotonic clock (default, and at
+	// most, 6/10 of the store's LeaseTTL; unused with a store whose leases do
+	// not expire).
+	LeaseFence time.Duration
 }
 
 // Daemon is the engine. It implements rpc.Service.
@@ -101,11 +111,21 @@ type Daemon struct {
 	env   []string // the base environment of processes
 	paths pathCache
 
-	// owner is this daemon in the store: its node name and the epoch it got
-	// when it joined; set by recover, before any runner starts.
+	// lease is the daemon's membership in the store that claims use, nil while
+	// it is lost; owner is the identity of the last join (daemon.info). Both
+	// guarded by mu; a runner's writes use the epoch its job was claimed under.
+	lease *lease
 	owner machine.Owner
+	// rejoin asks keepLease to join again at once, after a lost lease.
+	rejoin chan struct{}
 	// claimMu is held from a claim until its jobs are in jobs (see claim).
 	claimMu sync.Mutex
+	// claimFails and claimWait follow a run of claims the store failed;
+	// guarded by claimMu. timerFails follows the scheduler's reads of the
+	// next not_before; the scheduler's goroutine only.
+	claimFails burst
+	claimWait  time.Duration
+	timerFails burst
 	// queueMu serialises queue.set's read and write of a queue's settings.
 	queueMu sync.Mutex
 	// bursts hands back the memory a burst of submits took.
@@ -192,6 +212,7 @@ func New(cfg Config) (*Daemon, error) {
 		probe:     make(chan chan struct{}),
 		done:      make(chan struct{}),
 		wake:      make(chan struct{}, 1),
+		rejoin:    make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		sched:     newSchedState(),
 		start:     cfg.Clock.Now(), // set here, not in Run: Info may be served before Run begins
@@ -273,16 +294,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Lock()
 	d.runCtx = runCtx
 	d.mu.Unlock()
-	if err := d.recover(ctx); err != nil {
+	l, err := d.recover(ctx)
+	if err != nil {
 		return fmt.Errorf("daemon: recover: %w", err)
 	}
 	close(d.ready)
-	d.log.Info("daemon ready", "node", d.owner.Node, "epoch", d.owner.Epoch, "max_parallel", d.cfg.MaxParallel)
+	d.log.Info("daemon ready", "node", l.owner.Node, "epoch", l.owner.Epoch, "max_parallel", d.cfg.MaxParallel,
+		"lease_every", d.cfg.LeaseEvery, "lease_fence", leaseFence(d.store, d.cfg.LeaseFence))
 	d.bg.Add(4)
 	go func() { defer d.bg.Done(); d.runSchedules(runCtx) }()
 	go func() { defer d.bg.Done(); d.maintain(runCtx) }()
 	go func() { defer d.bg.Done(); d.tail(runCtx) }()
-	go func() { defer d.bg.Done(); d.keepLease(runCtx) }()
+	go func() { defer d.bg.Done(); d.keepLease(runCtx, l) }()
 
 	d.kick()
 	for {
@@ -356,6 +379,7 @@ func (d *Daemon) kick() {
 func (d *Daemon) tail(ctx context.Context) {
 	poll := time.NewTicker(250 * time.Millisecond)
 	defer poll.Stop()
+	var reading burst
 	for {
 		select {
 		case <-ctx.Done():
@@ -373,42 +397,15 @@ func (d *Daemon) tail(ctx context.Context) {
 			evs, err := d.store.Events(ctx, d.hub.last.Load(), 1000)
 			if err != nil {
 				if ctx.Err() == nil {
-					d.log.Error("read events to publish", "err", err)
+					reading.fail(d, "read events to publish", err)
 				}
 				break
 			}
+			reading.ok(d, "read events to publish")
 			d.hub.publish(evs)
 			if len(evs) < 1000 {
 				break
 			}
-		}
-	}
-}
-
-// keepLease renews the daemon's lease, acts on the cancels stored for its jobs
-// by others, and reaps the jobs of owners that are gone, every LeaseEvery.
-func (d *Daemon) keepLease(ctx context.Context) {
-	t := time.NewTicker(d.cfg.LeaseEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		ids, err := d.store.Renew(ctx, d.owner, d.clock.Now())
-		if err != nil {
-			if ctx.Err() == nil {
-				d.lostLease(err)
-				d.log.Error("renew the lease", "err", err)
-			}
-			continue
-		}
-		for _, id := range ids {
-			d.cancelLocal(ctx, id)
-		}
-		if err := d.reap(ctx); err != nil && ctx.Err() == nil {
-			d.log.Error("reap", "err", err)
 		}
 	}
 }

@@ -478,7 +478,7 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 			exitedNow = true
 		case <-ctx.Done():
 			stopped = context.Cause(ctx)
-			werr = d.stopProcs(sp, waited)
+			werr = d.stopProcs(sp, waited, d.killGrace(stopped))
 			exitedNow = true
 		}
 	}
@@ -489,8 +489,8 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 		recErr = <-startDone
 	}
 	// The main process is gone: the rest of the step's processes get SIGTERM,
-	// then SIGKILL.
-	reaped := d.stopStepProcs(sp)
+	// then SIGKILL (at once when the job's lease is lost, even later).
+	reaped := d.stopStepProcs(sp, d.killGrace(context.Cause(ctx)), sp.hurry)
 	// The readers end at the pipes' end, once no process holds them.
 	t := time.NewTimer(200 * time.Millisecond)
 	for left := 3; left > 0; left-- {
@@ -574,24 +574,39 @@ func closeAll(files ...*os.File) {
 }
 
 // stopProcs stops a step on cancel, timeout or the daemon's stop: SIGTERM to
-// every process of the step, SIGKILL to those left after the kill grace. It
-// returns the main process's wait result once no process of the step is left, so
-// that the outcome is told only when the step is over.
-func (d *Daemon) stopProcs(sp *stepProcs, waited <-chan error) error {
+// every process of the step, SIGKILL to those left after grace (at once when
+// grace is 0). It returns the main process's wait result once no process of the
+// step is left, so that the outcome is told only when the step is over.
+func (d *Daemon) stopProcs(sp *stepProcs, waited <-chan error, grace time.Duration) error {
 	d.endPause(sp) // a paused step is let go first, to get its SIGTERM
-	deadline := time.Now().Add(d.cfg.KillGrace)
-	d.signalStep(sp, syscall.SIGTERM)
-	t := time.NewTimer(d.cfg.KillGrace)
-	defer t.Stop()
+	deadline := time.Now().Add(grace)
 	var err error
-	select {
-	case err = <-waited:
-	case <-t.C:
+	if grace <= 0 {
 		d.signalStep(sp, syscall.SIGKILL)
 		err = <-waited
+	} else {
+		d.signalStep(sp, syscall.SIGTERM)
+		t := time.NewTimer(grace)
+		select {
+		case err = <-waited:
+		case <-t.C:
+			d.signalStep(sp, syscall.SIGKILL)
+			err = <-waited
+		}
+		t.Stop()
 	}
-	d.endStepProcs(sp, deadline)
+	d.endStepProcs(sp, deadline, nil)
 	return err
+}
+
+// killGrace is the time a step's processes get between SIGTERM and SIGKILL
+// when stopped for cause: none when the daemon's lease is lost (another
+// daemon may start the step again soon), Config.KillGrace otherwise.
+func (d *Daemon) killGrace(cause error) time.Duration {
+	if errors.Is(cause, errLeaseLost) {
+		return 0
+	}
+	return d.cfg.KillGrace
 }
 
 func killGroup(pgid int, sig syscall.Signal) {

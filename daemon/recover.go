@@ -15,23 +15,20 @@ import (
 // jobs whose owner is gone: each gets an interrupted event and, as its step's
 // on_interrupt says, goes back to the queue at its first unfinished step or
 // fails. With bbolt the owner of every running job is the daemon that ran
-// before this one.
-func (d *Daemon) recover(ctx context.Context) error {
+// before this one. It returns the lease the daemon joined with.
+func (d *Daemon) recover(ctx context.Context) (*lease, error) {
 	_, last, err := d.store.Bounds(ctx)
 	if err != nil {
-		return fmt.Errorf("read the event log bounds: %w", err)
+		return nil, fmt.Errorf("read the event log bounds: %w", err)
 	}
 	d.hub.setLast(last)
-	owner, err := d.store.Join(ctx, d.cfg.Node, d.clock.Now())
+	l, err := d.join(ctx)
 	if err != nil {
-		return fmt.Errorf("join the store as %q: %w", d.cfg.Node, err)
+		return nil, err
 	}
-	d.mu.Lock()
-	d.owner = owner
-	d.mu.Unlock()
 	running, err := d.store.Running(ctx)
 	if err != nil {
-		return fmt.Errorf("read running jobs: %w", err)
+		return nil, fmt.Errorf("read running jobs: %w", err)
 	}
 	// Nothing may resume while a process of an earlier run on this host still
 	// lives.
@@ -42,7 +39,7 @@ func (d *Daemon) recover(ctx context.Context) error {
 		}
 	}
 	d.killLeftovers(ours)
-	return d.reap(ctx)
+	return l, d.reap(ctx)
 }
 
 // reap has the store take the running jobs whose owner is gone, and tells.

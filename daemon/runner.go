@@ -58,14 +58,16 @@ type mutation func(r *rpc.Record, now time.Time) []rpc.Event
 var errLeaseLost = errors.New("this daemon's lease is gone")
 
 // runJob drives a job this daemon claimed through its steps until it is final,
-// until the store says the job is no longer this daemon's, or until the daemon
-// stops (then the job stays running in the store, and whoever joins next with
-// the store resumes it).
+// until the store says the job is no longer this daemon's, until the lease it
+// was claimed under is lost (its processes are killed and nothing more is
+// stored: the store gives the job to another owner), or until the daemon stops
+// (then the job stays running in the store, and whoever joins next with the
+// store resumes it).
 func (d *Daemon) runJob(js *jobState) {
 	defer d.runners.Done()
-	d.mu.Lock()
-	parent := d.runCtx
-	d.mu.Unlock()
+	// The lease's context: it ends when the daemon stops, and when the lease
+	// the job was claimed under is lost.
+	parent := js.lease.ctx
 	defer func() {
 		d.mu.Lock()
 		d.release(js)
@@ -219,6 +221,7 @@ func (d *Daemon) runStep(parent context.Context, js *jobState) (bool, error) {
 		sp, containErr = d.newStepProcs(&rec, i)
 		if sp != nil {
 			sp.again = rec.Run.Resumed
+			sp.hurry = js.lease.ctx.Done()
 		}
 	}
 	// start is called once the step's process runs (or before a step that runs

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"spool/rpc"
@@ -13,6 +14,9 @@ import (
 type jobState struct {
 	mu  chanMutex
 	rec rpc.Record // the latest stored record, with its spec; guarded by d.mu to read
+	// lease is the daemon's lease the job was claimed under: its runner runs
+	// in lease.ctx and stores nothing once the lease is lost.
+	lease *lease
 
 	freed bool // its slot was given back before its final commit
 
@@ -63,27 +67,44 @@ func (d *Daemon) claim(ctx context.Context) {
 	defer d.claimMu.Unlock()
 	early, _ := d.store.(EarlyClaimer)
 	for {
+		l := d.currentLease()
+		if l == nil {
+			return // lost: keepLease joins again, then kicks
+		}
 		room := d.room()
 		if room <= 0 {
 			return
 		}
-		n, err := d.claimRound(func(begin func([]rpc.Record)) ([]rpc.Record, []rpc.Event, error) {
+		// The claim runs in the lease's context: a lease lost while a claim
+		// hangs ends it.
+		lctx := l.ctx
+		n, err := d.claimRound(l, func(begin func([]rpc.Record)) ([]rpc.Record, []rpc.Event, error) {
 			if early != nil {
-				return early.ClaimEarly(ctx, d.owner, room, d.clock.Now(), begin)
+				return early.ClaimEarly(lctx, l.owner, room, d.clock.Now(), begin)
 			}
-			recs, evs, err := d.store.Claim(ctx, d.owner, room, d.clock.Now())
+			recs, evs, err := d.store.Claim(lctx, l.owner, room, d.clock.Now())
 			if err == nil {
 				begin(recs)
 			}
 			return recs, evs, err
 		})
 		if err != nil {
-			if ctx.Err() == nil {
-				d.lostLease(err)
-				d.log.Error("claim jobs", "err", err)
+			if ctx.Err() != nil || lctx.Err() != nil {
+				return // the daemon stops, or keepLease joins again and kicks
 			}
+			if rpc.CodeOf(err) == rpc.CodeBadState {
+				d.loseLease(l, fmt.Errorf("the store refused a claim: %w", err))
+				return
+			}
+			// A failure of the store: claim again after a pause, longer
+			// while it lasts, logged once for the run of failures.
+			d.claimFails.fail(d, "claim jobs", err)
+			d.claimWait = storeRetry(d.claimWait)
+			time.AfterFunc(d.claimWait, d.kick)
 			return
 		}
+		d.claimFails.ok(d, "claimed jobs")
+		d.claimWait = 0
 		if n < room {
 			return
 		}
@@ -104,14 +125,14 @@ func (d *Daemon) room() int {
 // and hands begin the jobs it takes, before or after its commit. The jobs begun
 // get a runner each; when call then fails, those runners stop and store
 // nothing. It publishes the claim's events and returns how many jobs it took.
-func (d *Daemon) claimRound(call func(begin func([]rpc.Record)) ([]rpc.Record, []rpc.Event, error)) (int, error) {
+func (d *Daemon) claimRound(l *lease, call func(begin func([]rpc.Record)) ([]rpc.Record, []rpc.Event, error)) (int, error) {
 	var started []*jobState
 	stored := make(chan struct{})
 	begin := func(recs []rpc.Record) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		for _, rec := range recs {
-			js := &jobState{mu: newChanMutex(), rec: rec, cancelled: make(chan struct{}), stored: stored}
+			js := &jobState{mu: newChanMutex(), rec: rec, lease: l, cancelled: make(chan struct{}), stored: stored}
 			if rec.Run.CancelReason != nil {
 				close(js.cancelled)
 			}
@@ -163,23 +184,6 @@ func (js *jobState) claimFailed() bool {
 	}
 }
 
-// lostLease reacts to a store that says this daemon's lease is gone (1002 on a
-// claim or a renewal): every job it runs is stopped and nothing more is stored of
-// them; their new owner resumes them.
-func (d *Daemon) lostLease(err error) {
-	if rpc.CodeOf(err) != rpc.CodeBadState {
-		return
-	}
-	d.log.Error("the store says this daemon's lease is gone: stopping its jobs", "err", err)
-	d.mu.Lock()
-	for _, js := range d.jobs {
-		if js.stopStep != nil {
-			js.stopStep(errLeaseLost)
-		}
-	}
-	d.mu.Unlock()
-}
-
 // freeSlot gives back a running job's slot of the daemon's capacity, once;
 // d.mu held.
 func (d *Daemon) freeSlot(js *jobState) {
@@ -204,9 +208,12 @@ func (d *Daemon) release(js *jobState) {
 func (d *Daemon) nextTimer(ctx context.Context) <-chan time.Time {
 	at, err := d.store.NextNotBefore(ctx)
 	if err != nil {
-		d.log.Error("read the next not_before", "err", err)
+		if ctx.Err() == nil {
+			d.timerFails.fail(d, "read the next not_before", err)
+		}
 		return time.After(time.Second)
 	}
+	d.timerFails.ok(d, "read the next not_before")
 	if at.IsZero() {
 		return nil
 	}

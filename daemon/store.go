@@ -196,3 +196,14 @@ type ApplyClaimer interface {
 	EarlyClaimer
 	ApplyClaim(ctx context.Context, ts []rpc.Transition, o machine.Owner, max int, now time.Time, picked func([]rpc.Record)) ([]rpc.Event, []rpc.Record, []rpc.Event, error)
 }
+
+// ExpiringLeases is a Store whose leases expire: a lease lasts LeaseTTL after
+// the start of the Join or Renew that last succeeded, by the store's clock,
+// and then any daemon's Reap may take its owner's running jobs and give them
+// to another. A daemon on such a store stops its jobs' processes itself once
+// it could not renew for most of that time (Config.LeaseFence), before anyone
+// may rescue them. A store whose lease is the boot (bbolt) does not implement
+// it.
+type ExpiringLeases interface {
+	LeaseTTL() time.Duration
+}

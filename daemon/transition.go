@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	"spool/rpc"
 )
@@ -49,21 +50,52 @@ func (d *Daemon) current(js *jobState) (rpc.Record, error) {
 	return cloneRecord(js.rec), nil
 }
 
-// transition stores the change fn makes to the job's record, fenced by this
-// daemon's epoch: a store that finds the job in another state or owned by
-// another epoch answers 1002, which ends the runner's work on the job
-// (errJobOver). The caller holds js.mu.
+// transition stores the change fn makes to the job's record, fenced by the
+// epoch the job was claimed under: a store that finds the job in another state
+// or owned by another epoch answers 1002, which ends the runner's work on the
+// job (errJobOver), and so does a lease lost before the write. A failure of the
+// store (1004, a lost connection) is tried again, 50 ms doubling up to 1 s,
+// until it is stored, refused, the lease is lost or ctx ends: a store that
+// restarts costs a delay, never a transition. The caller holds js.mu.
 func (d *Daemon) transition(ctx context.Context, js *jobState, fn mutation) (rpc.Record, error) {
 	if !d.claimStored(js) {
 		return rpc.Record{}, errJobOver
 	}
+	var wait time.Duration
+	var fails burst
+	for {
+		rec, err := d.transitionOnce(ctx, js, fn)
+		if err == nil || errors.Is(err, errJobOver) || refused(err) || ctx.Err() != nil {
+			if err == nil {
+				fails.ok(d, "stored a transition")
+			}
+			return rec, err
+		}
+		fails.fail(d, fmt.Sprintf("store a transition of job %d", rec.ID), err)
+		wait = storeRetry(wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return rec, fmt.Errorf("store a transition of job %d: %w", rec.ID, err)
+		case <-js.lease.ctx.Done():
+			return rec, fmt.Errorf("%w: %w", errJobOver, context.Cause(js.lease.ctx))
+		}
+	}
+}
+
+// transitionOnce tries to store the change fn makes to the job's record once.
+func (d *Daemon) transitionOnce(ctx context.Context, js *jobState, fn mutation) (rpc.Record, error) {
 	rec, err := d.current(js)
 	if err != nil {
 		return rec, err
 	}
+	if js.lease.ctx.Err() != nil {
+		// The lease is lost: nothing more is stored of the job.
+		return rec, fmt.Errorf("%w: %w", errJobOver, context.Cause(js.lease.ctx))
+	}
 	from := rec.State
 	evs := fn(&rec, d.clock.Now())
-	t := rpc.Transition{Record: rec, From: from, Events: evs, Epoch: d.owner.Epoch}
+	t := rpc.Transition{Record: rec, From: from, Events: evs, Epoch: rec.Run.Epoch}
 	if ac, ok := d.store.(ApplyClaimer); ok && rec.State.Final() {
 		err = d.applyClaim(ctx, ac, js, t)
 	} else {
@@ -78,9 +110,9 @@ func (d *Daemon) transition(ctx context.Context, js *jobState, fn mutation) (rpc
 	if rpc.CodeOf(err) == rpc.CodeBadState && rec.Run.CancelReason == nil && d.learnCancel(ctx, js) {
 		// A cancel was stored for the job since its runner last looked, which
 		// the store will not let a transition pass over: it is the outcome.
-		return d.transition(ctx, js, fn)
+		return d.transitionOnce(ctx, js, fn)
 	}
-	if rpc.CodeOf(err) == rpc.CodeBadState || rpc.CodeOf(err) == rpc.CodeNotFound {
+	if refused(err) {
 		d.log.Warn("a transition lost its race", "id", rec.ID, "err", err)
 		d.mu.Lock()
 		if js.stopStep != nil {
@@ -89,30 +121,30 @@ func (d *Daemon) transition(ctx context.Context, js *jobState, fn mutation) (rpc
 		d.mu.Unlock()
 		return rec, fmt.Errorf("%w: %v", errJobOver, err)
 	}
-	if err != nil {
-		return rec, err
-	}
-	d.mu.Lock()
-	js.rec = rec
-	d.mu.Unlock()
-	return rec, nil
+	return rec, err
 }
 
 // applyClaim stores the transition that ends a job together with the claim of
-// the jobs its slot, and any other free one, go to.
+// the jobs its slot, and any other free one, go to, under the daemon's current
+// lease; with none (it is lost and not joined again), the transition alone.
 func (d *Daemon) applyClaim(ctx context.Context, ac ApplyClaimer, js *jobState, t rpc.Transition) error {
 	d.claimMu.Lock()
 	defer d.claimMu.Unlock()
 	d.mu.Lock()
 	d.freeSlot(js)
 	d.mu.Unlock()
+	l := d.currentLease()
+	if l == nil {
+		_, err := d.apply(ctx, []rpc.Transition{t})
+		return err
+	}
 	room := d.room()
 	var evs []rpc.Event
-	_, err := d.claimRound(func(begin func([]rpc.Record)) ([]rpc.Record, []rpc.Event, error) {
+	_, err := d.claimRound(l, func(begin func([]rpc.Record)) ([]rpc.Record, []rpc.Event, error) {
 		var recs []rpc.Record
 		var claimEvs []rpc.Event
 		var err error
-		evs, recs, claimEvs, err = ac.ApplyClaim(ctx, []rpc.Transition{t}, d.owner, room, d.clock.Now(), begin)
+		evs, recs, claimEvs, err = ac.ApplyClaim(ctx, []rpc.Transition{t}, l.owner, room, d.clock.Now(), begin)
 		return recs, claimEvs, err
 	})
 	if err != nil {
@@ -127,7 +159,7 @@ func (d *Daemon) applyClaim(ctx context.Context, ac ApplyClaimer, js *jobState, 
 // the step stops and the next transitions see it. The caller holds js.mu.
 func (d *Daemon) learnCancel(ctx context.Context, js *jobState) bool {
 	stored, err := d.store.Get(ctx, js.rec.ID)
-	if err != nil || stored.State != rpc.StateRunning || stored.Run.Epoch != d.owner.Epoch || stored.Run.CancelReason == nil {
+	if err != nil || stored.State != rpc.StateRunning || stored.Run.Epoch != js.rec.Run.Epoch || stored.Run.CancelReason == nil {
 		return false
 	}
 	d.mu.Lock()
