@@ -15,7 +15,10 @@ import (
 	"spool/store/storetest"
 )
 
-var _ daemon.Store = (*postgres.Store)(nil)
+var (
+	_ daemon.Store          = (*postgres.Store)(nil)
+	_ daemon.ExpiringLeases = (*postgres.Store)(nil)
+)
 
 // servers is the PostgreSQL server the tests of the package share; each store
 // gets a database of its own.
