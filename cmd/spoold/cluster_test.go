@@ -415,3 +415,92 @@ func TestClusterPausedDaemonFenced(t *testing.T) {
 		t.Fatalf("job after the pause: %v %v", j, err)
 	}
 }
+
+// TestClusterDatabaseRestart crashes the database (pg_ctl restart -m
+// immediate) while two daemons run jobs and clients submit: the daemons
+// reconnect, every acknowledged job ends, and the watchers of both see the
+// same whole stream, missing nothing.
+func TestClusterDatabaseRestart(t *testing.T) {
+	ctx := tctx(t)
+	srv, err := pgtest.Start(ctx, pgtest.Options{})
+	if err != nil {
+		if os.Getenv(pgtest.RequireEnv) == "1" {
+			t.Fatalf("start PostgreSQL: %v", err)
+		}
+		t.Skipf("no PostgreSQL: %v", err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+	dsn, err := srv.NewDB(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newNode(t, dsn, "a", "--max-parallel", "4")
+	b := newNode(t, dsn, "b", "--max-parallel", "4")
+	clients := []*client.Client{a.client(), b.client()}
+	watchers := []*collector{collect(ctx, t, a.client(), 0), collect(ctx, t, b.client(), 0)}
+
+	var mu sync.Mutex
+	var ids []int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for k := range 2 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				spec := rpc.Spec{Name: fmt.Sprintf("c%d-%d", k, i), Steps: []rpc.Step{
+					{Shell: &rpc.ShellStep{Script: "sleep 0.2"}},
+					{Sleep: &rpc.SleepStep{Duration: rpc.Duration(100 * time.Millisecond)}},
+				}}
+				res, err := clients[k].Submit(ctx, rpc.SubmitParams{Job: &spec})
+				if err != nil {
+					if protoErr(err) != nil && protoErr(err).Code == rpc.CodeStorage {
+						time.Sleep(50 * time.Millisecond)
+						continue // not stored: the client may try again
+					}
+					t.Errorf("submit: %v", err)
+					return
+				}
+				mu.Lock()
+				ids = append(ids, res.Job.ID)
+				mu.Unlock()
+				time.Sleep(30 * time.Millisecond)
+			}
+		})
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if err := srv.Restart(ctx, true); err != nil {
+		t.Fatalf("restart the database: %v", err)
+	}
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	all := slices.Clone(ids)
+	mu.Unlock()
+	for _, id := range all {
+		j, err := clients[1].Wait(ctx, rpc.WaitParams{ID: id, Timeout: rpc.Duration(60 * time.Second)})
+		if err != nil {
+			t.Fatalf("wait for job %d: %v", id, err)
+		}
+		if j.State != rpc.StateSucceeded {
+			t.Errorf("job %d ended %s: %s", id, j.State, j.Error)
+		}
+	}
+	info, err := clients[0].Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := info.LastSeq
+	ea := watchers[0].upTo(t, last, 20*time.Second)
+	eb := watchers[1].upTo(t, last, 20*time.Second)
+	for i := range last {
+		if ea[i].Seq != i+1 || eb[i].Seq != i+1 || ea[i].Type != eb[i].Type || ea[i].Job != eb[i].Job {
+			t.Fatalf("the watchers differ or skip at seq %d", i+1)
+		}
+	}
+	t.Logf("%d jobs acknowledged across the restart, %d events seen alike by both watchers", len(all), last)
+}
