@@ -63,6 +63,9 @@ func TestStore(t *testing.T) {
 			dsns[s] = dsn
 			return s
 		},
+		Peer: func(t *testing.T, s daemon.Store) daemon.Store {
+			return open(t, dsns[s])
+		},
 		Reopen: func(t *testing.T, old daemon.Store) daemon.Store {
 			dsn := dsns[old]
 			_ = old.(*postgres.Store).Close()

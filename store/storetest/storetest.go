@@ -42,6 +42,10 @@ type Harness struct {
 	// (or a daemon that lost its lease) would find it. Nil when the store
 	// cannot: the cases that need it skip.
 	Reopen func(t *testing.T, s daemon.Store) daemon.Store
+	// Peer opens a second handle on s's database, as a second daemon
+	// sharing it would, closed when t ends. Nil when the store is not
+	// shared: the two-handle cases skip.
+	Peer func(t *testing.T, s daemon.Store) daemon.Store
 }
 
 // Run runs every case of the suite, each against a new, empty store made by open.
@@ -95,6 +99,7 @@ func RunWith(t *testing.T, h Harness) {
 		})
 	}
 	runSeam(t, h)
+	runPeer(t, h)
 }
 
 // checkStore checks s's invariants when it can check them.
