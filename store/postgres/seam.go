@@ -129,22 +129,19 @@ func (s *Store) Reap(ctx context.Context, now time.Time) ([]rpc.Record, []rpc.Ev
 // queues that are not paused, rows other claimers hold skipped; each queue's
 // parallel limit is checked at the end, under its row's lock, against the
 // running jobs counted then. 1002 when o's lease expired.
+//
+// The store is neither a daemon.EarlyClaimer nor a daemon.ApplyClaimer: the
+// ends of jobs go through Apply, whose group commit stores many runners'
+// ends in one transaction, and the claims that follow take many jobs each.
 func (s *Store) Claim(ctx context.Context, o machine.Owner, limit int, now time.Time) ([]rpc.Record, []rpc.Event, error) {
-	return s.ClaimEarly(ctx, o, limit, now, nil)
-}
-
-// ClaimEarly is Claim; picked is told of the jobs claimed after the commit
-// (PostgreSQL gives nothing to gain by telling before it).
-func (s *Store) ClaimEarly(ctx context.Context, o machine.Owner, limit int, now time.Time, picked func([]rpc.Record)) ([]rpc.Record, []rpc.Event, error) {
-	_, recs, evs, err := s.ApplyClaim(ctx, nil, o, limit, now, picked)
+	_, recs, evs, err := s.applyClaim(ctx, nil, o, limit, now, nil)
 	return recs, evs, err
 }
 
-// ApplyClaim stores transitions as Apply does and, in the same transaction,
-// claims up to limit jobs as Claim does: a runner that ends a job hands its
-// slot to the next in one commit. When the transitions fail, nothing is
-// stored and nothing claimed.
-func (s *Store) ApplyClaim(ctx context.Context, ts []rpc.Transition, o machine.Owner, limit int, now time.Time, picked func([]rpc.Record)) ([]rpc.Event, []rpc.Record, []rpc.Event, error) {
+// applyClaim stores transitions as Apply does and, in the same transaction,
+// claims up to limit jobs as Claim does. When the transitions fail, nothing
+// is stored and nothing claimed.
+func (s *Store) applyClaim(ctx context.Context, ts []rpc.Transition, o machine.Owner, limit int, now time.Time, picked func([]rpc.Record)) ([]rpc.Event, []rpc.Record, []rpc.Event, error) {
 	if len(ts) == 0 {
 		// Most calls find nothing to claim: a read answers them.
 		var some bool
