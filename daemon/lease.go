@@ -121,12 +121,17 @@ func (d *Daemon) keepLease(ctx context.Context, l *lease) {
 	defer arm(nil, time.Time{})
 	arm(l, l.joined)
 	var renewing, joining, reaping burst
+	var cancels <-chan struct{}
+	if cn, ok := d.store.(CancelNotifier); ok {
+		cancels = cn.CancelRequested()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-d.rejoin:
+		case <-cancels:
 		}
 		if l.ctx.Err() != nil {
 			arm(nil, time.Time{})

@@ -207,3 +207,11 @@ type ApplyClaimer interface {
 type ExpiringLeases interface {
 	LeaseTTL() time.Duration
 }
+
+// CancelNotifier is a Store that can tell when a cancel request was stored for
+// a running job, by any daemon: the daemon then renews its lease at once
+// (Renew returns its jobs' requests) rather than at its next renewal, so a
+// cancel sent to another daemon stops the job within a round trip.
+type CancelNotifier interface {
+	CancelRequested() <-chan struct{}
+}

@@ -300,9 +300,11 @@ func TestClusterE2E(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitRunning(t, clients[2], res.Job.ID)
+	asked := time.Now()
 	if _, err := clients[2].Cancel(ctx, rpc.CancelParams{ID: res.Job.ID, Reason: "enough"}); err != nil {
 		t.Fatalf("cancel: %v", err)
 	}
+	t.Logf("a cancel through one daemon of a job another runs answered in %s", time.Since(asked).Round(time.Millisecond))
 	j, err := clients[1].Wait(ctx, rpc.WaitParams{ID: res.Job.ID, Timeout: rpc.Duration(20 * time.Second)})
 	if err != nil || j.State != rpc.StateCancelled {
 		t.Fatalf("cancelled job: %v %v", j, err)

@@ -62,7 +62,10 @@ type Store struct {
 	self    string
 	changed chan struct{}
 	notify  chan struct{}
-	log     *slog.Logger
+	// cancelNote asks the notifier for a cancel's notification; cancels
+	// is CancelRequested.
+	cancelNote, cancels chan struct{}
+	log                 *slog.Logger
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -110,7 +113,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: name the handle: %w", err)
 	}
-	s := &Store{pool: pool, opts: opts, log: opts.Log, self: hex.EncodeToString(self[:]), changed: make(chan struct{}, 1), notify: make(chan struct{}, 1), queues: map[string]bool{}}
+	s := &Store{pool: pool, opts: opts, log: opts.Log, self: hex.EncodeToString(self[:]), changed: make(chan struct{}, 1), notify: make(chan struct{}, 1), cancelNote: make(chan struct{}, 1), cancels: make(chan struct{}, 1), queues: map[string]bool{}}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -178,28 +181,39 @@ func (s *Store) committed() {
 	}
 }
 
-// tellOthers tells the other daemons, through NOTIFY only, of a commit that
-// changed nothing this one waits for (a cancel request their runner may
-// own).
-func (s *Store) tellOthers() {
+// cancelStored tells every daemon (this one too) that a cancel request was
+// stored for a running job, which its owner may run: CancelRequested fires,
+// and the owner renews at once to learn it.
+func (s *Store) cancelStored() {
 	select {
-	case s.notify <- struct{}{}:
+	case s.cancelNote <- struct{}{}:
 	default:
 	}
 }
+
+// CancelRequested receives, lossily, when a daemon stored a cancel request
+// for a running job: the daemon renews its lease then, which returns its
+// jobs' requests, rather than at its next renewal.
+func (s *Store) CancelRequested() <-chan struct{} { return s.cancels }
+
+// cancelPrefix starts the payload of a cancel's notification.
+const cancelPrefix = "cancel:"
 
 // notifier sends one NOTIFY per burst of commits, in a transaction of its
 // own: NOTIFY takes a database-wide lock at commit, so it stays out of the
 // transactions that hold the counter row.
 func (s *Store) notifier(ctx context.Context) {
 	for {
+		payload := s.self
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.notify:
+		case <-s.cancelNote:
+			payload = cancelPrefix + s.self
 		}
 		nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := s.pool.Exec(nctx, "SELECT pg_notify($1, $2)", channel, s.self)
+		_, err := s.pool.Exec(nctx, "SELECT pg_notify($1, $2)", channel, payload)
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("postgres: notify the other daemons", "err", err)
@@ -280,6 +294,13 @@ func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig, got chan st
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return err
+		}
+		if strings.HasPrefix(n.Payload, cancelPrefix) {
+			select {
+			case s.cancels <- struct{}{}:
+			default:
+			}
+			continue
 		}
 		if n.Payload == s.self {
 			continue

@@ -409,7 +409,7 @@ func (s *Store) Cancel(ctx context.Context, id int64, reason string, now time.Ti
 		return "", nil, nil, err
 	}
 	s.done(w)
-	s.tellOthers() // the owner of a running job learns sooner
+	s.cancelStored() // the owner of a running job learns at once
 	return state, recs, w.evs, nil
 }
 
@@ -456,7 +456,7 @@ func (s *Store) CancelMany(ctx context.Context, ids []int64, reason string, now 
 		return nil, nil, err
 	}
 	s.done(w)
-	s.tellOthers()
+	s.cancelStored()
 	return recs, w.evs, nil
 }
 
