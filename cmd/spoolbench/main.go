@@ -53,20 +53,25 @@ type sizes struct {
 	envJobs        int // jobs submitted from one shell's environment
 	envCLI         int // spool submit runs with that environment, and as many without
 	heldJobs       int // jobs queued in a paused queue by the held and queued-memory figures
+	pgbenchTx      int // pgbench transactions per client of one job each
+	pgbenchBatchTx int // pgbench transactions per client of 16 jobs each
+	clusterJobs    int // sleep 1ms jobs run through each cluster
+	clusterSubmits int // single-job submits timed on a cluster
+	clusterWatch   int // submitted events timed from one daemon to another
 }
 
 func fullSizes() sizes {
 	return sizes{floorN: 200, bulkCalls: 20, concurrentJobs: 16000, writerPuts: 250, loneN: 500, e2eJobs: 1000,
 		stepJobs: 1000, cliJobs: 300, scaleJobs: 1_000_000, scaleGets: 5000, scaleLists: 100,
 		watchers: 100, watchJobs: 1000, memWatchers: 1000, memJobs: 1000, envJobs: 100_000, envCLI: 200,
-		heldJobs: 1_000_000}
+		heldJobs: 1_000_000, pgbenchTx: 750, pgbenchBatchTx: 200, clusterJobs: 2000, clusterSubmits: 500, clusterWatch: 300}
 }
 
 func quickSizes() sizes {
 	return sizes{floorN: 50, bulkCalls: 5, concurrentJobs: 4000, writerPuts: 100, loneN: 200, e2eJobs: 1000,
 		stepJobs: 1000, cliJobs: 300, scaleJobs: 20000, scaleGets: 1000, scaleLists: 30,
 		watchers: 100, watchJobs: 1000, memWatchers: 1000, memJobs: 300, envJobs: 5000, envCLI: 50,
-		heldJobs: 50_000}
+		heldJobs: 50_000, pgbenchTx: 250, pgbenchBatchTx: 150, clusterJobs: 500, clusterSubmits: 200, clusterWatch: 100}
 }
 
 // figure is one group of rows of the table.
@@ -89,6 +94,7 @@ func figures() []figure {
 		{"memory", "spoold's RssAnon idle, under 1,000 watchers of all events while 1,000 jobs run, and after", runMemory},
 		{"held", "1,000 `true` jobs at --max-parallel 2 beside 1,000,000 queued in a paused queue, against none", runHeld},
 		{"queued-memory", "spoold's RssAnon with 1,000,000 queued jobs, submitted and after a restart", runQueuedMemory},
+		{"cluster", "1, 2 and 3 spoold on one PostgreSQL (fsync on) against pgbench's claim + finish; latencies; rescue after kill -9", runCluster},
 	}
 }
 
