@@ -43,12 +43,26 @@ func (w *writer) apply(ts []rpc.Transition) error {
 			epochs = append(epochs, ts[i].Epoch)
 		}
 	}
-	if err := w.load(ids); err != nil {
-		return err
+	// The records and the leases of the epochs named, in one round trip.
+	live := map[int64]bool{}
+	b := &pgx.Batch{}
+	w.queueLoad(b, ids)
+	if len(epochs) > 0 {
+		b.Queue("SELECT epoch FROM spool_leases WHERE epoch = ANY($1) AND expires > now()", epochs).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var e int64
+				if err := rows.Scan(&e); err != nil {
+					return err
+				}
+				live[e] = true
+			}
+			return rows.Err()
+		})
 	}
-	live, err := liveEpochs(w.ctx, w.tx, epochs)
-	if err != nil {
-		return err
+	if b.Len() > 0 {
+		if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
+			return fmt.Errorf("read jobs and leases: %w", err)
+		}
 	}
 	// A job may move more than once in one call: later checks see earlier moves.
 	cur := map[int64]*rpc.Record{}
@@ -92,26 +106,6 @@ func (w *writer) apply(ts []rpc.Transition) error {
 		}
 	}
 	return nil
-}
-
-// liveEpochs says which of epochs hold a lease that has not expired.
-func liveEpochs(ctx context.Context, q querier, epochs []int64) (map[int64]bool, error) {
-	live := map[int64]bool{}
-	if len(epochs) == 0 {
-		return live, nil
-	}
-	rows, err := q.Query(ctx, "SELECT epoch FROM spool_leases WHERE epoch = ANY($1) AND expires > now()", epochs)
-	if err != nil {
-		return nil, fmt.Errorf("read leases: %w", err)
-	}
-	got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, fmt.Errorf("read leases: %w", err)
-	}
-	for _, e := range got {
-		live[e] = true
-	}
-	return live, nil
 }
 
 // eventsTime is the time of the last of evs that has one, or def.
@@ -487,21 +481,23 @@ func (s *Store) Events(ctx context.Context, after int64, limit int) ([]rpc.Event
 	if limit > 0 {
 		lim = &limit // none: every event after
 	}
-	rows, err := s.pool.Query(ctx, "SELECT body FROM spool_events WHERE seq > $1 ORDER BY seq LIMIT $2", after, lim)
+	rows, err := s.pool.Query(ctx, "SELECT seq, body FROM spool_events WHERE seq > $1 ORDER BY seq LIMIT $2", after, lim)
 	if err != nil {
 		return nil, rpc.Storage(fmt.Errorf("read events: %w", err))
 	}
 	defer rows.Close()
 	evs := []rpc.Event{}
 	for rows.Next() {
+		var seq int64
 		var raw []byte
-		if err := rows.Scan(&raw); err != nil {
+		if err := rows.Scan(&seq, &raw); err != nil {
 			return nil, rpc.Storage(fmt.Errorf("read events: %w", err))
 		}
 		var ev rpc.Event
 		if err := json.Unmarshal(raw, &ev); err != nil {
-			return nil, rpc.Storage(fmt.Errorf("decode an event: %w", err))
+			return nil, rpc.Storage(fmt.Errorf("decode event %d: %w", seq, err))
 		}
+		ev.Seq = seq
 		evs = append(evs, ev)
 	}
 	if err := rows.Err(); err != nil {

@@ -64,16 +64,6 @@ func (s *Store) Renew(ctx context.Context, o machine.Owner, now time.Time) ([]in
 	return ids, nil
 }
 
-// leaseLive reports whether o holds a lease that has not expired: its epoch,
-// given to its node.
-func leaseLive(ctx context.Context, q querier, o machine.Owner) (bool, error) {
-	var live bool
-	if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM spool_leases WHERE epoch = $1 AND node = $2 AND expires > now())", o.Epoch, o.Node).Scan(&live); err != nil {
-		return false, fmt.Errorf("read the lease: %w", err)
-	}
-	return live, nil
-}
-
 // Reap takes the running jobs whose owner's lease expired: each gets
 // machine.Interrupt, queued again or failed with its queued dependents.
 func (s *Store) Reap(ctx context.Context, now time.Time) ([]rpc.Record, []rpc.Event, error) {
@@ -134,87 +124,87 @@ func (s *Store) Reap(ctx context.Context, now time.Time) ([]rpc.Record, []rpc.Ev
 // ends of jobs go through Apply, whose group commit stores many runners'
 // ends in one transaction, and the claims that follow take many jobs each.
 func (s *Store) Claim(ctx context.Context, o machine.Owner, limit int, now time.Time) ([]rpc.Record, []rpc.Event, error) {
-	_, recs, evs, err := s.applyClaim(ctx, nil, o, limit, now, nil)
-	return recs, evs, err
-}
-
-// applyClaim stores transitions as Apply does and, in the same transaction,
-// claims up to limit jobs as Claim does. When the transitions fail, nothing
-// is stored and nothing claimed.
-func (s *Store) applyClaim(ctx context.Context, ts []rpc.Transition, o machine.Owner, limit int, now time.Time, picked func([]rpc.Record)) ([]rpc.Event, []rpc.Record, []rpc.Event, error) {
-	if len(ts) == 0 {
-		// Most calls find nothing to claim: a read answers them.
-		var some bool
-		if err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM spool_jobs WHERE claimable AND (not_before IS NULL OR not_before <= $1))", now).Scan(&some); err != nil {
-			return nil, nil, nil, rpc.Storage(fmt.Errorf("look for claimable jobs: %w", err))
-		}
-		if !some || limit <= 0 {
-			live, err := leaseLive(ctx, s.pool, o)
-			if err != nil {
-				return nil, nil, nil, rpc.Storage(err)
-			}
-			if !live {
-				return nil, nil, nil, leaseGone(o)
-			}
-			return []rpc.Event{}, []rpc.Record{}, []rpc.Event{}, nil
-		}
+	// Most calls find nothing to claim: a read answers them.
+	var some, live bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM spool_jobs WHERE claimable AND (not_before IS NULL OR not_before <= $1)),
+			EXISTS (SELECT 1 FROM spool_leases WHERE epoch = $2 AND node = $3 AND expires > now())`, now, o.Epoch, o.Node).Scan(&some, &live)
+	if err != nil {
+		return nil, nil, rpc.Storage(fmt.Errorf("look for claimable jobs: %w", err))
+	}
+	if !live {
+		return nil, nil, leaseGone(o)
+	}
+	if !some || limit <= 0 {
+		return []rpc.Record{}, []rpc.Event{}, nil
 	}
 	var recs []rpc.Record
-	var nApplied, nClaimed int
 	var w *writer
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		w = s.newWriter(ctx, tx, s.opts.Clock())
-		if len(ts) > 0 {
-			if err := w.apply(ts); err != nil {
-				return err
-			}
-			if err := w.drain(); err != nil {
-				return err
-			}
-		}
-		nApplied = len(w.evs)
-		live, err := leaseLive(ctx, tx, o)
-		if err != nil {
+	err = s.tx(ctx, func(tx pgx.Tx) error {
+		w = s.newWriter(ctx, tx, now)
+		var err error
+		if recs, err = w.claim(o, limit, now); err != nil {
 			return err
 		}
-		recs = []rpc.Record{}
-		if live {
-			w.now = now
-			if recs, err = w.claim(o, limit, now); err != nil {
-				return err
-			}
-		} else if len(ts) == 0 {
-			return leaseGone(o)
-		}
-		nClaimed = len(w.evs)
 		return w.finish()
 	})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	s.done(w)
-	if picked != nil && len(recs) > 0 {
-		picked(recs)
-	}
-	// The claim's events are those it made; the transitions' are the rest
-	// (hooks their ends fired are stored after the claim's).
-	evs := append(append([]rpc.Event{}, w.evs[:nApplied]...), w.evs[nClaimed:]...)
-	claimEvs := append([]rpc.Event{}, w.evs[nApplied:nClaimed]...)
-	return evs, recs, claimEvs, nil
+	return recs, w.evs, nil
 }
 
-// claim takes up to limit claimable jobs for o in w's transaction.
+// claim takes up to limit claimable jobs for o in w's transaction: one round
+// trip reads the lease, the queue settings and the running jobs of limited
+// queues; one takes the best claimable jobs, locked, with their records; a
+// limited queue among them costs one more, for its lock and its count.
 func (w *writer) claim(o machine.Owner, limit int, now time.Time) ([]rpc.Record, error) {
 	recs := []rpc.Record{}
+	var live bool
+	settings := map[string]*rpc.Queue{}
+	running := map[string]int{}
+	b := &pgx.Batch{}
+	b.Queue("SELECT EXISTS (SELECT 1 FROM spool_leases WHERE epoch = $1 AND node = $2 AND expires > now())", o.Epoch, o.Node).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&live)
+	})
+	b.Queue("SELECT name, settings FROM spool_queues WHERE settings IS NOT NULL").Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var name string
+			var raw []byte
+			if err := rows.Scan(&name, &raw); err != nil {
+				return err
+			}
+			q := &rpc.Queue{Name: name}
+			if err := json.Unmarshal(raw, q); err != nil {
+				return fmt.Errorf("decode queue %q: %w", name, err)
+			}
+			settings[name] = q
+		}
+		return rows.Err()
+	})
+	b.Queue(`SELECT queue, count(*) FROM spool_jobs WHERE state = 'running'
+		AND queue IN (SELECT name FROM spool_queues WHERE settings IS NOT NULL) GROUP BY queue`).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var name string
+			var n int
+			if err := rows.Scan(&name, &n); err != nil {
+				return err
+			}
+			running[name] = n
+		}
+		return rows.Err()
+	})
+	if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("read the lease and the queues: %w", err)
+	}
+	if !live {
+		return nil, leaseGone(o)
+	}
 	if limit <= 0 {
 		return recs, nil
 	}
-	// Queue settings: paused queues are left out, limited ones get a room,
-	// counted now and again at the end under the queue's lock.
-	settings, err := w.queueSettings()
-	if err != nil {
-		return nil, err
-	}
+	// Paused queues are left out, and so are limited ones with no room now;
+	// the others' room is counted again at the end, under the queue's lock.
 	skip := []string{}
 	limited := map[string]int{}
 	for name, q := range settings {
@@ -223,20 +213,12 @@ func (w *writer) claim(o machine.Owner, limit int, now time.Time) ([]rpc.Record,
 			skip = append(skip, name)
 		case q.Parallel != nil:
 			limited[name] = *q.Parallel
-		}
-	}
-	if len(limited) > 0 {
-		running, err := w.running(keys(limited))
-		if err != nil {
-			return nil, err
-		}
-		for name, par := range limited {
-			if running[name] >= par {
+			if running[name] >= *q.Parallel {
 				skip = append(skip, name)
 			}
 		}
 	}
-	rows, err := w.tx.Query(w.ctx, `SELECT id, queue FROM spool_jobs
+	rows, err := w.tx.Query(w.ctx, `SELECT id, queue, rec, spec FROM spool_jobs
 		WHERE claimable AND (not_before IS NULL OR not_before <= $1) AND NOT (queue = ANY($2))
 		ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED`, now, skip, limit)
 	if err != nil {
@@ -249,10 +231,17 @@ func (w *writer) claim(o machine.Owner, limit int, now time.Time) ([]rpc.Record,
 	var cands []cand
 	for rows.Next() {
 		var c cand
-		if err := rows.Scan(&c.id, &c.queue); err != nil {
+		var raw, spec []byte
+		if err := rows.Scan(&c.id, &c.queue, &raw, &spec); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("find claimable jobs: %w", err)
 		}
+		rec, err := decodeRecord(raw, spec)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("job %d: %w", c.id, err)
+		}
+		w.rows[c.id] = &row{rec: rec, spec: spec, claimable: true}
 		cands = append(cands, c)
 	}
 	rows.Close()
@@ -288,51 +277,21 @@ func (w *writer) claim(o machine.Owner, limit int, now time.Time) ([]rpc.Record,
 		}
 		cands = kept
 	}
-	ids := make([]int64, len(cands))
-	for i, c := range cands {
-		ids[i] = c.id
-	}
-	if err := w.load(ids); err != nil {
-		return nil, err
-	}
-	for _, id := range ids {
-		rec, err := w.get(id)
+	for _, c := range cands {
+		rec, err := w.get(c.id)
 		if err != nil {
 			return nil, err
 		}
 		if rec == nil || rec.State != rpc.StateQueued {
-			return nil, fmt.Errorf("claimable job %d is not queued", id)
+			return nil, fmt.Errorf("claimable job %d is not queued", c.id)
 		}
-		w.events(machine.Claim(rec, o, now), id)
+		w.events(machine.Claim(rec, o, now), c.id)
 		if err := w.put(rec); err != nil {
 			return nil, err
 		}
-		recs = append(recs, *w.rows[id].rec)
+		recs = append(recs, *w.rows[c.id].rec)
 	}
 	return recs, nil
-}
-
-// queueSettings reads the settings of every queue that has some.
-func (w *writer) queueSettings() (map[string]*rpc.Queue, error) {
-	rows, err := w.tx.Query(w.ctx, "SELECT name, settings FROM spool_queues WHERE settings IS NOT NULL")
-	if err != nil {
-		return nil, fmt.Errorf("read queues: %w", err)
-	}
-	defer rows.Close()
-	m := map[string]*rpc.Queue{}
-	for rows.Next() {
-		var name string
-		var raw []byte
-		if err := rows.Scan(&name, &raw); err != nil {
-			return nil, fmt.Errorf("read queues: %w", err)
-		}
-		q := &rpc.Queue{Name: name}
-		if err := json.Unmarshal(raw, q); err != nil {
-			return nil, fmt.Errorf("decode queue %q: %w", name, err)
-		}
-		m[name] = q
-	}
-	return m, rows.Err()
 }
 
 // running counts the running jobs of queues names.
@@ -352,14 +311,6 @@ func (w *writer) running(names []string) (map[string]int, error) {
 		m[name] = n
 	}
 	return m, rows.Err()
-}
-
-func keys(m map[string]int) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }
 
 func contains(ss []string, s string) bool {

@@ -68,6 +68,20 @@ func (s *Store) newWriter(ctx context.Context, tx pgx.Tx, now time.Time) *writer
 
 // load locks and reads the jobs ids that the writer has not read yet.
 func (w *writer) load(ids []int64) error {
+	b := &pgx.Batch{}
+	w.queueLoad(b, ids)
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
+		return fmt.Errorf("read jobs: %w", err)
+	}
+	return nil
+}
+
+// queueLoad adds to b the statement that locks and reads the jobs ids the
+// writer has not read yet, if any.
+func (w *writer) queueLoad(b *pgx.Batch, ids []int64) {
 	var need []int64
 	for _, id := range ids {
 		if _, ok := w.rows[id]; !ok && !slices.Contains(need, id) {
@@ -75,28 +89,25 @@ func (w *writer) load(ids []int64) error {
 		}
 	}
 	if len(need) == 0 {
-		return nil
+		return
 	}
 	slices.Sort(need) // one order for every transaction, against deadlocks
-	rows, err := w.tx.Query(w.ctx, "SELECT id, rec, spec, claimable FROM spool_jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE", need)
-	if err != nil {
-		return fmt.Errorf("read jobs: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id int64
-		var raw, spec []byte
-		var claimable bool
-		if err := rows.Scan(&id, &raw, &spec, &claimable); err != nil {
-			return fmt.Errorf("read jobs: %w", err)
+	b.Queue("SELECT id, rec, spec, claimable FROM spool_jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE", need).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var id int64
+			var raw, spec []byte
+			var claimable bool
+			if err := rows.Scan(&id, &raw, &spec, &claimable); err != nil {
+				return err
+			}
+			rec, err := decodeRecord(raw, spec)
+			if err != nil {
+				return fmt.Errorf("job %d: %w", id, err)
+			}
+			w.rows[id] = &row{rec: rec, spec: spec, wasFinal: rec.State.Final(), claimable: claimable}
 		}
-		rec, err := decodeRecord(raw, spec)
-		if err != nil {
-			return fmt.Errorf("job %d: %w", id, err)
-		}
-		w.rows[id] = &row{rec: rec, spec: spec, wasFinal: rec.State.Final(), claimable: claimable}
-	}
-	return rows.Err()
+		return rows.Err()
+	})
 }
 
 // get is job id as the transaction sees it, locked, with its spec; nil when
@@ -472,43 +483,69 @@ func (w *writer) flush() error {
 	if names := w.s.unknownQueues(w.queues); len(names) > 0 {
 		b.Queue("INSERT INTO spool_queues (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", names)
 	}
-	if b.Len() > 0 {
-		if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
-			return fmt.Errorf("write jobs: %w", err)
-		}
+	w.queueEvents(b)
+	if b.Len() == 0 {
+		return nil
 	}
-	return w.storeEvents()
+	return w.sendBatch(b)
 }
 
 // storeEvents numbers the writer's events from the counter row and inserts
-// them: the row's lock, held until commit, makes seq order commit order and
-// leaves no hole.
+// them, in one statement: the row's lock, held until commit, makes seq order
+// commit order and leaves no hole. It is the last statement of the
+// transaction, so that the lock is held for the commit and no more.
 func (w *writer) storeEvents() error {
-	if len(w.evs) == 0 {
+	b := &pgx.Batch{}
+	w.queueEvents(b)
+	if b.Len() == 0 {
 		return nil
 	}
-	var last int64
-	if err := w.tx.QueryRow(w.ctx, "UPDATE spool_meta SET last_seq = last_seq + $1 RETURNING last_seq", len(w.evs)).Scan(&last); err != nil {
-		return fmt.Errorf("number events: %w", err)
+	return w.sendBatch(b)
+}
+
+// queueEvents adds the statement that stores the writer's events to b; the
+// event bodies leave out the seq, which the column holds.
+func (w *writer) queueEvents(b *pgx.Batch) {
+	n := len(w.evs)
+	if n == 0 {
+		return
 	}
-	first := last - int64(len(w.evs)) + 1
-	seqs := make([]int64, len(w.evs))
-	ats := make([]time.Time, len(w.evs))
-	bodies := make([][]byte, len(w.evs))
+	ats := make([]time.Time, n)
+	bodies := make([][]byte, n)
 	for i := range w.evs {
 		ev := &w.evs[i]
-		ev.Seq = first + int64(i)
 		if ev.Time.IsZero() {
 			ev.Time = w.now
 		}
-		raw, err := json.Marshal(ev)
+		e := *ev
+		e.Seq = 0
+		raw, err := json.Marshal(&e)
 		if err != nil {
-			return fmt.Errorf("encode event: %w", err)
+			// An event is made of the store's own values: it always encodes.
+			panic(fmt.Sprintf("encode event: %v", err))
 		}
-		seqs[i], ats[i], bodies[i] = ev.Seq, ev.Time, raw
+		ats[i], bodies[i] = ev.Time, raw
 	}
-	if _, err := w.tx.Exec(w.ctx, "INSERT INTO spool_events (seq, at, body) SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bytea[])", seqs, ats, bodies); err != nil {
-		return fmt.Errorf("store events: %w", err)
+	b.Queue(`WITH c AS (UPDATE spool_meta SET last_seq = last_seq + $1 RETURNING last_seq),
+			i AS (INSERT INTO spool_events (seq, at, body)
+				SELECT c.last_seq - $1 + u.ord, u.at, u.body FROM c, unnest($2::timestamptz[], $3::bytea[]) WITH ORDINALITY AS u(at, body, ord))
+		SELECT last_seq FROM c`, n, ats, bodies).QueryRow(func(row pgx.Row) error {
+		var last int64
+		if err := row.Scan(&last); err != nil {
+			return fmt.Errorf("store events: %w", err)
+		}
+		first := last - int64(n) + 1
+		for i := range w.evs {
+			w.evs[i].Seq = first + int64(i)
+		}
+		return nil
+	})
+}
+
+// sendBatch sends b's statements in one round trip and reads their results.
+func (w *writer) sendBatch(b *pgx.Batch) error {
+	if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
+		return fmt.Errorf("write: %w", err)
 	}
 	return nil
 }
