@@ -26,6 +26,11 @@ import (
 // process is gone.
 func (d *Daemon) execute(ctx context.Context, js *jobState, rec *rpc.Record, i int, sp *stepProcs, start func([]rpc.Proc) error, exited func()) outcome {
 	spec := rec.Spec.Steps[i]
+	// The attempt's logs reach the store, all of them before it returns
+	// (logship.go).
+	if sh := d.shipLogs(ctx, rec, i); sh != nil {
+		defer sh.finish()
+	}
 	live := &liveState{d: d, job: rec.ID, step: i}
 	d.mu.Lock()
 	js.live = live

@@ -408,6 +408,13 @@ func (d *Daemon) Logs(ctx context.Context, p rpc.LogsParams) (*rpc.LogsResult, e
 	}
 	over := rec.Steps[step].State.Final() || rec.State.Final() || (rec.State == rpc.StateQueued && rec.Steps[step].State == rpc.StatePending)
 	res := &rpc.LogsResult{Offset: p.Offset, Step: step}
+	stored, err := d.storedLogSource(ctx, p.ID, step, p.Stream)
+	if err != nil {
+		return nil, err
+	}
+	if stored != nil {
+		return readLog(stored, p, res, over)
+	}
 	f, err := os.Open(d.streamLogPath(p.ID, step, p.Stream))
 	if err != nil {
 		if os.IsNotExist(err) {
@@ -420,32 +427,38 @@ func (d *Daemon) Logs(ctx context.Context, p rpc.LogsParams) (*rpc.LogsResult, e
 		return nil, fmt.Errorf("open step log: %w", err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
+	return readLog(fileLog{f}, p, res, over)
+}
+
+// readLog answers job.logs from a log, this host's file or the store's copy;
+// over says the step is over.
+func readLog(src logSource, p rpc.LogsParams, res *rpc.LogsResult, over bool) (*rpc.LogsResult, error) {
+	size, err := src.Size()
 	if err != nil {
-		return nil, fmt.Errorf("stat step log: %w", err)
+		return nil, err
 	}
 	if p.Lines > 0 {
-		if p.Offset, err = tailStart(f, fi.Size(), p.Lines); err != nil {
+		if p.Offset, err = tailStart(src, size, p.Lines); err != nil {
 			return nil, err
 		}
 	}
 	buf := make([]byte, p.Limit)
-	n, err := f.ReadAt(buf, p.Offset)
+	n, err := src.ReadAt(buf, p.Offset)
 	if err != nil && err != io.EOF {
 		return nil, fmt.Errorf("read step log: %w", err)
 	}
 	buf = buf[:n]
-	if end := p.Offset + int64(n); end > fi.Size() {
-		// The log grew since the stat: what was read is there.
-		if fi, err = f.Stat(); err != nil {
-			return nil, fmt.Errorf("stat step log: %w", err)
+	if end := p.Offset + int64(n); end > size {
+		// The log grew since its size was read: what was read is there.
+		if size, err = src.Size(); err != nil {
+			return nil, err
 		}
 	}
 	if p.Encoding == "base64" {
 		res.Data = base64.StdEncoding.EncodeToString(buf)
 	} else {
 		// Cut on a character boundary: an incomplete last character is left for the next read.
-		if p.Offset+int64(n) < fi.Size() || !over {
+		if p.Offset+int64(n) < size || !over {
 			for cut := 1; cut <= 3 && cut <= len(buf); cut++ {
 				if utf8.RuneStart(buf[len(buf)-cut]) {
 					if !utf8.FullRune(buf[len(buf)-cut:]) {
@@ -458,7 +471,7 @@ func (d *Daemon) Logs(ctx context.Context, p rpc.LogsParams) (*rpc.LogsResult, e
 		res.Data = toText(buf)
 	}
 	res.Offset = p.Offset + int64(len(buf))
-	res.EOF = over && res.Offset >= fi.Size()
+	res.EOF = over && res.Offset >= size
 	return res, nil
 }
 

@@ -215,3 +215,23 @@ type ExpiringLeases interface {
 type CancelNotifier interface {
 	CancelRequested() <-chan struct{}
 }
+
+// LogStore is a Store that also keeps the steps' logs, for daemons that share
+// it: each daemon ships the logs of the steps it runs as they grow, and
+// job.logs reads a log from the store when this host has no file of it. A log
+// is named by its job, step and stream (rpc.StreamAll or rpc.StreamStderr) and
+// holds bytes at the offsets of the file of the host that wrote them. bbolt
+// does not implement it: with one host, the file is the truth.
+type LogStore interface {
+	// AppendLog stores data at offset off of a log, durably, when off is the
+	// log's end. At an offset already stored it does nothing (the bytes are
+	// there: a retry after a commit whose answer was lost is harmless, and a
+	// late daemon never writes over another's); past the end (a gap) it
+	// fails. A chunk of a job that is no longer stored is dropped.
+	AppendLog(ctx context.Context, job int64, step int, stream string, off int64, data []byte) error
+	// ReadLog reads up to limit bytes of a log from off (none when limit is
+	// 0) and returns them with size, the bytes stored so far for that log (0
+	// for a log of which nothing is stored). size is read after data: it is
+	// never less than the end of the bytes returned.
+	ReadLog(ctx context.Context, job int64, step int, stream string, off int64, limit int) (data []byte, size int64, err error)
+}

@@ -19,6 +19,12 @@ import (
 // logChunk is how much of a log one job.logs call asks for.
 const logChunk = 64 << 10
 
+// logPoll is how long logs -f waits for an event before it reads the log
+// anyway: on a cluster, a step that runs on another daemon sends no output
+// events to this one, whose job.logs reads the log that daemon ships to the
+// store.
+const logPoll = time.Second
+
 func defineWatch(a *app, fs *pflag.FlagSet) runner {
 	return func(ctx context.Context, args []string) error {
 		ids, err := parseIDs(args)
@@ -600,7 +606,16 @@ func (l *logFollower) follow(ctx context.Context, ref rpc.StepRef) error {
 			}
 			continue
 		}
-		ev, err := w.Next(ctx)
+		nctx, cancel := context.WithTimeout(ctx, logPoll)
+		ev, err := w.Next(nctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			// A quiet watch: read what the log holds now.
+			if ended, err = l.drain(ctx, ref, -1, true); err != nil {
+				return err
+			}
+			continue
+		}
 		if errors.Is(err, io.EOF) {
 			// The job is final: print what is left of this step (and, following the
 			// whole job, of the steps after it).
