@@ -187,6 +187,10 @@ func (j *Job) appendMembers(b []byte) ([]byte, error) {
 	}
 	b = append(b, `,"template":`...)
 	b = j.Template.appendJSON(b)
+	if j.Node != "" {
+		b = append(b, `,"node":`...)
+		b = appendString(b, j.Node)
+	}
 	if j.Spec != nil {
 		// A spec is encoded only in a single job's reply; encoding/json does it.
 		spec, err := json.Marshal(j.Spec)

@@ -254,7 +254,11 @@ type Job struct {
 	Error           string          `json:"error"`
 	RetryOf         *int64          `json:"retry_of"`
 	Template        *TemplateRef    `json:"template"`
-	Spec            *Spec           `json:"spec,omitempty"`
+	// Node is the daemon (its --node) that runs the job, or ran it last;
+	// empty until it first starts. With several daemons it says where the
+	// job's processes, files and live events are.
+	Node string `json:"node,omitempty"`
+	Spec *Spec  `json:"spec,omitempty"`
 }
 
 // Final reports whether the job is in a final state.

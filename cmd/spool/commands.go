@@ -353,6 +353,9 @@ func (a *app) printJob(j *rpc.Job) {
 	}
 	field("submitted", a.localTime(&j.SubmittedAt))
 	field("started", a.localTime(j.StartedAt))
+	if j.Node != "" {
+		field("node", j.Node)
+	}
 	if j.FinishedAt != nil {
 		field("finished", a.localTime(j.FinishedAt))
 	}

@@ -228,7 +228,9 @@ func TestClusterE2E(t *testing.T) {
 	}
 	seenA.mu.Unlock()
 
-	// Every job ends, succeeded, as the two others say.
+	// Every job ends, succeeded, as the two others say, and names where it
+	// ran last.
+	nodeOfJob := map[int64]string{}
 	for _, id := range ids {
 		j, err := clients[1].Wait(ctx, rpc.WaitParams{ID: id, Timeout: rpc.Duration(60 * time.Second)})
 		if err != nil {
@@ -237,6 +239,10 @@ func TestClusterE2E(t *testing.T) {
 		if j.State != rpc.StateSucceeded {
 			t.Errorf("job %d ended %s: %s", id, j.State, j.Error)
 		}
+		if !slices.Contains([]string{"a", "b", "c"}, j.Node) {
+			t.Errorf("job %d names node %q", id, j.Node)
+		}
+		nodeOfJob[id] = j.Node
 	}
 	var last int64
 	// The stream as the two survivors saw it: the same, whole, from 1.
@@ -274,6 +280,11 @@ func TestClusterE2E(t *testing.T) {
 	}
 	if len(rescued) == 0 {
 		t.Fatalf("no job was rescued from node a")
+	}
+	for _, id := range rescued {
+		if nodeOfJob[id] == "a" {
+			t.Errorf("job %d was rescued from a, yet names a as where it ran last", id)
+		}
 	}
 	t.Logf("%d jobs rescued from node a, the last interrupted %s after its kill (lease %s)", len(rescued), slowest.Round(time.Millisecond), lease)
 	if slowest > lease+5*time.Second {

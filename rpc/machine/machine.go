@@ -33,6 +33,7 @@ func Claim(rec *rpc.Record, o Owner, now time.Time) []rpc.Event {
 	rec.State = rpc.StateRunning
 	rec.Waiting = nil
 	rec.Run.Node, rec.Run.Epoch = o.Node, o.Epoch
+	rec.Node = o.Node
 	if rec.StartedAt == nil {
 		rec.StartedAt = &now
 	}
