@@ -74,6 +74,9 @@ type Config struct {
 	Containment string
 	// Node names this daemon in the store (default the host name).
 	Node string
+	// StoreKind names the kind of store for daemon.info ("bbolt",
+	// "postgres"); empty leaves it out.
+	StoreKind string
 	// LeaseEvery is how often the daemon renews its lease in the store, learns
 	// of cancels stored for its jobs elsewhere and reaps the jobs of owners that
 	// are gone (default 2s).

@@ -539,7 +539,7 @@ func (d *Daemon) Info(ctx context.Context) (*rpc.Info, error) {
 	d.mu.Unlock()
 	return &rpc.Info{
 		Version: d.cfg.Version, Protocol: rpc.ProtocolVersion, PID: os.Getpid(), StartedAt: d.start,
-		Socket: d.cfg.Socket, StateDir: d.cfg.StateDir, StoreID: d.store.StoreID(),
+		Socket: d.cfg.Socket, StateDir: d.cfg.StateDir, StoreID: d.store.StoreID(), Store: d.cfg.StoreKind,
 		MaxParallel: d.cfg.MaxParallel, Counts: counts, LastSeq: last, OldestSeq: oldest,
 		Containment: mode, ContainmentNote: note, Node: owner.Node, Epoch: owner.Epoch,
 	}, nil

@@ -400,4 +400,7 @@ type Info struct {
 	// and the epoch the store gave it, which fences its writes.
 	Node  string `json:"node"`
 	Epoch int64  `json:"epoch"`
+	// Store says where jobs are kept: "bbolt" (the state folder's file, one
+	// daemon) or "postgres" (a database several daemons may share).
+	Store string `json:"store,omitempty"`
 }

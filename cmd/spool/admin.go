@@ -358,6 +358,9 @@ func defineInfo(a *app, fs *pflag.FlagSet) runner {
 		row("started", a.localTime(&info.StartedAt))
 		row("socket", info.Socket)
 		row("state dir", info.StateDir)
+		if info.Store != "" {
+			row("store", info.Store)
+		}
 		row("store id", info.StoreID)
 		if info.Node != "" {
 			row("node", fmt.Sprintf("%s, epoch %d", info.Node, info.Epoch))

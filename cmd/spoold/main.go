@@ -339,7 +339,7 @@ func serve(o *options, sm serviceManager, log *slog.Logger) error {
 		Store: dstore, StateDir: o.stateDir, Socket: socket, Version: o.version,
 		MaxParallel: o.maxParallel, KillGrace: o.killGrace, MaxLog: o.maxLog, NoStderrLog: !o.stderrLog, Subreaper: true, Containment: o.containment, Node: o.node,
 		EventRetention: eventRetention(o.eventRetention), Retain: o.retain, Log: log,
-		LeaseEvery: o.lease / 5,
+		LeaseEvery: o.lease / 5, StoreKind: storeKind(o),
 	})
 	if err != nil {
 		ln.Close()

@@ -24,6 +24,14 @@ type servedStore interface {
 	Check(ctx context.Context) error
 }
 
+// storeKind names the store --store chose, for daemon.info.
+func storeKind(o *options) string {
+	if o.store == "" {
+		return "bbolt"
+	}
+	return "postgres"
+}
+
 // isPostgresURL reports whether s names a PostgreSQL database.
 func isPostgresURL(s string) bool {
 	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
