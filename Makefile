@@ -70,16 +70,17 @@ uninstall:
 
 .PHONY: crash fuzz
 
-# crash: the crash matrix and the red-team suite (cmd/spoold/redteam_test.go) with
+# crash: the crash matrices and the red-team suite (cmd/spoold/redteam_test.go) with
 # more rounds than `make test` runs: SIGKILL at random moments (during starts too)
 # while clients submit, cancel and retry, with the invariants checked after each
-# restart; containment, timeouts, cancels racing ends, shutdown answers.
-# CRASH_SEED=N replays the random choices of the crash matrix (see its log).
+# restart; containment, timeouts, cancels racing ends, shutdown answers. The
+# cluster matrix (TestCrashMatrixCluster) does it to three spoold on one PostgreSQL.
+# CRASH_SEED=N replays the random choices of the crash matrices (see their logs).
 CRASH_ROUNDS ?= 30
 CRASH_JOBS ?= 40
 crash:
 	SPOOL_CRASH_ROUNDS=$(CRASH_ROUNDS) SPOOL_CRASH_JOBS=$(CRASH_JOBS) SPOOL_CRASH_SEED=$(CRASH_SEED) \
-		$(GO) test -race -count=1 -timeout 120m -run '^(TestCrashMatrix|TestRedTeam.*)$$' -v ./cmd/spoold/
+		$(GO) test -race -count=1 -timeout 120m -run '^(TestCrashMatrix.*|TestRedTeam.*)$$' -v ./cmd/spoold/
 
 # fuzz: each fuzz target for FUZZTIME; the seed corpora under testdata/fuzz run
 # with every `go test`. New failing inputs land in testdata/fuzz: commit them.
