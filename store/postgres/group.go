@@ -23,9 +23,12 @@ import (
 // gop is one call's part of a group: run does its checks and changes in the
 // group's writer, and leaves its consequences settled (dependents, hooks).
 type gop struct {
-	run  func(w *writer) error
-	done chan struct{}
-	err  error
+	run func(w *writer) error
+	// ids and epochs are the jobs and epochs the call reads, which the
+	// group reads for all its calls at once.
+	ids, epochs []int64
+	done        chan struct{}
+	err         error
 	// evs are the events the call stored, with their seq.
 	evs []rpc.Event
 	// from and to delimit the call's events in the group's writer.
@@ -72,6 +75,14 @@ func (s *Store) runGroup(batch []*gop) {
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		refused = nil
 		w = s.newWriter(ctx, tx, s.opts.Clock())
+		var ids, epochs []int64
+		for _, op := range batch {
+			ids = append(ids, op.ids...)
+			epochs = append(epochs, op.epochs...)
+		}
+		if err := w.prefetch(ids, epochs); err != nil {
+			return err
+		}
 		for _, op := range batch {
 			op.from = len(w.evs)
 			if err := op.run(w); err != nil {

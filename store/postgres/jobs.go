@@ -27,6 +27,12 @@ func (s *Store) Apply(ctx context.Context, ts []rpc.Transition) ([]rpc.Event, er
 		}
 		return w.settle()
 	}}
+	for _, t := range ts {
+		op.ids = append(op.ids, t.Record.ID)
+		if t.Epoch != 0 {
+			op.epochs = append(op.epochs, t.Epoch)
+		}
+	}
 	if err := s.group(ctx, op); err != nil {
 		return nil, err
 	}
@@ -43,27 +49,18 @@ func (w *writer) apply(ts []rpc.Transition) error {
 			epochs = append(epochs, ts[i].Epoch)
 		}
 	}
-	// The records and the leases of the epochs named, in one round trip.
-	live := map[int64]bool{}
-	b := &pgx.Batch{}
-	w.queueLoad(b, ids)
-	if len(epochs) > 0 {
-		b.Queue("SELECT epoch FROM spool_leases WHERE epoch = ANY($1) AND expires > now()", epochs).Query(func(rows pgx.Rows) error {
-			for rows.Next() {
-				var e int64
-				if err := rows.Scan(&e); err != nil {
-					return err
-				}
-				live[e] = true
-			}
-			return rows.Err()
-		})
-	}
-	if b.Len() > 0 {
-		if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
-			return fmt.Errorf("read jobs and leases: %w", err)
+	// The records, the leases of the epochs named and the jobs' dependents,
+	// in one round trip (none when the group read them already).
+	var unknown []int64
+	for _, e := range epochs {
+		if _, ok := w.live[e]; !ok {
+			unknown = append(unknown, e)
 		}
 	}
+	if err := w.prefetch(ids, unknown); err != nil {
+		return err
+	}
+	live := w.live
 	// A job may move more than once in one call: later checks see earlier moves.
 	cur := map[int64]*rpc.Record{}
 	recs := make([]rpc.Record, len(ts))

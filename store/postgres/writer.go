@@ -39,6 +39,10 @@ type writer struct {
 	newDeps [][2]int64
 	// queues are the queue names the new jobs go to.
 	queues map[string]bool
+	// live holds the epochs whose leases were read, and whether each is
+	// live; known holds the jobs whose dependents were read (prefetch).
+	live  map[int64]bool
+	known map[int64][]int64
 }
 
 // row is a job locked (or made) by the transaction.
@@ -108,6 +112,62 @@ func (w *writer) queueLoad(b *pgx.Batch, ids []int64) {
 		}
 		return rows.Err()
 	})
+}
+
+// prefetch reads, in one round trip, what the calls of a group will need:
+// the jobs ids, locked, the leases of epochs, and the jobs' dependents.
+func (w *writer) prefetch(ids, epochs []int64) error {
+	b := &pgx.Batch{}
+	w.queueLoad(b, ids)
+	if len(epochs) > 0 {
+		if w.live == nil {
+			w.live = map[int64]bool{}
+		}
+		for _, e := range epochs {
+			w.live[e] = false
+		}
+		b.Queue("SELECT epoch FROM spool_leases WHERE epoch = ANY($1) AND expires > now()", epochs).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var e int64
+				if err := rows.Scan(&e); err != nil {
+					return err
+				}
+				w.live[e] = true
+			}
+			return rows.Err()
+		})
+	}
+	var ask []int64
+	for _, id := range ids {
+		if _, ok := w.known[id]; !ok && !slices.Contains(ask, id) {
+			ask = append(ask, id)
+		}
+	}
+	if len(ask) > 0 {
+		if w.known == nil {
+			w.known = map[int64][]int64{}
+		}
+		for _, id := range ask {
+			w.known[id] = nil
+		}
+		b.Queue("SELECT dep, job FROM spool_deps WHERE dep = ANY($1) ORDER BY job", ask).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var dep, job int64
+				if err := rows.Scan(&dep, &job); err != nil {
+					return err
+				}
+				w.known[dep] = append(w.known[dep], job)
+			}
+			return rows.Err()
+		})
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
+		return fmt.Errorf("read jobs, leases and dependents: %w", err)
+	}
+	return nil
 }
 
 // get is job id as the transaction sees it, locked, with its spec; nil when
@@ -298,42 +358,41 @@ func (w *writer) states(ids []int64) (map[int64]rpc.State, error) {
 // transitively.
 func (w *writer) drain() error {
 	for len(w.work) > 0 {
-		t := w.work[0]
-		w.work = w.work[1:]
-		if t.fail {
+		if w.work[0].fail {
+			t := w.work[0]
+			w.work = w.work[1:]
 			if err := w.failDependent(t); err != nil {
 				return err
 			}
 			continue
 		}
-		ids, err := w.dependents(t.id)
+		// The jobs that ended, up to the next failure to work off: their
+		// dependents in one round trip, and those in one more.
+		n := 1
+		for n < len(w.work) && !w.work[n].fail {
+			n++
+		}
+		ended := w.work[:n:n]
+		w.work = w.work[n:]
+		ids := make([]int64, len(ended))
+		for i, t := range ended {
+			ids[i] = t.id
+		}
+		deps, err := w.dependentsOf(ids)
 		if err != nil {
 			return err
 		}
-		if err := w.load(ids); err != nil {
+		var all []int64
+		for _, d := range deps {
+			all = append(all, d...)
+		}
+		if err := w.load(all); err != nil {
 			return err
 		}
-		for _, id := range ids {
-			r, ok := w.rows[id]
-			if !ok || r.rec.State != rpc.StateQueued {
-				continue
-			}
-			if t.state != rpc.StateSucceeded {
-				w.work = append(w.work, task{fail: true, id: id, dep: t.id, at: t.at})
-				continue
-			}
-			if r.rec.Run.Held || r.rec.PausedAt != nil {
-				continue
-			}
-			was := r.claimable
-			if err := w.place(r, t.at); err != nil {
-				return err
-			}
-			if r.claimable && !was {
-				w.moved = true
-				if !r.dirty {
-					r.dirty = true
-					w.order = append(w.order, id)
+		for _, t := range ended {
+			for _, id := range deps[t.id] {
+				if err := w.settleDependent(t, id); err != nil {
+					return err
 				}
 			}
 		}
@@ -341,29 +400,94 @@ func (w *writer) drain() error {
 	return nil
 }
 
+// settleDependent works off what the end of job t.id means for its
+// dependent id, loaded: a failure to fail it with, or its release.
+func (w *writer) settleDependent(t task, id int64) error {
+	r, ok := w.rows[id]
+	if !ok || r.rec.State != rpc.StateQueued {
+		return nil
+	}
+	if t.state != rpc.StateSucceeded {
+		w.work = append(w.work, task{fail: true, id: id, dep: t.id, at: t.at})
+		return nil
+	}
+	if r.rec.Run.Held || r.rec.PausedAt != nil {
+		return nil
+	}
+	was := r.claimable
+	if err := w.place(r, t.at); err != nil {
+		return err
+	}
+	if r.claimable && !was {
+		w.moved = true
+		if !r.dirty {
+			r.dirty = true
+			w.order = append(w.order, id)
+		}
+	}
+	return nil
+}
+
+// dependentsOf reads the unfinished jobs that depend on each of ids, each
+// list in id order, in one round trip.
+func (w *writer) dependentsOf(ids []int64) (map[int64][]int64, error) {
+	m := map[int64][]int64{}
+	for _, d := range w.newDeps {
+		if slices.Contains(ids, d[0]) && !slices.Contains(m[d[0]], d[1]) {
+			m[d[0]] = append(m[d[0]], d[1])
+		}
+	}
+	var ask []int64
+	for _, id := range ids {
+		if known, ok := w.known[id]; ok {
+			for _, j := range known {
+				if !slices.Contains(m[id], j) {
+					m[id] = append(m[id], j)
+				}
+			}
+		} else {
+			ask = append(ask, id)
+		}
+	}
+	if len(ask) == 0 {
+		for _, l := range m {
+			slices.Sort(l)
+		}
+		return m, nil
+	}
+	rows, err := w.tx.Query(w.ctx, "SELECT dep, job FROM spool_deps WHERE dep = ANY($1)", ask)
+	if err != nil {
+		return nil, fmt.Errorf("read dependents: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var dep, job int64
+		if err := rows.Scan(&dep, &job); err != nil {
+			return nil, fmt.Errorf("read dependents: %w", err)
+		}
+		if !slices.Contains(ids, dep) {
+			continue
+		}
+		if !slices.Contains(m[dep], job) {
+			m[dep] = append(m[dep], job)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read dependents: %w", err)
+	}
+	for _, l := range m {
+		slices.Sort(l)
+	}
+	return m, nil
+}
+
 // dependents are the unfinished jobs that depend on job id, in id order.
 func (w *writer) dependents(id int64) ([]int64, error) {
-	var ids []int64
-	for _, d := range w.newDeps {
-		if d[0] == id {
-			ids = append(ids, d[1])
-		}
-	}
-	rows, err := w.tx.Query(w.ctx, "SELECT job FROM spool_deps WHERE dep = $1 ORDER BY job", id)
+	m, err := w.dependentsOf([]int64{id})
 	if err != nil {
-		return nil, fmt.Errorf("read dependents of job %d: %w", id, err)
+		return nil, err
 	}
-	got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, fmt.Errorf("read dependents of job %d: %w", id, err)
-	}
-	for _, j := range got {
-		if !slices.Contains(ids, j) {
-			ids = append(ids, j)
-		}
-	}
-	slices.Sort(ids)
-	return ids, nil
+	return m[id], nil
 }
 
 // failDependent fails the queued job t.id because t.dep did not succeed.
