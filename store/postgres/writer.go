@@ -47,10 +47,12 @@ type writer struct {
 
 // row is a job locked (or made) by the transaction.
 type row struct {
-	rec   *rpc.Record // with its spec
-	spec  []byte      // the stored spec, as read or to insert
-	isNew bool
-	dirty bool
+	rec  *rpc.Record // with its spec
+	spec []byte      // the stored spec, as read or to insert
+	// noSpec is set when rec was read without its spec (get reads it then).
+	noSpec bool
+	isNew  bool
+	dirty  bool
 	// claimable and final say where the row was filed when read.
 	wasFinal bool
 	// placed is set once the row's claimability is decided for this write.
@@ -73,7 +75,7 @@ func (s *Store) newWriter(ctx context.Context, tx pgx.Tx, now time.Time) *writer
 // load locks and reads the jobs ids that the writer has not read yet.
 func (w *writer) load(ids []int64) error {
 	b := &pgx.Batch{}
-	w.queueLoad(b, ids)
+	w.queueLoad(b, ids, true)
 	if b.Len() == 0 {
 		return nil
 	}
@@ -84,8 +86,10 @@ func (w *writer) load(ids []int64) error {
 }
 
 // queueLoad adds to b the statement that locks and reads the jobs ids the
-// writer has not read yet, if any.
-func (w *writer) queueLoad(b *pgx.Batch, ids []int64) {
+// writer has not read yet, if any; their specs too when withSpec is set (a
+// transition does not need them, and a spec with its environment is most
+// of a job's bytes: get reads it later if asked).
+func (w *writer) queueLoad(b *pgx.Batch, ids []int64, withSpec bool) {
 	var need []int64
 	for _, id := range ids {
 		if _, ok := w.rows[id]; !ok && !slices.Contains(need, id) {
@@ -96,7 +100,11 @@ func (w *writer) queueLoad(b *pgx.Batch, ids []int64) {
 		return
 	}
 	slices.Sort(need) // one order for every transaction, against deadlocks
-	b.Queue("SELECT id, rec, spec, claimable FROM spool_jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE", need).Query(func(rows pgx.Rows) error {
+	q := "SELECT id, rec, spec, claimable FROM spool_jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+	if !withSpec {
+		q = "SELECT id, rec, NULL::bytea, claimable FROM spool_jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+	}
+	b.Queue(q, need).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var id int64
 			var raw, spec []byte
@@ -108,7 +116,7 @@ func (w *writer) queueLoad(b *pgx.Batch, ids []int64) {
 			if err != nil {
 				return fmt.Errorf("job %d: %w", id, err)
 			}
-			w.rows[id] = &row{rec: rec, spec: spec, wasFinal: rec.State.Final(), claimable: claimable}
+			w.rows[id] = &row{rec: rec, spec: spec, noSpec: !withSpec, wasFinal: rec.State.Final(), claimable: claimable}
 		}
 		return rows.Err()
 	})
@@ -118,7 +126,7 @@ func (w *writer) queueLoad(b *pgx.Batch, ids []int64) {
 // the jobs ids, locked, the leases of epochs, and the jobs' dependents.
 func (w *writer) prefetch(ids, epochs []int64) error {
 	b := &pgx.Batch{}
-	w.queueLoad(b, ids)
+	w.queueLoad(b, ids, false)
 	if len(epochs) > 0 {
 		if w.live == nil {
 			w.live = map[int64]bool{}
@@ -179,6 +187,17 @@ func (w *writer) get(id int64) (*rpc.Record, error) {
 	r, ok := w.rows[id]
 	if !ok {
 		return nil, nil
+	}
+	if r.noSpec {
+		var spec []byte
+		if err := w.tx.QueryRow(w.ctx, "SELECT spec FROM spool_jobs WHERE id = $1", id).Scan(&spec); err != nil {
+			return nil, fmt.Errorf("read the spec of job %d: %w", id, err)
+		}
+		var sp rpc.Spec
+		if err := json.Unmarshal(spec, &sp); err != nil {
+			return nil, fmt.Errorf("decode the spec of job %d: %w", id, err)
+		}
+		r.rec.Spec, r.spec, r.noSpec = &sp, spec, false
 	}
 	rec := *r.rec
 	return &rec, nil
