@@ -31,7 +31,7 @@ const pgbenchRounds = 3
 const pgbenchBatch = 16
 
 // clusterParallel is each daemon's --max-parallel in the cluster figures.
-const clusterParallel = 64
+const clusterParallel = 256
 
 // clusterLease is the daemons' --lease: spoold's default.
 const clusterLease = 10 * time.Second

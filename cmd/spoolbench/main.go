@@ -64,14 +64,14 @@ func fullSizes() sizes {
 	return sizes{floorN: 200, bulkCalls: 20, concurrentJobs: 16000, writerPuts: 250, loneN: 500, e2eJobs: 1000,
 		stepJobs: 1000, cliJobs: 300, scaleJobs: 1_000_000, scaleGets: 5000, scaleLists: 100,
 		watchers: 100, watchJobs: 1000, memWatchers: 1000, memJobs: 1000, envJobs: 100_000, envCLI: 200,
-		heldJobs: 1_000_000, pgbenchTx: 750, pgbenchBatchTx: 200, clusterJobs: 2000, clusterSubmits: 500, clusterWatch: 300}
+		heldJobs: 1_000_000, pgbenchTx: 750, pgbenchBatchTx: 200, clusterJobs: 10000, clusterSubmits: 500, clusterWatch: 300}
 }
 
 func quickSizes() sizes {
 	return sizes{floorN: 50, bulkCalls: 5, concurrentJobs: 4000, writerPuts: 100, loneN: 200, e2eJobs: 1000,
 		stepJobs: 1000, cliJobs: 300, scaleJobs: 20000, scaleGets: 1000, scaleLists: 30,
 		watchers: 100, watchJobs: 1000, memWatchers: 1000, memJobs: 300, envJobs: 5000, envCLI: 50,
-		heldJobs: 50_000, pgbenchTx: 250, pgbenchBatchTx: 150, clusterJobs: 500, clusterSubmits: 200, clusterWatch: 100}
+		heldJobs: 50_000, pgbenchTx: 250, pgbenchBatchTx: 150, clusterJobs: 2000, clusterSubmits: 200, clusterWatch: 100}
 }
 
 // figure is one group of rows of the table.
