@@ -138,7 +138,12 @@ func (w *writer) refileDeps(id int64, after []int64) error {
 
 // checkAfter checks the new dependencies of job id.
 func (w *writer) checkAfter(id int64, after []int64) error {
-	states, err := w.states(after)
+	// One edit of dependencies at a time in the cluster: two edits that
+	// each add half of a cycle would not see each other's rows.
+	if _, err := w.tx.Exec(w.ctx, "SELECT pg_advisory_xact_lock(7345003)"); err != nil {
+		return fmt.Errorf("lock dependency edits: %w", err)
+	}
+	states, err := w.lockedStates(after)
 	if err != nil {
 		return err
 	}

@@ -334,6 +334,12 @@ func (s *Store) migrate(ctx context.Context) error {
 			if _, err := tx.Exec(ctx, "INSERT INTO spool_meta (one, version, store_id) VALUES (true, $1, $2)", SchemaVersion, hex.EncodeToString(b[:])); err != nil {
 				return err
 			}
+			// Job ids and epochs have a row of their own: a submit takes it
+			// in the middle of its transaction, and the event counter's
+			// row must be held only for the commit.
+			if _, err := tx.Exec(ctx, "INSERT INTO spool_counters (one) VALUES (true)"); err != nil {
+				return err
+			}
 		}
 		var version int
 		if err := tx.QueryRow(ctx, "SELECT version, store_id FROM spool_meta").Scan(&version, &s.id); err != nil {
@@ -356,7 +362,10 @@ CREATE TABLE spool_meta (
 	one boolean PRIMARY KEY CHECK (one),
 	version int NOT NULL,
 	store_id text NOT NULL,
-	last_seq bigint NOT NULL DEFAULT 0,
+	last_seq bigint NOT NULL DEFAULT 0
+);
+CREATE TABLE spool_counters (
+	one boolean PRIMARY KEY CHECK (one),
 	last_job bigint NOT NULL DEFAULT 0,
 	last_epoch bigint NOT NULL DEFAULT 0
 );

@@ -22,7 +22,7 @@ func leaseGone(o machine.Owner) error {
 func (s *Store) Join(ctx context.Context, node string, now time.Time) (machine.Owner, error) {
 	var epoch int64
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, "UPDATE spool_meta SET last_epoch = last_epoch + 1 RETURNING last_epoch").Scan(&epoch); err != nil {
+		if err := tx.QueryRow(ctx, "UPDATE spool_counters SET last_epoch = last_epoch + 1 RETURNING last_epoch").Scan(&epoch); err != nil {
 			return fmt.Errorf("take an epoch: %w", err)
 		}
 		if _, err := tx.Exec(ctx, "INSERT INTO spool_leases (epoch, node, expires) VALUES ($1, $2, now() + $3::interval)", epoch, node, s.opts.LeaseTTL); err != nil {
@@ -72,6 +72,12 @@ func (s *Store) Reap(ctx context.Context, now time.Time) ([]rpc.Record, []rpc.Ev
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		w = s.newWriter(ctx, tx, now)
 		recs = []rpc.Record{}
+		// Expired leases are marked gone first, under their rows' locks: a
+		// renewal racing this reap either extended the lease before (and
+		// its jobs stay) or waits, then finds it gone (1002).
+		if _, err := tx.Exec(ctx, "UPDATE spool_leases SET expires = '-infinity' WHERE expires <= now() AND expires > '-infinity'"); err != nil {
+			return fmt.Errorf("end expired leases: %w", err)
+		}
 		rows, err := tx.Query(ctx, `SELECT id FROM spool_jobs j WHERE state = 'running'
 				AND NOT EXISTS (SELECT 1 FROM spool_leases l WHERE l.epoch = j.epoch AND l.expires > now())
 			ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED`)
@@ -218,64 +224,85 @@ func (w *writer) claim(o machine.Owner, limit int, now time.Time) ([]rpc.Record,
 			}
 		}
 	}
-	rows, err := w.tx.Query(w.ctx, `SELECT id, queue, rec, spec FROM spool_jobs
-		WHERE claimable AND (not_before IS NULL OR not_before <= $1) AND NOT (queue = ANY($2))
-		ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED`, now, skip, limit)
-	if err != nil {
-		return nil, fmt.Errorf("find claimable jobs: %w", err)
-	}
+	// The limits, checked last: the queue's row lock orders the claimers of a
+	// limited queue, and the count read after it sees every claim committed
+	// before. Jobs of a queue found full then are left, and the next best
+	// are looked for in the queues that still have room, a few times.
 	type cand struct {
 		id    int64
 		queue string
 	}
 	var cands []cand
-	for rows.Next() {
-		var c cand
-		var raw, spec []byte
-		if err := rows.Scan(&c.id, &c.queue, &raw, &spec); err != nil {
-			rows.Close()
+	seen := []int64{}
+	counted := map[string]int{} // running jobs of the limited queues locked
+	for round := 0; round < 4 && len(cands) < limit; round++ {
+		rows, err := w.tx.Query(w.ctx, `SELECT id, queue, rec, spec FROM spool_jobs
+			WHERE claimable AND (not_before IS NULL OR not_before <= $1) AND NOT (queue = ANY($2)) AND NOT (id = ANY($3))
+			ORDER BY priority DESC, id LIMIT $4 FOR UPDATE SKIP LOCKED`, now, skip, seen, limit-len(cands))
+		if err != nil {
 			return nil, fmt.Errorf("find claimable jobs: %w", err)
 		}
-		rec, err := decodeRecord(raw, spec)
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("job %d: %w", c.id, err)
+		var found []cand
+		for rows.Next() {
+			var c cand
+			var raw, spec []byte
+			if err := rows.Scan(&c.id, &c.queue, &raw, &spec); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("find claimable jobs: %w", err)
+			}
+			rec, err := decodeRecord(raw, spec)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("job %d: %w", c.id, err)
+			}
+			w.rows[c.id] = &row{rec: rec, spec: spec, claimable: true}
+			found = append(found, c)
+			seen = append(seen, c.id)
 		}
-		w.rows[c.id] = &row{rec: rec, spec: spec, claimable: true}
-		cands = append(cands, c)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("find claimable jobs: %w", err)
-	}
-	// The limits, checked last: the queue's row lock orders the claimers of a
-	// limited queue, and the count read after it sees every claim committed
-	// before.
-	var lock []string
-	for _, c := range cands {
-		if _, ok := limited[c.queue]; ok && !contains(lock, c.queue) {
-			lock = append(lock, c.queue)
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("find claimable jobs: %w", err)
 		}
-	}
-	if len(lock) > 0 {
-		if _, err := w.tx.Exec(w.ctx, "SELECT 1 FROM spool_queues WHERE name = ANY($1) ORDER BY name FOR UPDATE", lock); err != nil {
-			return nil, fmt.Errorf("lock limited queues: %w", err)
+		if len(found) == 0 {
+			break
 		}
-		running, err := w.running(lock)
-		if err != nil {
-			return nil, err
+		var lock []string
+		for _, c := range found {
+			if _, ok := limited[c.queue]; ok && !contains(lock, c.queue) {
+				if _, done := counted[c.queue]; !done {
+					lock = append(lock, c.queue)
+				}
+			}
 		}
-		kept := cands[:0]
-		for _, c := range cands {
+		if len(lock) > 0 {
+			if _, err := w.tx.Exec(w.ctx, "SELECT 1 FROM spool_queues WHERE name = ANY($1) ORDER BY name FOR UPDATE", lock); err != nil {
+				return nil, fmt.Errorf("lock limited queues: %w", err)
+			}
+			running, err := w.running(lock)
+			if err != nil {
+				return nil, err
+			}
+			for _, q := range lock {
+				counted[q] = running[q]
+			}
+		}
+		dropped := false
+		for _, c := range found {
 			if par, ok := limited[c.queue]; ok {
-				if running[c.queue] >= par {
+				if counted[c.queue] >= par {
+					dropped = true
+					if !contains(skip, c.queue) {
+						skip = append(skip, c.queue)
+					}
 					continue
 				}
-				running[c.queue]++
+				counted[c.queue]++
 			}
-			kept = append(kept, c)
+			cands = append(cands, c)
 		}
-		cands = kept
+		if !dropped {
+			break
+		}
 	}
 	for _, c := range cands {
 		rec, err := w.get(c.id)

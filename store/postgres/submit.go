@@ -103,7 +103,10 @@ func (w *writer) submit(jobs []rpc.NewJob, specs [][]byte) ([]rpc.Record, error)
 		named = append(named, nj.Record.Spec.After...)
 		named = append(named, nj.Record.After...)
 	}
-	exists, err := w.states(named)
+	// Locked (FOR SHARE) until the commit: a dependency that ends meanwhile
+	// waits for this submit, and then finds the new job among its
+	// dependents; or this submit waits for it, and sees it ended.
+	exists, err := w.lockedStates(named)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +122,10 @@ func (w *writer) submit(jobs []rpc.NewJob, specs [][]byte) ([]rpc.Record, error)
 				continue
 			}
 			byKey[key] = i
+			if id, ok := w.keys[key]; ok {
+				// Made by an earlier call of the same group.
+				storedKeys[key] = id
+			}
 			if id, ok := storedKeys[key]; ok {
 				stored, err := w.get(id)
 				if err != nil {
@@ -145,7 +152,7 @@ func (w *writer) submit(jobs []rpc.NewJob, specs [][]byte) ([]rpc.Record, error)
 	// Ids from the counter row, consecutive within the call.
 	var base int64
 	if fresh > 0 {
-		if err := w.tx.QueryRow(w.ctx, "UPDATE spool_meta SET last_job = last_job + $1 RETURNING last_job", fresh).Scan(&base); err != nil {
+		if err := w.tx.QueryRow(w.ctx, "UPDATE spool_counters SET last_job = last_job + $1 RETURNING last_job", fresh).Scan(&base); err != nil {
 			return nil, fmt.Errorf("take job ids: %w", err)
 		}
 		base -= int64(fresh)
@@ -224,6 +231,12 @@ func (w *writer) submit(jobs []rpc.NewJob, specs [][]byte) ([]rpc.Record, error)
 			w.now = ev.Time
 		}
 		rec.Spec = &spec
+		if rec.Key != nil {
+			if w.keys == nil {
+				w.keys = map[string]int64{}
+			}
+			w.keys[*rec.Key] = rec.ID
+		}
 		if err := w.insert(&rec, specs[i]); err != nil {
 			return nil, err
 		}

@@ -43,6 +43,8 @@ type writer struct {
 	// live; known holds the jobs whose dependents were read (prefetch).
 	live  map[int64]bool
 	known map[int64][]int64
+	// keys are the idempotency keys of the jobs the writer made.
+	keys map[string]int64
 }
 
 // row is a job locked (or made) by the transaction.
@@ -340,6 +342,39 @@ func (w *writer) deps(after []int64) (failed int64, waiting bool, err error) {
 		}
 	}
 	return 0, waiting, nil
+}
+
+// lockedStates reads the states of jobs ids, as states does, and keeps the
+// rows it did not hold already FOR SHARE until the commit: none of them can
+// end meanwhile.
+func (w *writer) lockedStates(ids []int64) (map[int64]rpc.State, error) {
+	m := make(map[int64]rpc.State, len(ids))
+	var ask []int64
+	for _, id := range ids {
+		if r, ok := w.rows[id]; ok {
+			m[id] = r.rec.State
+		} else if !slices.Contains(ask, id) {
+			ask = append(ask, id)
+		}
+	}
+	if len(ask) == 0 {
+		return m, nil
+	}
+	slices.Sort(ask)
+	rows, err := w.tx.Query(w.ctx, "SELECT id, state FROM spool_jobs WHERE id = ANY($1) ORDER BY id FOR SHARE", ask)
+	if err != nil {
+		return nil, fmt.Errorf("read states: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var st string
+		if err := rows.Scan(&id, &st); err != nil {
+			return nil, fmt.Errorf("read states: %w", err)
+		}
+		m[id] = rpc.State(st)
+	}
+	return m, rows.Err()
 }
 
 // states reads the states of jobs ids, as the transaction sees them.

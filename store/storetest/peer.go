@@ -25,6 +25,8 @@ func runPeer(t *testing.T, h Harness) {
 	}{
 		{"PeerClaimExclusive", testPeerClaimExclusive},
 		{"PeerSignalsAndCancels", testPeerSignalsAndCancels},
+		{"PeerDependencyRace", testPeerDependencyRace},
+		{"PeerKeyRace", testPeerKeyRace},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -145,4 +147,98 @@ func testPeerSignalsAndCancels(t *testing.T, a, b daemon.Store) {
 	ob := join(t, b, "b")
 	_, err = b.Apply(ctx, []rpc.Transition{succeedStep(got[0], ob, epoch())})
 	is.Equal(code(err), rpc.CodeBadState) // b's owner cannot write a's job
+}
+
+// testPeerDependencyRace submits jobs after a dependency through one handle
+// while the other ends it: each dependent ends up released (the dependency
+// succeeded) or failed with it, never left waiting.
+func testPeerDependencyRace(t *testing.T, a, b daemon.Store) {
+	is := is.New(t)
+	ctx := context.Background()
+	ob := join(t, b, "b")
+	for round := range 30 {
+		dep := submit(t, b, Spec(fmt.Sprint("dep", round)))[0]
+		got := claim(t, b, ob, 1, epoch())
+		is.Equal(ids(got), []int64{dep.ID}) // the dependency runs
+		var wg sync.WaitGroup
+		var dependents []int64
+		var mu sync.Mutex
+		for range 4 {
+			wg.Go(func() {
+				recs, _, err := a.Submit(ctx, []rpc.NewJob{NewJob("job", after("after", dep.ID), epoch())})
+				if err != nil {
+					t.Errorf("submit after %d: %v", dep.ID, err)
+					return
+				}
+				mu.Lock()
+				dependents = append(dependents, recs[0].ID)
+				mu.Unlock()
+			})
+		}
+		end := succeedStep(got[0], ob, epoch())
+		if round%2 == 1 {
+			end = failStep(got[0], ob, epoch())
+		}
+		wg.Go(func() {
+			if _, err := b.Apply(ctx, []rpc.Transition{end}); err != nil {
+				t.Errorf("end %d: %v", dep.ID, err)
+			}
+		})
+		wg.Wait()
+		for _, id := range dependents {
+			rec := get(t, a, id)
+			if round%2 == 1 {
+				is.Equal(rec.State, rpc.StateFailed) // its dependency failed: so does it
+				continue
+			}
+			is.Equal(rec.State, rpc.StateQueued) // its dependency succeeded
+			if rec.Waiting != nil && *rec.Waiting == "after" {
+				t.Fatalf("round %d: job %d waits for %d, which succeeded", round, id, dep.ID)
+			}
+		}
+		// Clear the way for the next round.
+		for {
+			recs, _, err := b.Claim(ctx, ob, 10, epoch())
+			is.NoErr(err)
+			if len(recs) == 0 {
+				break
+			}
+			for _, r := range recs {
+				_, err := b.Apply(ctx, []rpc.Transition{succeedStep(r, ob, epoch())})
+				is.NoErr(err)
+			}
+		}
+	}
+}
+
+// testPeerKeyRace submits one spec with one key from many callers of both
+// handles at once: one job, the same id for all.
+func testPeerKeyRace(t *testing.T, a, b daemon.Store) {
+	is := is.New(t)
+	ctx := context.Background()
+	sp := Spec("keyed")
+	sp.Key = "once"
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	got := map[int64]int{}
+	for i := range 16 {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		wg.Go(func() {
+			recs, _, err := s.Submit(ctx, []rpc.NewJob{NewJob("job", sp, epoch())})
+			if err != nil {
+				t.Errorf("submit: %v", err)
+				return
+			}
+			mu.Lock()
+			got[recs[0].ID]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	is.Equal(len(got), 1) // one job for every caller
+	c := counts(t, a)
+	is.Equal(c[rpc.StateQueued], 1) // stored once
 }
