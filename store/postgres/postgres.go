@@ -11,9 +11,11 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -432,7 +434,7 @@ CREATE TABLE spool_logs (
 func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	var err error
 	for try := 0; ; try++ {
-		err = pgx.BeginFunc(ctx, s.pool, fn)
+		err = s.once(ctx, fn)
 		if err == nil || try >= 20 || !retryable(err) || ctx.Err() != nil {
 			break
 		}
@@ -447,6 +449,81 @@ func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 		return re
 	}
 	return rpc.Storage(err)
+}
+
+// trackedTx is a transaction that knows its writer, so that a commit whose
+// answer was lost can be checked for what the writer stored.
+type trackedTx struct {
+	pgx.Tx
+	w *writer
+}
+
+// once runs fn in one transaction and commits it. When the commit's answer
+// is lost with the connection (the database restarted, the network broke),
+// the commit may have landed or not: a transaction that stored events is
+// looked for, by its first event, on a new connection, and reported stored
+// when it is there. Without that check a writer would retry a transition
+// already stored, and be refused (or store its events twice).
+func (s *Store) once(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	ptx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	tx := &trackedTx{Tx: ptx}
+	if err := fn(tx); err != nil {
+		_ = ptx.Rollback(context.WithoutCancel(ctx))
+		return err
+	}
+	err = ptx.Commit(ctx)
+	if err == nil {
+		return nil
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) || pgconn.SafeToRetry(err) {
+		return err // refused by the server, or never sent: not stored
+	}
+	w := tx.w
+	if w == nil || len(w.evs) == 0 || w.evs[0].Seq == 0 {
+		return fmt.Errorf("commit (its outcome is unknown: the connection was lost): %w", err)
+	}
+	landed, cerr := s.landed(ctx, w)
+	if cerr != nil {
+		return fmt.Errorf("commit (its outcome is unknown: the connection was lost, and checking failed: %v): %w", cerr, err)
+	}
+	if landed {
+		s.log.Warn("postgres: a commit's answer was lost, but it was stored", "seq", w.evs[0].Seq)
+		return nil
+	}
+	return err
+}
+
+// landed reports whether the transaction of writer w was stored: whether its
+// first event is in the log, as w stored it. It tries for up to 30 s, while
+// the database comes back.
+func (s *Store) landed(ctx context.Context, w *writer) (bool, error) {
+	e := w.evs[0]
+	e.Seq = 0
+	want, err := json.Marshal(&e)
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		var body []byte
+		err := s.pool.QueryRow(ctx, "SELECT body FROM spool_events WHERE seq = $1", w.evs[0].Seq).Scan(&body)
+		if err == nil {
+			return bytes.Equal(body, want), nil
+		}
+		if err == pgx.ErrNoRows {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // retryable reports whether err is a race PostgreSQL lost for the

@@ -71,7 +71,11 @@ type task struct {
 }
 
 func (s *Store) newWriter(ctx context.Context, tx pgx.Tx, now time.Time) *writer {
-	return &writer{s: s, ctx: ctx, tx: tx, now: now, rows: map[int64]*row{}, evs: []rpc.Event{}}
+	w := &writer{s: s, ctx: ctx, tx: tx, now: now, rows: map[int64]*row{}, evs: []rpc.Event{}}
+	if t, ok := tx.(*trackedTx); ok {
+		t.w = w // for the check of a commit whose answer was lost
+	}
+	return w
 }
 
 // load locks and reads the jobs ids that the writer has not read yet.
