@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -142,5 +143,32 @@ func TestChangedNotify(t *testing.T) {
 	}
 	if changedWithin(a, 500*time.Millisecond) {
 		t.Fatal("the handle that committed was signalled again by its own notification")
+	}
+}
+
+// TestSchemaVersion: Open makes the tables once, opens them again, and
+// refuses a database whose schema is newer than the binary, changing nothing.
+func TestSchemaVersion(t *testing.T) {
+	ctx := context.Background()
+	dsn := servers.DB(t)
+	s := open(t, dsn)
+	id := s.StoreID()
+	_ = s.Close()
+	again := open(t, dsn)
+	if again.StoreID() != id {
+		t.Fatalf("store id %q, then %q: the tables were made again", id, again.StoreID())
+	}
+	_ = again.Close()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "UPDATE spool_meta SET version = $1", postgres.SchemaVersion+1); err != nil {
+		t.Fatal(err)
+	}
+	_, err = postgres.Open(ctx, dsn, postgres.Options{})
+	if err == nil || !strings.Contains(err.Error(), "newer than this spoold") {
+		t.Fatalf("open of a newer schema: %v", err)
 	}
 }
