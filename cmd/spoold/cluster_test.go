@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -516,4 +517,110 @@ func TestClusterDatabaseRestart(t *testing.T) {
 		}
 	}
 	t.Logf("%d jobs acknowledged across the restart, %d events seen alike by both watchers", len(all), last)
+}
+
+// TestClusterAnyDaemon: what one daemon is told holds on the others. A
+// queue limit set through one holds across both; a template put through one
+// runs through the other; a job failed through one is retried, removed and
+// pruned through the other.
+func TestClusterAnyDaemon(t *testing.T) {
+	dsn := pgServers.DB(t)
+	a := newNode(t, dsn, "a", "--max-parallel", "4")
+	b := newNode(t, dsn, "b", "--max-parallel", "4")
+	ctx := tctx(t)
+	ca, cb := a.client(), b.client()
+
+	one := 1
+	if _, err := ca.QueueSet(ctx, rpc.QueueSetParams{Name: "single", Parallel: &one}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for i := range 6 {
+		c := ca
+		if i%2 == 1 {
+			c = cb
+		}
+		spec := rpc.Spec{Name: fmt.Sprint("one-at-a-time ", i), Queue: "single", Steps: []rpc.Step{{Shell: &rpc.ShellStep{Script: "sleep 0.2"}}}}
+		res, err := c.Submit(ctx, rpc.SubmitParams{Job: &spec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.Job.ID)
+	}
+	nodes := map[string]bool{}
+	for _, id := range ids {
+		j, err := cb.Wait(ctx, rpc.WaitParams{ID: id, Timeout: rpc.Duration(60 * time.Second)})
+		if err != nil || j.State != rpc.StateSucceeded {
+			t.Fatalf("job %d: %v %v", id, j, err)
+		}
+		nodes[j.Node] = true
+	}
+	running := 0
+	for _, ev := range replayEvents(ctx, t, ca) {
+		if !slices.Contains(ids, ev.Job) {
+			continue
+		}
+		switch ev.Type {
+		case rpc.EventStarted:
+			running++
+			if running > 1 {
+				t.Fatalf("seq %d: two jobs of a queue limited to 1 ran at once", ev.Seq)
+			}
+		case rpc.EventSucceeded, rpc.EventFailed, rpc.EventCancelled, rpc.EventInterrupted:
+			running--
+		}
+	}
+	t.Logf("the limited queue's jobs ran on %d daemons, one at a time", len(nodes))
+	qs, err := cb.QueueList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range qs.Queues {
+		if q.Name == "single" && (q.Parallel == nil || *q.Parallel != 1) {
+			t.Fatalf("daemon b sees queue single as %+v", q)
+		}
+	}
+
+	if _, err := ca.TemplatePut(ctx, rpc.TemplatePutParams{Name: "greet", Spec: json.RawMessage(`{"steps":[{"shell":{"script":"echo hello $SPOOL_PARAM_WHO"}}]}`),
+		Params: map[string]rpc.TemplateParam{"who": {Required: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	j, err := cb.TemplateRun(ctx, rpc.TemplateRunParams{Name: "greet", Params: map[string]string{"who": "cluster"}})
+	if err != nil {
+		t.Fatalf("run through b a template put through a: %v", err)
+	}
+	if j, err = ca.Wait(ctx, rpc.WaitParams{ID: j.ID, Timeout: rpc.Duration(30 * time.Second)}); err != nil || j.State != rpc.StateSucceeded {
+		t.Fatalf("template job: %v %v", j, err)
+	}
+	logs, err := ca.Logs(ctx, rpc.LogsParams{ID: j.ID})
+	if err != nil || logs.Data != "hello cluster\n" {
+		t.Fatalf("the template job's log through a: %+v %v", logs, err)
+	}
+
+	spec := rpc.Spec{Name: "fails", Steps: []rpc.Step{{Shell: &rpc.ShellStep{Script: "exit 3"}}}}
+	res, err := ca.Submit(ctx, rpc.SubmitParams{Job: &spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, err = cb.Wait(ctx, rpc.WaitParams{ID: res.Job.ID, Timeout: rpc.Duration(30 * time.Second)}); err != nil || j.State != rpc.StateFailed {
+		t.Fatalf("failing job: %v %v", j, err)
+	}
+	retry, err := cb.Retry(ctx, rpc.RetryParams{ID: res.Job.ID})
+	if err != nil || retry.RetryOf == nil || *retry.RetryOf != res.Job.ID {
+		t.Fatalf("retry through b: %v %v", retry, err)
+	}
+	if _, err = ca.Wait(ctx, rpc.WaitParams{ID: retry.ID, Timeout: rpc.Duration(30 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	rm, err := cb.Remove(ctx, rpc.RemoveParams{IDs: []int64{res.Job.ID}})
+	if err != nil || rm.Removed != 1 {
+		t.Fatalf("remove through b: %v %v", rm, err)
+	}
+	if _, err := ca.Get(ctx, rpc.GetParams{ID: res.Job.ID}); protoErr(err) == nil || protoErr(err).Code != rpc.CodeNotFound {
+		t.Fatalf("a still has the job b removed: %v", err)
+	}
+	pr, err := ca.Prune(ctx, rpc.PruneParams{States: []rpc.State{rpc.StateFailed}})
+	if err != nil || pr.Removed != 1 {
+		t.Fatalf("prune through a (the retry failed too): %v %v", pr, err)
+	}
 }
