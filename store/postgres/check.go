@@ -12,8 +12,8 @@ import (
 
 // Check verifies the store's invariants: each row's columns agree with its
 // record (state, queue, owner, claimability, cancel flag), dependencies are
-// kept exactly for the unfinished jobs, and the event log is whole from its
-// oldest seq to the counter. It reads one snapshot and reports every problem
+// kept exactly for the unfinished jobs, each environment counts the jobs that
+// refer to it, and the event log is whole from its oldest seq to the counter. It reads one snapshot and reports every problem
 // it finds, up to 20.
 func (s *Store) Check(ctx context.Context) error {
 	tx, err := s.pool.Begin(ctx)
@@ -121,6 +121,27 @@ func (s *Store) Check(ctx context.Context) error {
 	}
 	if n > 0 && last-oldest+1 != n {
 		report("events: %d stored from seq %d to %d, a gap of %d", n, oldest, last, last-oldest+1-n)
+	}
+	rows, err = tx.Query(ctx, `SELECT encode(e.key, 'hex'), e.refs, (SELECT count(*) FROM spool_jobs j WHERE j.env_key = e.key) FROM spool_envs e
+		UNION ALL SELECT encode(j.env_key, 'hex'), 0, count(*) FROM spool_jobs j WHERE j.env_key IS NOT NULL
+			AND NOT EXISTS (SELECT 1 FROM spool_envs e WHERE e.key = j.env_key) GROUP BY j.env_key`)
+	if err != nil {
+		return fmt.Errorf("check: read environments: %w", err)
+	}
+	for rows.Next() {
+		var key string
+		var refs, used int64
+		if err := rows.Scan(&key, &refs, &used); err != nil {
+			rows.Close()
+			return fmt.Errorf("check: read environments: %w", err)
+		}
+		if refs != used {
+			report("environment %.12s: %d references counted, %d jobs refer to it", key, refs, used)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("check: read environments: %w", err)
 	}
 	if len(probs) > 0 {
 		return errors.New("check: " + fmt.Sprint(len(probs)) + " problems: " + joinLines(probs))

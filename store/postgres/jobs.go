@@ -118,15 +118,15 @@ func eventsTime(evs []rpc.Event, def time.Time) time.Time {
 // Get reads one job with its spec; 1001 when unknown. A queued job's Waiting
 // says why it is not running, as far as the store knows.
 func (s *Store) Get(ctx context.Context, id int64) (*rpc.Record, error) {
-	var raw, spec []byte
-	err := s.pool.QueryRow(ctx, "SELECT rec, spec FROM spool_jobs WHERE id = $1", id).Scan(&raw, &spec)
+	var raw, spec, env []byte
+	err := s.pool.QueryRow(ctx, "SELECT rec, "+specCols+" FROM spool_jobs WHERE id = $1", id).Scan(&raw, &spec, &env)
 	if err == pgx.ErrNoRows {
 		return nil, rpc.NotFound(id)
 	}
 	if err != nil {
 		return nil, rpc.Storage(fmt.Errorf("read job %d: %w", id, err))
 	}
-	rec, err := decodeRecord(raw, spec)
+	rec, err := decodeRecord(raw, spec, env)
 	if err != nil {
 		return nil, rpc.Storage(fmt.Errorf("job %d: %w", id, err))
 	}
@@ -295,12 +295,12 @@ func listed(rec *rpc.Record) rpc.Job {
 
 // Unfinished reads every queued or running job, with its spec, in id order.
 func (s *Store) Unfinished(ctx context.Context) ([]rpc.Record, error) {
-	return s.records(ctx, "SELECT rec, spec FROM spool_jobs WHERE state IN ('queued', 'running') ORDER BY id")
+	return s.records(ctx, "SELECT rec, "+specCols+" FROM spool_jobs WHERE state IN ('queued', 'running') ORDER BY id")
 }
 
 // Running reads every running job, with its spec, in id order.
 func (s *Store) Running(ctx context.Context) ([]rpc.Record, error) {
-	return s.records(ctx, "SELECT rec, spec FROM spool_jobs WHERE state = 'running' ORDER BY id")
+	return s.records(ctx, "SELECT rec, "+specCols+" FROM spool_jobs WHERE state = 'running' ORDER BY id")
 }
 
 // records reads the records (and specs) a query selects.
@@ -312,11 +312,11 @@ func (s *Store) records(ctx context.Context, q string, args ...any) ([]rpc.Recor
 	defer rows.Close()
 	recs := []rpc.Record{}
 	for rows.Next() {
-		var raw, spec []byte
-		if err := rows.Scan(&raw, &spec); err != nil {
+		var raw, spec, env []byte
+		if err := rows.Scan(&raw, &spec, &env); err != nil {
 			return nil, rpc.Storage(fmt.Errorf("read jobs: %w", err))
 		}
-		rec, err := decodeRecord(raw, spec)
+		rec, err := decodeRecord(raw, spec, env)
 		if err != nil {
 			return nil, rpc.Storage(err)
 		}
@@ -401,8 +401,14 @@ func (w *writer) remove(ids []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	if _, err := w.tx.Exec(w.ctx, "DELETE FROM spool_jobs WHERE id = ANY($1)", ids); err != nil {
+	// The environments lose a reference each, and go with their last.
+	if _, err := w.tx.Exec(w.ctx, `WITH gone AS (DELETE FROM spool_jobs WHERE id = ANY($1) RETURNING env_key),
+			n AS (SELECT env_key, count(*) AS refs FROM gone WHERE env_key IS NOT NULL GROUP BY env_key)
+		UPDATE spool_envs e SET refs = e.refs - n.refs FROM n WHERE e.key = n.env_key`, ids); err != nil {
 		return fmt.Errorf("remove jobs: %w", err)
+	}
+	if _, err := w.tx.Exec(w.ctx, "DELETE FROM spool_envs WHERE refs <= 0"); err != nil {
+		return fmt.Errorf("remove unused environments: %w", err)
 	}
 	if _, err := w.tx.Exec(w.ctx, "DELETE FROM spool_logs WHERE job = ANY($1)", ids); err != nil {
 		return fmt.Errorf("remove logs: %w", err)

@@ -383,7 +383,13 @@ CREATE TABLE spool_jobs (
 	not_before timestamptz,
 	cancel_pending boolean NOT NULL DEFAULT false,
 	rec bytea NOT NULL,
-	spec bytea NOT NULL
+	spec bytea NOT NULL,
+	env_key bytea
+);
+CREATE TABLE spool_envs (
+	key bytea PRIMARY KEY,
+	env bytea NOT NULL,
+	refs bigint NOT NULL
 );
 CREATE INDEX spool_jobs_claim ON spool_jobs (priority DESC, id) WHERE claimable;
 CREATE INDEX spool_jobs_timer ON spool_jobs (not_before) WHERE claimable AND not_before IS NOT NULL;

@@ -19,6 +19,8 @@ import (
 var (
 	_ daemon.Store          = (*postgres.Store)(nil)
 	_ daemon.ExpiringLeases = (*postgres.Store)(nil)
+	_ storetest.EnvCounter  = (*postgres.Store)(nil)
+	_ storetest.Checker     = (*postgres.Store)(nil)
 )
 
 // servers is the PostgreSQL server the tests of the package share; each store
@@ -40,11 +42,11 @@ func open(t *testing.T, dsn string) *postgres.Store {
 	return openPoll(t, dsn, time.Hour)
 }
 
-// openPoll opens a store on dsn with a short lease and poll as its
+// openPoll opens a store on dsn with a lease longer than any case and poll as its
 // Options.Poll, closed when t ends.
 func openPoll(t *testing.T, dsn string, poll time.Duration) *postgres.Store {
 	t.Helper()
-	s, err := postgres.Open(context.Background(), dsn, postgres.Options{LeaseTTL: 5 * time.Second, Poll: poll})
+	s, err := postgres.Open(context.Background(), dsn, postgres.Options{LeaseTTL: time.Minute, Poll: poll})
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}

@@ -174,7 +174,7 @@ func (s *Store) FireSchedule(ctx context.Context, name string, slot time.Time, j
 	if job.Record.Spec == nil {
 		return rpc.Record{}, nil, rpc.InvalidParams(job.Field, "the job has no spec")
 	}
-	raw, err := json.Marshal(job.Record.Spec)
+	ss, err := encodeSpec(job.Record.Spec)
 	if err != nil {
 		return rpc.Record{}, nil, rpc.InvalidParams(job.Field, "the spec cannot be encoded: "+err.Error())
 	}
@@ -196,7 +196,7 @@ func (s *Store) FireSchedule(ctx context.Context, name string, slot time.Time, j
 		}
 		now := s.opts.Clock()
 		w = s.newWriter(ctx, tx, now)
-		recs, err := w.submit([]rpc.NewJob{job}, [][]byte{raw})
+		recs, err := w.submit([]rpc.NewJob{job}, []storedSpec{ss})
 		if err != nil {
 			return err
 		}

@@ -236,7 +236,7 @@ func (w *writer) claim(o machine.Owner, limit int, now time.Time) ([]rpc.Record,
 	seen := []int64{}
 	counted := map[string]int{} // running jobs of the limited queues locked
 	for round := 0; round < 4 && len(cands) < limit; round++ {
-		rows, err := w.tx.Query(w.ctx, `SELECT id, queue, rec, spec FROM spool_jobs
+		rows, err := w.tx.Query(w.ctx, `SELECT id, queue, rec, `+specCols+` FROM spool_jobs
 			WHERE claimable AND (not_before IS NULL OR not_before <= $1) AND NOT (queue = ANY($2)) AND NOT (id = ANY($3))
 			ORDER BY priority DESC, id LIMIT $4 FOR UPDATE SKIP LOCKED`, now, skip, seen, limit-len(cands))
 		if err != nil {
@@ -245,12 +245,12 @@ func (w *writer) claim(o machine.Owner, limit int, now time.Time) ([]rpc.Record,
 		var found []cand
 		for rows.Next() {
 			var c cand
-			var raw, spec []byte
-			if err := rows.Scan(&c.id, &c.queue, &raw, &spec); err != nil {
+			var raw, spec, env []byte
+			if err := rows.Scan(&c.id, &c.queue, &raw, &spec, &env); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("find claimable jobs: %w", err)
 			}
-			rec, err := decodeRecord(raw, spec)
+			rec, err := decodeRecord(raw, spec, env)
 			if err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("job %d: %w", c.id, err)

@@ -23,16 +23,16 @@ func (s *Store) Submit(ctx context.Context, jobs []rpc.NewJob) ([]rpc.Record, []
 	if len(jobs) == 0 {
 		return []rpc.Record{}, []rpc.Event{}, nil
 	}
-	specs := make([][]byte, len(jobs))
+	specs := make([]storedSpec, len(jobs))
 	for i, nj := range jobs {
 		if nj.Record.Spec == nil {
 			return nil, nil, rpc.InvalidParams(nj.Field, "the job has no spec")
 		}
-		raw, err := json.Marshal(nj.Record.Spec)
+		ss, err := encodeSpec(nj.Record.Spec)
 		if err != nil {
 			return nil, nil, rpc.InvalidParams(nj.Field, "the spec cannot be encoded: "+err.Error())
 		}
-		specs[i] = raw
+		specs[i] = ss
 	}
 	var recs []rpc.Record
 	op := &gop{run: func(w *writer) error {
@@ -68,7 +68,7 @@ type submitEntry struct {
 
 // submit is Submit's work in w's transaction: every check, then every write.
 // Two specs are equal when their encodings are.
-func (w *writer) submit(jobs []rpc.NewJob, specs [][]byte) ([]rpc.Record, error) {
+func (w *writer) submit(jobs []rpc.NewJob, specs []storedSpec) ([]rpc.Record, error) {
 	entries := make([]submitEntry, len(jobs))
 	byKey := make(map[string]int)
 	var keys []string
@@ -115,7 +115,7 @@ func (w *writer) submit(jobs []rpc.NewJob, specs [][]byte) ([]rpc.Record, error)
 		spec := nj.Record.Spec
 		if key := spec.Key; key != "" {
 			if j, ok := byKey[key]; ok {
-				if !bytes.Equal(specs[j], specs[i]) {
+				if !bytes.Equal(specs[j].raw, specs[i].raw) {
 					return nil, rpc.KeyConflict(key, entries[j].id)
 				}
 				entries[i] = submitEntry{id: entries[j].id, sameAs: j}
@@ -134,10 +134,10 @@ func (w *writer) submit(jobs []rpc.NewJob, specs [][]byte) ([]rpc.Record, error)
 				if stored == nil {
 					return nil, fmt.Errorf("key %q names job %d, which is not stored", key, id)
 				}
-				if !bytes.Equal(w.rows[id].spec, specs[i]) {
+				if !bytes.Equal(w.rows[id].spec, specs[i].raw) {
 					// Encoded afresh: equal specs may be stored in another order.
-					again, err := json.Marshal(stored.Spec)
-					if err != nil || !bytes.Equal(again, specs[i]) {
+					again, err := encodeSpec(stored.Spec)
+					if err != nil || !bytes.Equal(again.raw, specs[i].raw) {
 						return nil, rpc.KeyConflict(key, id)
 					}
 				}
@@ -338,7 +338,7 @@ func (w *writer) fire(h hook) error {
 		return failed(err.Error())
 	}
 	nj.Record.Run.HookDepth = h.depth + 1
-	raw, err := json.Marshal(nj.Record.Spec)
+	ss, err := encodeSpec(nj.Record.Spec)
 	if err != nil {
 		return failed("encode the follow-up's spec: " + err.Error())
 	}
@@ -346,7 +346,7 @@ func (w *writer) fire(h hook) error {
 	// keep what the writer holds, and restore it when the submit refuses.
 	mark := w.mark()
 	now := w.now
-	recs, err := w.submit([]rpc.NewJob{nj}, [][]byte{raw})
+	recs, err := w.submit([]rpc.NewJob{nj}, []storedSpec{ss})
 	w.now = now
 	if err != nil {
 		var re *rpc.Error

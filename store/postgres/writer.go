@@ -45,6 +45,8 @@ type writer struct {
 	known map[int64][]int64
 	// keys are the idempotency keys of the jobs the writer made.
 	keys map[string]int64
+	// envs are the environments of the jobs the writer made, by key.
+	envs map[string]*envUse
 }
 
 // row is a job locked (or made) by the transaction.
@@ -53,6 +55,8 @@ type row struct {
 	spec []byte      // the stored spec, as read or to insert
 	// noSpec is set when rec was read without its spec (get reads it then).
 	noSpec bool
+	// envKey names the environment of a new job's spec in spool_envs.
+	envKey []byte
 	isNew  bool
 	dirty  bool
 	// claimable and final say where the row was filed when read.
@@ -106,19 +110,19 @@ func (w *writer) queueLoad(b *pgx.Batch, ids []int64, withSpec bool) {
 		return
 	}
 	slices.Sort(need) // one order for every transaction, against deadlocks
-	q := "SELECT id, rec, spec, claimable FROM spool_jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+	q := "SELECT id, rec, " + specCols + ", claimable FROM spool_jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"
 	if !withSpec {
-		q = "SELECT id, rec, NULL::bytea, claimable FROM spool_jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+		q = "SELECT id, rec, NULL::bytea, NULL::bytea, claimable FROM spool_jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"
 	}
 	b.Queue(q, need).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var id int64
-			var raw, spec []byte
+			var raw, spec, env []byte
 			var claimable bool
-			if err := rows.Scan(&id, &raw, &spec, &claimable); err != nil {
+			if err := rows.Scan(&id, &raw, &spec, &env, &claimable); err != nil {
 				return err
 			}
-			rec, err := decodeRecord(raw, spec)
+			rec, err := decodeRecord(raw, spec, env)
 			if err != nil {
 				return fmt.Errorf("job %d: %w", id, err)
 			}
@@ -195,32 +199,33 @@ func (w *writer) get(id int64) (*rpc.Record, error) {
 		return nil, nil
 	}
 	if r.noSpec {
-		var spec []byte
-		if err := w.tx.QueryRow(w.ctx, "SELECT spec FROM spool_jobs WHERE id = $1", id).Scan(&spec); err != nil {
+		var spec, env []byte
+		if err := w.tx.QueryRow(w.ctx, "SELECT "+specCols+" FROM spool_jobs WHERE id = $1", id).Scan(&spec, &env); err != nil {
 			return nil, fmt.Errorf("read the spec of job %d: %w", id, err)
 		}
-		var sp rpc.Spec
-		if err := json.Unmarshal(spec, &sp); err != nil {
-			return nil, fmt.Errorf("decode the spec of job %d: %w", id, err)
+		sp, err := decodeSpec(spec, env)
+		if err != nil {
+			return nil, fmt.Errorf("job %d: %w", id, err)
 		}
-		r.rec.Spec, r.spec, r.noSpec = &sp, spec, false
+		r.rec.Spec, r.spec, r.noSpec = sp, spec, false
 	}
 	rec := *r.rec
 	return &rec, nil
 }
 
-// decodeRecord decodes a stored record and its spec.
-func decodeRecord(raw, spec []byte) (*rpc.Record, error) {
+// decodeRecord decodes a stored record and its spec (nil: none read), with
+// the spec's environment when it refers to one.
+func decodeRecord(raw, spec, env []byte) (*rpc.Record, error) {
 	var rec rpc.Record
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return nil, fmt.Errorf("decode record: %w", err)
 	}
 	if spec != nil {
-		var sp rpc.Spec
-		if err := json.Unmarshal(spec, &sp); err != nil {
-			return nil, fmt.Errorf("decode spec: %w", err)
+		sp, err := decodeSpec(spec, env)
+		if err != nil {
+			return nil, err
 		}
-		rec.Spec = &sp
+		rec.Spec = sp
 	}
 	return &rec, nil
 }
@@ -285,9 +290,20 @@ func (w *writer) put(rec *rpc.Record) error {
 }
 
 // insert adds a new job (its id given by the counter row) with its spec.
-func (w *writer) insert(rec *rpc.Record, spec []byte) error {
+func (w *writer) insert(rec *rpc.Record, ss storedSpec) error {
 	cp := *rec
-	r := &row{rec: &cp, spec: spec, isNew: true, dirty: true}
+	r := &row{rec: &cp, spec: ss.raw, envKey: ss.key, isNew: true, dirty: true}
+	if ss.key != nil {
+		if w.envs == nil {
+			w.envs = map[string]*envUse{}
+		}
+		u := w.envs[string(ss.key)]
+		if u == nil {
+			u = &envUse{env: ss.env}
+			w.envs[string(ss.key)] = u
+		}
+		u.refs++
+	}
 	w.rows[rec.ID] = r
 	w.order = append(w.order, rec.ID)
 	w.moved = true
@@ -600,7 +616,7 @@ func (w *writer) flush() error {
 		finished, notBefore []*time.Time
 		epoch               []int64
 		claimable, cancel   []bool
-		rec, spec           [][]byte
+		rec, spec, envKey   [][]byte
 	}
 	var ended []int64
 	for _, id := range w.order {
@@ -620,6 +636,7 @@ func (w *writer) flush() error {
 			x = &ins
 			x.key = append(x.key, rec.Key)
 			x.spec = append(x.spec, r.spec)
+			x.envKey = append(x.envKey, r.envKey)
 		}
 		x.id = append(x.id, id)
 		x.state = append(x.state, string(rec.State))
@@ -637,9 +654,10 @@ func (w *writer) flush() error {
 	}
 	b := &pgx.Batch{}
 	if len(ins.id) > 0 {
-		b.Queue(`INSERT INTO spool_jobs (id, state, queue, priority, key, finished_at, not_before, epoch, claimable, cancel_pending, rec, spec)
-			SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::boolean[], $10::boolean[], $11::bytea[], $12::bytea[])`,
-			ins.id, ins.state, ins.queue, ins.priority, ins.key, ins.finished, ins.notBefore, ins.epoch, ins.claimable, ins.cancel, ins.rec, ins.spec)
+		w.queueEnvs(b)
+		b.Queue(`INSERT INTO spool_jobs (id, state, queue, priority, key, finished_at, not_before, epoch, claimable, cancel_pending, rec, spec, env_key)
+			SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::boolean[], $10::boolean[], $11::bytea[], $12::bytea[], $13::bytea[])`,
+			ins.id, ins.state, ins.queue, ins.priority, ins.key, ins.finished, ins.notBefore, ins.epoch, ins.claimable, ins.cancel, ins.rec, ins.spec, ins.envKey)
 	}
 	if len(upd.id) > 0 {
 		b.Queue(`UPDATE spool_jobs j SET state = u.state, queue = u.queue, priority = u.priority, finished_at = u.finished,
