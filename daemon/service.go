@@ -205,22 +205,38 @@ func (d *Daemon) present(j *rpc.Job, full bool) {
 	}
 }
 
-// outputTail is the last 4 KiB at most of a step's log, as text.
+// outputTail is the last 4 KiB at most of a step's log, as text: from this
+// host's file, or from the store's copy of a step that ran on another host.
 func (d *Daemon) outputTail(id int64, step int) string {
-	f, err := os.Open(d.logPath(id, step))
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return ""
-	}
 	const n = 4096
-	off := max(fi.Size()-n, 0)
-	buf := make([]byte, fi.Size()-off)
-	k, _ := f.ReadAt(buf, off)
-	buf = buf[:k]
+	var buf []byte
+	var off int64
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if src, err := d.storedLogSource(ctx, id, step, rpc.StreamAll); err == nil && src != nil {
+		size, err := src.Size()
+		if err != nil {
+			return ""
+		}
+		off = max(size-n, 0)
+		buf = make([]byte, size-off)
+		k, _ := src.ReadAt(buf, off)
+		buf = buf[:k]
+	} else {
+		f, err := os.Open(d.logPath(id, step))
+		if err != nil {
+			return ""
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return ""
+		}
+		off = max(fi.Size()-n, 0)
+		buf = make([]byte, fi.Size()-off)
+		k, _ := f.ReadAt(buf, off)
+		buf = buf[:k]
+	}
 	// Start on a character boundary.
 	for len(buf) > 0 && off > 0 && !utf8.RuneStart(buf[0]) {
 		buf = buf[1:]

@@ -596,6 +596,15 @@ func TestClusterAnyDaemon(t *testing.T) {
 	if err != nil || logs.Data != "hello cluster\n" {
 		t.Fatalf("the template job's log through a: %+v %v", logs, err)
 	}
+	for name, c := range map[string]*client.Client{"a": ca, "b": cb} {
+		got, err := c.Get(ctx, rpc.GetParams{ID: j.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tail := got.Steps[0].OutputTail; tail == nil || *tail != "hello cluster\n" {
+			t.Fatalf("the output tail through %s (the job ran on %s): %v", name, got.Node, tail)
+		}
+	}
 
 	spec := rpc.Spec{Name: "fails", Steps: []rpc.Step{{Shell: &rpc.ShellStep{Script: "exit 3"}}}}
 	res, err := ca.Submit(ctx, rpc.SubmitParams{Job: &spec})
