@@ -304,6 +304,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	close(d.ready)
 	d.log.Info("daemon ready", "node", l.owner.Node, "epoch", l.owner.Epoch, "max_parallel", d.cfg.MaxParallel,
 		"lease_every", d.cfg.LeaseEvery, "lease_fence", leaseFence(d.store, d.cfg.LeaseFence))
+	if lr, ok := d.store.(LiveRelay); ok {
+		d.bg.Add(1)
+		go func() { defer d.bg.Done(); d.relayed(runCtx, lr) }()
+	}
 	d.bg.Add(4)
 	go func() { defer d.bg.Done(); d.runSchedules(runCtx) }()
 	go func() { defer d.bg.Done(); d.maintain(runCtx) }()

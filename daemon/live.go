@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"sync"
 	"time"
@@ -83,7 +84,24 @@ func (l *liveState) publish() {
 	}
 	l.d.mu.Unlock()
 	step := l.step
-	l.d.hub.ephemeral(rpc.Event{Time: p.At, Job: l.job, Type: rpc.EventProgress, Step: &step, Progress: &p}, false)
+	ev := rpc.Event{Time: p.At, Job: l.job, Type: rpc.EventProgress, Step: &step, Progress: &p}
+	l.d.hub.ephemeral(ev, false)
+	if lr, ok := l.d.store.(LiveRelay); ok {
+		lr.RelayLive(ev)
+	}
+}
+
+// relayed publishes to this daemon's watchers the live events of the steps
+// other daemons run, as they relay them, until ctx ends.
+func (d *Daemon) relayed(ctx context.Context, lr LiveRelay) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-lr.Live():
+			d.hub.ephemeral(ev, ev.Type == rpc.EventOutput)
+		}
+	}
 }
 
 // flush publishes a pending progress at the end of the step, and the last bytes

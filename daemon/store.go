@@ -235,3 +235,16 @@ type LogStore interface {
 	// never less than the end of the bytes returned.
 	ReadLog(ctx context.Context, job int64, step int, stream string, off int64, limit int) (data []byte, size int64, err error)
 }
+
+// LiveRelay is a Store that carries live events between the daemons that
+// share it: each daemon relays the progress of the steps it runs, and
+// publishes what the others relay to its own watchers, so that a watcher of
+// any daemon sees every running job's progress. Delivery is best effort, as
+// live events are anywhere: a relay that cannot keep up drops some.
+type LiveRelay interface {
+	// RelayLive sends a live event of a step this daemon runs; it never
+	// blocks.
+	RelayLive(ev rpc.Event)
+	// Live receives the live events the other daemons relayed.
+	Live() <-chan rpc.Event
+}

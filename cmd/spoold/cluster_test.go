@@ -633,3 +633,41 @@ func TestClusterAnyDaemon(t *testing.T) {
 		t.Fatalf("prune through a (the retry failed too): %v %v", pr, err)
 	}
 }
+
+// TestClusterLiveProgress: a watcher of one daemon sees the progress of a
+// step another daemon runs, relayed live through the database.
+func TestClusterLiveProgress(t *testing.T) {
+	dsn := pgServers.DB(t)
+	a := newNode(t, dsn, "a", "--max-parallel", "2")
+	ctx := tctx(t)
+	ca := a.client()
+	spec := rpc.Spec{Name: "counting", Steps: []rpc.Step{{Shell: &rpc.ShellStep{Script: `for i in 1 2 3 4 5 6 7 8; do echo "$i/8 counting" >&$SPOOL_PROGRESS_FD; sleep 0.3; done`}}}}
+	res, err := ca.Submit(ctx, rpc.SubmitParams{Job: &spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, ca, res.Job.ID)
+	b := newNode(t, dsn, "b", "--max-parallel", "2")
+	w, err := b.client().Watch(ctx, rpc.WatchParams{Jobs: []int64{res.Job.ID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var progress []string
+	for {
+		ev, err := w.Next(ctx)
+		if err != nil {
+			t.Fatalf("watch through b: %v (progress seen: %v)", err, progress)
+		}
+		if ev.Type == rpc.EventProgress && ev.Progress != nil {
+			progress = append(progress, ev.Progress.Message)
+		}
+		if ev.Type == rpc.EventSucceeded || ev.Type == rpc.EventFailed {
+			break
+		}
+	}
+	if len(progress) < 3 {
+		t.Fatalf("a watcher of b saw %d progress events of a step a ran: %v", len(progress), progress)
+	}
+	t.Logf("a watcher of b saw %d progress events of a step a ran", len(progress))
+}

@@ -67,7 +67,10 @@ type Store struct {
 	// cancelNote asks the notifier for a cancel's notification; cancels
 	// is CancelRequested.
 	cancelNote, cancels chan struct{}
-	log                 *slog.Logger
+	// liveOut and liveIn carry live events to and from the other daemons
+	// (live.go).
+	liveOut, liveIn chan rpc.Event
+	log             *slog.Logger
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -115,7 +118,8 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: name the handle: %w", err)
 	}
-	s := &Store{pool: pool, opts: opts, log: opts.Log, self: hex.EncodeToString(self[:]), changed: make(chan struct{}, 1), notify: make(chan struct{}, 1), cancelNote: make(chan struct{}, 1), cancels: make(chan struct{}, 1), queues: map[string]bool{}}
+	s := &Store{pool: pool, opts: opts, log: opts.Log, self: hex.EncodeToString(self[:]), changed: make(chan struct{}, 1), notify: make(chan struct{}, 1), cancelNote: make(chan struct{}, 1), cancels: make(chan struct{}, 1),
+		liveOut: make(chan rpc.Event, 256), liveIn: make(chan rpc.Event, 1024), queues: map[string]bool{}}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -130,9 +134,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go func() { defer s.wg.Done(); s.listen(lctx, lcfg, conn) }()
 	go func() { defer s.wg.Done(); s.notifier(lctx) }()
+	go func() { defer s.wg.Done(); s.relay(lctx) }()
 	return s, nil
 }
 
@@ -270,7 +275,7 @@ func listenConn(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect the listener: %w", err)
 	}
-	if _, err := conn.Exec(ctx, "LISTEN "+channel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+channel+"; LISTEN "+liveChannel); err != nil {
 		_ = conn.Close(context.Background())
 		return nil, fmt.Errorf("listen: %w", err)
 	}
@@ -296,6 +301,10 @@ func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig, got chan st
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return err
+		}
+		if n.Channel == liveChannel {
+			s.received(n.Payload)
+			continue
 		}
 		if strings.HasPrefix(n.Payload, cancelPrefix) {
 			select {
