@@ -381,6 +381,9 @@ func (d *Daemon) runProcess(ctx context.Context, rec *rpc.Record, i int, argv []
 	if err := d.folders.make(d.jobResultDir(rec.ID)); err != nil {
 		return outcome{err: err.Error()}
 	}
+	if err := d.restoreResults(rec, i); err != nil {
+		return outcome{err: err.Error()}
+	}
 	if err := ctx.Err(); err != nil {
 		// Stopped between its stored start and its process: none is started.
 		return outcome{err: causeText(ctx), stopped: context.Cause(ctx)}

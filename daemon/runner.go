@@ -474,6 +474,35 @@ func (d *Daemon) writeResult(id int64, step, text string) error {
 	return os.WriteFile(filepath.Join(dir, step), []byte(text), 0o600)
 }
 
+// restoreResults writes the result files of the steps before step i that
+// succeeded with a result and have no file here: a job that another daemon
+// began (several daemons on one store) reaches this host without them, and
+// its record holds them. A text result is written as its text, a JSON one as
+// its value.
+func (d *Daemon) restoreResults(rec *rpc.Record, i int) error {
+	dir := d.jobResultDir(rec.ID)
+	for j := 0; j < i && j < len(rec.Steps); j++ {
+		st := &rec.Steps[j]
+		if st.State != rpc.StateSucceeded || len(st.Result) == 0 || string(st.Result) == "null" {
+			continue
+		}
+		path := filepath.Join(dir, st.Name)
+		if _, err := os.Lstat(path); err == nil {
+			continue
+		}
+		text := string(st.Result)
+		if rec.Spec != nil && j < len(rec.Spec.Steps) && rec.Spec.Steps[j].Result != rpc.ResultJSON {
+			if err := json.Unmarshal(st.Result, &text); err != nil {
+				return fmt.Errorf("restore the result of step %q: %w", st.Name, err)
+			}
+		}
+		if err := d.writeResult(rec.ID, st.Name, text); err != nil {
+			return fmt.Errorf("restore the result of step %q: %w", st.Name, err)
+		}
+	}
+	return nil
+}
+
 // makeResult turns a step's result text into its result value.
 func makeResult(mode string, text string, truncated bool) (json.RawMessage, string, error) {
 	switch mode {

@@ -671,3 +671,46 @@ func TestClusterLiveProgress(t *testing.T) {
 	}
 	t.Logf("a watcher of b saw %d progress events of a step a ran", len(progress))
 }
+
+// TestClusterRescuedJobKeepsResults: a job whose second step is rescued on
+// another daemon finds there, in SPOOL_RESULTS_DIR, the result of its first
+// step, which ran on the daemon that died.
+func TestClusterRescuedJobKeepsResults(t *testing.T) {
+	dsn := pgServers.DB(t)
+	const lease = 3 * time.Second
+	a := newNode(t, dsn, "a", "--lease", lease.String())
+	ctx := tctx(t)
+	dir := shortDir(t)
+	seen := filepath.Join(dir, "seen")
+	spec := rpc.Spec{Name: "two steps", Steps: []rpc.Step{
+		{Name: "first", Shell: &rpc.ShellStep{Script: "echo hello from the first step"}},
+		{Name: "second", Shell: &rpc.ShellStep{Script: fmt.Sprintf(`set -e; r=$(cat "$SPOOL_RESULTS_DIR/first"); echo "$r" >> %s; sleep 4`, seen)}},
+	}}
+	res, err := a.client().Submit(ctx, rpc.SubmitParams{Job: &spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if b, err := os.ReadFile(seen); err == nil && len(b) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second step did not start on a")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b := newNode(t, dsn, "b", "--lease", lease.String())
+	a.kill9()
+	j, err := b.client().Wait(ctx, rpc.WaitParams{ID: res.Job.ID, Timeout: rpc.Duration(30 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.State != rpc.StateSucceeded || j.Node != "b" {
+		t.Fatalf("the rescued job ended %s on %q: %s", j.State, j.Node, j.Error)
+	}
+	lines := readLines(t, seen)
+	if len(lines) != 2 || lines[0] != lines[1] || lines[0] == "" {
+		t.Fatalf("the second step read %q on a, then on b", lines)
+	}
+}
