@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"spool/rpc"
 	"spool/rpc/machine"
 )
@@ -17,38 +15,11 @@ import (
 // running paused job is resumed by its owner, with Apply), an unknown one
 // 1001.
 func (s *Store) Resume(ctx context.Context, id int64, now time.Time) (*rpc.Record, []rpc.Event, error) {
-	var out *rpc.Record
-	var w *writer
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		w = s.newWriter(ctx, tx, now)
-		rec, err := w.get(id)
-		if err != nil {
-			return err
-		}
-		if rec == nil {
-			return rpc.NotFound(id)
-		}
-		if rec.State != rpc.StateQueued || rec.PausedAt == nil {
-			what := "not paused"
-			if rec.State == rpc.StateRunning {
-				what = "resume it through the daemon that runs it"
+	return s.changeQueued(ctx, id, "resumed by the store: a running job is resumed through the daemon that runs it", now,
+		func(w *writer, rec *rpc.Record) ([]rpc.Event, error) {
+			if rec.PausedAt == nil {
+				return nil, rpc.BadState(id, rec.State, "not paused")
 			}
-			return rpc.BadState(id, rec.State, what)
-		}
-		w.events(machine.Resume(rec, now), id)
-		if err := w.put(rec); err != nil {
-			return err
-		}
-		if err := w.finish(); err != nil {
-			return err
-		}
-		cp := *w.rows[id].rec
-		out = &cp
-		return nil
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	s.done(w)
-	return out, w.evs, nil
+			return machine.Resume(rec, now), nil
+		})
 }

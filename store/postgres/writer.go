@@ -368,6 +368,17 @@ func (w *writer) deps(after []int64) (failed int64, waiting bool, err error) {
 // rows it did not hold already FOR SHARE until the commit: none of them can
 // end meanwhile.
 func (w *writer) lockedStates(ids []int64) (map[int64]rpc.State, error) {
+	return w.readStates(ids, " ORDER BY id FOR SHARE")
+}
+
+// states reads the states of jobs ids, as the transaction sees them.
+func (w *writer) states(ids []int64) (map[int64]rpc.State, error) {
+	return w.readStates(ids, "")
+}
+
+// readStates reads the states of jobs ids: those the writer holds from its
+// rows, the others with one query, ending with suffix (a lock clause).
+func (w *writer) readStates(ids []int64, suffix string) (map[int64]rpc.State, error) {
 	m := make(map[int64]rpc.State, len(ids))
 	var ask []int64
 	for _, id := range ids {
@@ -380,38 +391,8 @@ func (w *writer) lockedStates(ids []int64) (map[int64]rpc.State, error) {
 	if len(ask) == 0 {
 		return m, nil
 	}
-	slices.Sort(ask)
-	rows, err := w.tx.Query(w.ctx, "SELECT id, state FROM spool_jobs WHERE id = ANY($1) ORDER BY id FOR SHARE", ask)
-	if err != nil {
-		return nil, fmt.Errorf("read states: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id int64
-		var st string
-		if err := rows.Scan(&id, &st); err != nil {
-			return nil, fmt.Errorf("read states: %w", err)
-		}
-		m[id] = rpc.State(st)
-	}
-	return m, rows.Err()
-}
-
-// states reads the states of jobs ids, as the transaction sees them.
-func (w *writer) states(ids []int64) (map[int64]rpc.State, error) {
-	m := make(map[int64]rpc.State, len(ids))
-	var ask []int64
-	for _, id := range ids {
-		if r, ok := w.rows[id]; ok {
-			m[id] = r.rec.State
-		} else {
-			ask = append(ask, id)
-		}
-	}
-	if len(ask) == 0 {
-		return m, nil
-	}
-	rows, err := w.tx.Query(w.ctx, "SELECT id, state FROM spool_jobs WHERE id = ANY($1)", ask)
+	slices.Sort(ask) // one order for every transaction, against deadlocks
+	rows, err := w.tx.Query(w.ctx, "SELECT id, state FROM spool_jobs WHERE id = ANY($1)"+suffix, ask)
 	if err != nil {
 		return nil, fmt.Errorf("read states: %w", err)
 	}
