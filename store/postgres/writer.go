@@ -155,30 +155,7 @@ func (w *writer) prefetch(ids, epochs []int64) error {
 			return rows.Err()
 		})
 	}
-	var ask []int64
-	for _, id := range ids {
-		if _, ok := w.known[id]; !ok && !slices.Contains(ask, id) {
-			ask = append(ask, id)
-		}
-	}
-	if len(ask) > 0 {
-		if w.known == nil {
-			w.known = map[int64][]int64{}
-		}
-		for _, id := range ask {
-			w.known[id] = nil
-		}
-		b.Queue("SELECT dep, job FROM spool_deps WHERE dep = ANY($1) ORDER BY job", ask).Query(func(rows pgx.Rows) error {
-			for rows.Next() {
-				var dep, job int64
-				if err := rows.Scan(&dep, &job); err != nil {
-					return err
-				}
-				w.known[dep] = append(w.known[dep], job)
-			}
-			return rows.Err()
-		})
-	}
+	w.queueDeps(b, ids)
 	if b.Len() == 0 {
 		return nil
 	}
@@ -483,52 +460,62 @@ func (w *writer) settleDependent(t task, id int64) error {
 	return nil
 }
 
-// dependentsOf reads the unfinished jobs that depend on each of ids, each
-// list in id order, in one round trip.
-func (w *writer) dependentsOf(ids []int64) (map[int64][]int64, error) {
-	m := map[int64][]int64{}
-	for _, d := range w.newDeps {
-		if slices.Contains(ids, d[0]) && !slices.Contains(m[d[0]], d[1]) {
-			m[d[0]] = append(m[d[0]], d[1])
-		}
-	}
+// queueDeps adds to b the statement that reads the dependents of the jobs
+// ids the writer has not read them for, into w.known. Within a transaction
+// they change only at its flush, and the new jobs' are in w.newDeps.
+func (w *writer) queueDeps(b *pgx.Batch, ids []int64) {
 	var ask []int64
 	for _, id := range ids {
-		if known, ok := w.known[id]; ok {
-			for _, j := range known {
-				if !slices.Contains(m[id], j) {
-					m[id] = append(m[id], j)
-				}
-			}
-		} else {
+		if _, ok := w.known[id]; !ok && !slices.Contains(ask, id) {
 			ask = append(ask, id)
 		}
 	}
 	if len(ask) == 0 {
-		for _, l := range m {
-			slices.Sort(l)
+		return
+	}
+	if w.known == nil {
+		w.known = map[int64][]int64{}
+	}
+	for _, id := range ask {
+		w.known[id] = nil
+	}
+	b.Queue("SELECT dep, job FROM spool_deps WHERE dep = ANY($1) ORDER BY job", ask).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var dep, job int64
+			if err := rows.Scan(&dep, &job); err != nil {
+				return err
+			}
+			w.known[dep] = append(w.known[dep], job)
 		}
-		return m, nil
-	}
-	rows, err := w.tx.Query(w.ctx, "SELECT dep, job FROM spool_deps WHERE dep = ANY($1)", ask)
-	if err != nil {
-		return nil, fmt.Errorf("read dependents: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var dep, job int64
-		if err := rows.Scan(&dep, &job); err != nil {
+		return rows.Err()
+	})
+}
+
+// dependentsOf reads the unfinished jobs that depend on each of ids, each
+// list in id order, in one round trip at most.
+func (w *writer) dependentsOf(ids []int64) (map[int64][]int64, error) {
+	b := &pgx.Batch{}
+	w.queueDeps(b, ids)
+	if b.Len() > 0 {
+		if err := w.tx.SendBatch(w.ctx, b).Close(); err != nil {
 			return nil, fmt.Errorf("read dependents: %w", err)
 		}
-		if !slices.Contains(ids, dep) {
-			continue
-		}
+	}
+	m := map[int64][]int64{}
+	add := func(dep, job int64) {
 		if !slices.Contains(m[dep], job) {
 			m[dep] = append(m[dep], job)
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read dependents: %w", err)
+	for _, d := range w.newDeps {
+		if slices.Contains(ids, d[0]) {
+			add(d[0], d[1])
+		}
+	}
+	for _, id := range ids {
+		for _, j := range w.known[id] {
+			add(id, j)
+		}
 	}
 	for _, l := range m {
 		slices.Sort(l)
